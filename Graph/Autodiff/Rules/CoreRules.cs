@@ -1,0 +1,110 @@
+using OnnxKfac.Graph.Model;
+
+namespace OnnxKfac.Graph.Autodiff.Rules;
+
+/// <summary>Arithmetic and matrix products: Identity, Add, Sub, Mul, Div, Neg, Sum, MatMul, Gemm.</summary>
+internal static class CoreRules
+{
+    public static void Register(GradientRegistry r)
+    {
+        r.Add("Identity", c => c.SetGrad(0, c.DY()!));
+        r.Add("Add", c => { c.SetGrad(0, c.Unbroadcast(c.DY()!, c.X(0))); c.SetGrad(1, c.Unbroadcast(c.DY()!, c.X(1))); });
+        r.Add("Sub", c =>
+        {
+            c.SetGrad(0, c.Unbroadcast(c.DY()!, c.X(0)));
+            if (c.Needs(1)) c.SetGrad(1, c.Unbroadcast(c.Emit.Neg(c.DY()!), c.X(1)));
+        });
+        r.Add("Mul", c =>
+        {
+            if (c.Needs(0)) c.SetGrad(0, c.Unbroadcast(c.Emit.Mul(c.DY()!, c.X(1)), c.X(0)));
+            if (c.Needs(1)) c.SetGrad(1, c.Unbroadcast(c.Emit.Mul(c.DY()!, c.X(0)), c.X(1)));
+        });
+        r.Add("Div", Div);
+        r.Add("Neg", c => c.SetGrad(0, c.Emit.Neg(c.DY()!)));
+        r.Add("Sum", c => { for (int i = 0; i < c.InputCount; i++) if (c.Needs(i)) c.SetGrad(i, c.Unbroadcast(c.DY()!, c.X(i))); });
+        r.Add("MatMul", MatMul);
+        r.Add("Gemm", Gemm);
+    }
+
+    // dA = dY / B, dB = -dY * Y / B
+    private static void Div(GradientContext c)
+    {
+        var e = c.Emit;
+        string scaled = e.Div(c.DY()!, c.X(1));
+        if (c.Needs(0)) c.SetGrad(0, c.Unbroadcast(scaled, c.X(0)));
+        if (c.Needs(1)) c.SetGrad(1, c.Unbroadcast(e.Neg(e.Mul(scaled, c.Y())), c.X(1)));
+    }
+
+    // Y = A @ B with numpy semantics (1-D operands promoted, batch dims broadcast).
+    private static void MatMul(GradientContext c)
+    {
+        var e = c.Emit;
+        string a = c.X(0), b = c.X(1), dy = c.DY()!;
+        int ra = c.Rank(a), rb = c.Rank(b);
+        if (ra == 1 || rb == 1)
+        {
+            // Promote the vector operand(s) to matrices so one code path serves.
+            string a2 = ra == 1 ? e.Op("Unsqueeze", [a, e.Int64s(0)]) : a;
+            string b2 = rb == 1 ? e.Op("Unsqueeze", [b, e.Int64s(-1)]) : b;
+            string dy2 = dy;
+            if (ra == 1) dy2 = e.Op("Unsqueeze", [dy2, e.Int64s(rb == 1 ? 0 : -2)]);
+            if (rb == 1) dy2 = e.Op("Unsqueeze", [dy2, e.Int64s(-1)]);
+            int r2a = Math.Max(ra, 2), r2b = Math.Max(rb, 2);
+            if (c.Needs(0))
+            {
+                string ga = e.MatMul(dy2, e.Transpose(b2, SwapLast(r2b)));
+                c.SetGrad(0, e.Reshape(SumToRank(e, ga, c, r2a, a2), e.Shape(a)));
+            }
+            if (c.Needs(1))
+            {
+                string gb = e.MatMul(e.Transpose(a2, SwapLast(r2a)), dy2);
+                c.SetGrad(1, e.Reshape(SumToRank(e, gb, c, r2b, b2), e.Shape(b)));
+            }
+            return;
+        }
+        if (c.Needs(0)) c.SetGrad(0, c.Unbroadcast(e.MatMul(dy, e.Transpose(b, SwapLast(rb))), a));
+        if (c.Needs(1))
+        {
+            if (rb == 2 && ra > 2)
+            {
+                // Weight shared over batch axes (dense on (batch, seq, d)): fold them into one product.
+                string a2d = e.Op("Flatten", [a], Attributes.Int("axis", ra - 1));
+                string dy2d = e.Op("Flatten", [dy], Attributes.Int("axis", ra - 1));
+                c.SetGrad(1, e.MatMul(e.Transpose(a2d, [1, 0]), dy2d));
+            }
+            else c.SetGrad(1, c.Unbroadcast(e.MatMul(e.Transpose(a, SwapLast(ra)), dy), b));
+        }
+    }
+
+    private static string SumToRank(NodeEmitter e, string g, GradientContext c, int rank, string like)
+    {
+        int gr = c.Info(g)?.Rank ?? rank;
+        return gr > rank ? e.ReduceSum(g, Enumerable.Range(0, gr - rank).Select(x => (long)x).ToArray(), keepDims: false) : g;
+    }
+
+    private static long[] SwapLast(int rank)
+    {
+        var p = Enumerable.Range(0, rank).Select(x => (long)x).ToArray();
+        (p[rank - 1], p[rank - 2]) = (p[rank - 2], p[rank - 1]);
+        return p;
+    }
+
+    // Y = alpha * A' B' + beta * C, A' = transA ? Aᵀ : A, B' = transB ? Bᵀ : B.
+    private static void Gemm(GradientContext c)
+    {
+        var e = c.Emit;
+        string dy = c.DY()!;
+        bool ta = c.AttrInt("transA", 0) == 1, tb = c.AttrInt("transB", 0) == 1;
+        float alpha = c.AttrFloat("alpha", 1f), beta = c.AttrFloat("beta", 1f);
+        var gemm = (string x, string y, bool tx, bool ty, float scale) =>
+            e.Op("Gemm", [x, y], Attributes.Int("transA", tx ? 1 : 0), Attributes.Int("transB", ty ? 1 : 0), Attributes.Float("alpha", scale));
+        // dA' = alpha dY B'ᵀ ; dB' = alpha A'ᵀ dY
+        if (c.Needs(0)) c.SetGrad(0, ta ? gemm(c.X(1), dy, tb, true, alpha) : gemm(dy, c.X(1), false, !tb, alpha));
+        if (c.Needs(1)) c.SetGrad(1, tb ? gemm(dy, c.X(0), true, ta, alpha) : gemm(c.X(0), dy, !ta, false, alpha));
+        if (c.HasInput(2) && c.Needs(2))
+        {
+            string g = beta == 1f ? dy : e.Mul(dy, c.Scalar(beta, dy));
+            c.SetGrad(2, c.Unbroadcast(g, c.X(2)));
+        }
+    }
+}
