@@ -1,0 +1,1 @@
+B	enc2.biasJÖN¿¸Z(ª9a²N¹Q,¹
