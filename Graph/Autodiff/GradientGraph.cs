@@ -19,7 +19,8 @@ public static class GradientGraph
         var seeds = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var y in seeded)
         {
-            var info = ctx.Infos.GetValueOrDefault(y) ?? throw new OnnxKfacException($"no type information for output '{y}'");
+            var info = ctx.Infos.GetValueOrDefault(y)
+                ?? new TensorInfo(ctx.Infos.GetValueOrDefault(model.Graph.Input[0].Name)?.ElemType ?? 1, null);
             string seed = y + "_seed";
             model.Graph.Input.Add(ValueInfos.Tensor(seed, info.ElemType, info.Shape));
             ctx.SetInfo(seed, info with { Value = null });

@@ -54,7 +54,7 @@ public sealed class NodeEmitter
         for (int k = 0; k < outputCount; k++)
         {
             outs[k] = outputCount == 1 ? name : name + ":" + k;
-            _state.Claim(outs[k]);
+            if (outputCount > 1) _state.Claim(outs[k]);
         }
         node.Output.Add(outs);
         node.Attribute.Add(attributes);

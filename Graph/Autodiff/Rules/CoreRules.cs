@@ -53,12 +53,12 @@ internal static class CoreRules
             if (c.Needs(0))
             {
                 string ga = e.MatMul(dy2, e.Transpose(b2, SwapLast(r2b)));
-                c.SetGrad(0, e.Reshape(SumToRank(e, ga, c, r2a, a2), e.Shape(a)));
+                c.SetGrad(0, e.Reshape(SumLeading(e, ga, Math.Max(r2a, r2b), r2a), e.Shape(a)));
             }
             if (c.Needs(1))
             {
                 string gb = e.MatMul(e.Transpose(a2, SwapLast(r2a)), dy2);
-                c.SetGrad(1, e.Reshape(SumToRank(e, gb, c, r2b, b2), e.Shape(b)));
+                c.SetGrad(1, e.Reshape(SumLeading(e, gb, Math.Max(r2a, r2b), r2b), e.Shape(b)));
             }
             return;
         }
@@ -76,11 +76,9 @@ internal static class CoreRules
         }
     }
 
-    private static string SumToRank(NodeEmitter e, string g, GradientContext c, int rank, string like)
-    {
-        int gr = c.Info(g)?.Rank ?? rank;
-        return gr > rank ? e.ReduceSum(g, Enumerable.Range(0, gr - rank).Select(x => (long)x).ToArray(), keepDims: false) : g;
-    }
+    /// <summary>Sums away the leading batch axes a rank-<paramref name="rank"/> operand was broadcast over.</summary>
+    private static string SumLeading(NodeEmitter e, string g, int gradRank, int rank) =>
+        gradRank > rank ? e.ReduceSum(g, Enumerable.Range(0, gradRank - rank).Select(x => (long)x).ToArray(), keepDims: false) : g;
 
     private static long[] SwapLast(int rank)
     {
