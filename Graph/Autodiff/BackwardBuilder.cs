@@ -140,7 +140,7 @@ public sealed class BackwardBuilder
                 int type = EmitterState.FloatType(Info(w)?.ElemType ?? 0);
                 g = emit.ZerosLike(w, type);
             }
-            if (g != name) g = emit.OpNamed(name, "Identity", [g]);
+            if (g != name) g = emit.OpNamed(_g.State.IsTaken(name) ? _g.State.UniqueName(name) : name, "Identity", [g]);
             result[w] = g;
         }
         return result;

@@ -111,6 +111,7 @@ public sealed class NodeEmitter
 internal sealed class EmitterState
 {
     private readonly HashSet<string> _names = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _reserved = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _counters = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _constants = new(StringComparer.Ordinal);
 
@@ -135,12 +136,17 @@ internal sealed class EmitterState
 
     public bool IsTaken(string name) => _names.Contains(name);
 
+    /// <summary>Takes a name for a new tensor: free, or reserved earlier by <see cref="UniqueName"/>.</summary>
     public void Claim(string name)
     {
+        if (_reserved.Remove(name)) return;
         if (!_names.Add(name)) throw new InvalidOperationException($"tensor name '{name}' is already used in the graph");
     }
 
-    /// <summary><paramref name="stem"/>, or <c>stem_1</c>, <c>stem_2</c>... whichever is free first; claimed.</summary>
+    /// <summary>
+    /// <paramref name="stem"/>, or <c>stem_1</c>, <c>stem_2</c>... whichever is free first;
+    /// reserved, so one later <see cref="Claim"/> of it succeeds.
+    /// </summary>
     public string UniqueName(string stem)
     {
         string candidate = stem;
@@ -151,6 +157,7 @@ internal sealed class EmitterState
             _counters[stem] = k;
         }
         _names.Add(candidate);
+        _reserved.Add(candidate);
         return candidate;
     }
 

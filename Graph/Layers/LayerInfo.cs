@@ -1,0 +1,47 @@
+namespace OnnxKfac.Graph.Layers;
+
+/// <summary>The layer kinds K-FAC has Kronecker-factored blocks for.</summary>
+public enum LayerKind
+{
+    /// <summary>Gemm, or MatMul with an optional bias Add (also on (batch, seq, d) inputs).</summary>
+    Dense,
+    /// <summary>Conv (1-D, 2-D, 3-D) with stride, padding, dilation and groups.</summary>
+    Conv,
+    /// <summary>Gather rows of a weight table by integer indices.</summary>
+    Embedding,
+}
+
+/// <summary>
+/// One use of a weight by a layer. <see cref="Input"/> is the layer input a_l and
+/// <see cref="PreActivation"/> the tensor s whose gradient is g_l. For dense layers the
+/// weight is stored <c>[out, in]</c> when <see cref="WeightTransposed"/> (Gemm transB=1,
+/// torch Linear) and <c>[in, out]</c> otherwise (MatMul, Gemm transB=0); the
+/// pre-activation is <c>Alpha · a W + Beta · b</c>.
+/// </summary>
+public sealed record LayerInfo
+{
+    public required string Name { get; init; }
+    public required LayerKind Kind { get; init; }
+    public required string Node { get; init; }
+    public required string OpType { get; init; }
+    public required string Weight { get; init; }
+    public string? Bias { get; init; }
+    public required string Input { get; init; }
+    public required string PreActivation { get; init; }
+    public long InFeatures { get; init; } = -1;
+    public long OutFeatures { get; init; } = -1;
+    public bool WeightTransposed { get; init; }
+    /// <summary>Gemm transA: the layer input is stored transposed ([in, N]).</summary>
+    public bool InputTransposed { get; init; }
+    public float Alpha { get; init; } = 1f;
+    public float Beta { get; init; } = 1f;
+    /// <summary>Rank of the dense input; above 2 every position is an extra example.</summary>
+    public int InputRank { get; init; } = 2;
+    public ConvGeometry? Conv { get; init; }
+}
+
+/// <summary>Convolution attributes as the K-FAC stage needs them.</summary>
+public sealed record ConvGeometry(long[] Kernel, long[] Strides, long[] Pads, long[] Dilations, long Group, string AutoPad);
+
+/// <summary>A node that looked like a layer but failed a check, with the reason.</summary>
+public sealed record LayerRejection(string Node, string OpType, string Reason);

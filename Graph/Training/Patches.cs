@@ -1,0 +1,46 @@
+using OnnxKfac.Graph.Autodiff;
+using OnnxKfac.Graph.Layers;
+using OnnxKfac.Graph.Model;
+using DataType = OnnxKfac.Graph.Proto.TensorProto.Types.DataType;
+
+namespace OnnxKfac.Graph.Training;
+
+/// <summary>
+/// Conv input patches (im2col) in one standard op: a depthwise Conv whose kernel is one
+/// one-hot filter per (channel, kernel offset), with the layer's strides, pads and
+/// dilations. Output [N, C·Π k, out spatial...], channel-major like the layer's weight
+/// flattened to [C_out, C_in/groups · Π k] (channels of group g are rows g·C/G..).
+/// </summary>
+internal static class Patches
+{
+    public static string Emit(GraphBuildContext g, LayerInfo layer, string outputName)
+    {
+        var geo = layer.Conv!;
+        var xInfo = g.Infos.GetValueOrDefault(layer.Input);
+        long channels = xInfo?.Shape is { Length: > 1 } s && s[1] > 0 ? s[1]
+            : throw new OnnxKfacException($"conv patches for layer '{layer.Name}' need the input's channel count, which is unknown");
+        long k = geo.Kernel.Aggregate(1L, (a, b) => a * b);
+        int type = EmitterState.FloatType(xInfo.ElemType);
+        var kernelShape = new long[] { channels * k, 1 }.Concat(geo.Kernel).ToArray();
+        var values = new double[channels * k * k];
+        for (long c = 0; c < channels; c++)
+            for (long j = 0; j < k; j++)
+                values[(c * k + j) * k + j] = 1;
+        var tensor = type == (int)DataType.Double
+            ? TensorData.FromDoubles("im2col_kernel", kernelShape, values)
+            : TensorData.FromFloats("im2col_kernel", kernelShape, values.Select(v => (float)v).ToArray());
+        var e = g.Emitter(layer.Name + "/kfac");
+        string kernel = e.Constant(tensor);
+        var attrs = new List<Proto.AttributeProto>
+        {
+            Attributes.Ints("kernel_shape", geo.Kernel), Attributes.Ints("strides", geo.Strides),
+            Attributes.Ints("dilations", geo.Dilations), Attributes.Int("group", channels),
+        };
+        if (geo.AutoPad is "NOTSET" or "") attrs.Add(Attributes.Ints("pads", geo.Pads));
+        else attrs.Add(Attributes.String("auto_pad", geo.AutoPad));
+        string result = e.OpNamed(outputName, "Conv", [layer.Input, kernel], attrs.ToArray());
+        var outShape = g.Infos.GetValueOrDefault(layer.PreActivation)?.Shape;
+        g.SetInfo(result, new TensorInfo(type, outShape is null ? null : [outShape[0], channels * k, .. outShape[2..]]));
+        return result;
+    }
+}

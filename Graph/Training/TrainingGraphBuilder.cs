@@ -1,0 +1,216 @@
+using OnnxKfac.Graph.Autodiff;
+using OnnxKfac.Graph.Layers;
+using OnnxKfac.Graph.Losses;
+using OnnxKfac.Graph.Model;
+using OnnxKfac.Graph.Proto;
+using DataType = OnnxKfac.Graph.Proto.TensorProto.Types.DataType;
+
+namespace OnnxKfac.Graph.Training;
+
+/// <summary>What goes into a training graph besides loss and gradients.</summary>
+public sealed record TrainingGraphOptions
+{
+    public TrainingGraphOptions(LossOptions loss) => Loss = loss;
+
+    public LossOptions Loss { get; init; }
+
+    /// <summary>Glob patterns of initializers to train (empty: the default set, see <see cref="ParameterSelection"/>).</summary>
+    public IReadOnlyList<string> Trainable { get; init; } = [];
+
+    /// <summary>Glob patterns of initializers to keep fixed.</summary>
+    public IReadOnlyList<string> Frozen { get; init; } = [];
+
+    /// <summary>Expose each layer's input a_l and pre-activation gradient g_l (default on).</summary>
+    public bool LayerTaps { get; init; } = true;
+
+    /// <summary>Add the sampled-target backward pass for the true Fisher (a noise input, g_l outputs).</summary>
+    public bool SampledFisher { get; init; }
+
+    /// <summary>Expose conv input patches (im2col) for conv layers.</summary>
+    public bool ConvPatches { get; init; }
+
+    /// <summary>
+    /// Keep the trainable initializers in the graph as default values of their inputs, so
+    /// the file is self-contained (default). The runtime turns this off and feeds weights
+    /// from its own buffers, which avoids a second copy inside ONNX Runtime.
+    /// </summary>
+    public bool KeepInitialValues { get; init; } = true;
+
+    public GradientRegistry? Registry { get; init; }
+}
+
+/// <summary>A training graph and its manifest.</summary>
+public sealed record TrainingGraph(ModelProto Model, TrainingManifest Manifest);
+
+/// <summary>
+/// Rewrites an inference model into one ONNX model that computes, in a single Run, the
+/// loss, the model outputs, the gradient of every trainable parameter and the K-FAC
+/// layer taps — all with standard ai.onnx ops.
+/// </summary>
+public static class TrainingGraphBuilder
+{
+    public const string LossName = "loss";
+    public const string TargetName = "target";
+    public const string NoiseName = "fisher_noise";
+
+    public static TrainingGraph Build(ModelProto source, TrainingGraphOptions options)
+    {
+        options.Loss.Validate();
+        var registry = options.Registry ?? GradientRegistry.Default;
+        var model = source.Clone();
+        int sourceOpset = OpsetUpgrade.Apply(model);
+        var g = new GraphBuildContext(model, sourceOpset);
+        var graph = model.Graph;
+        string output = ChooseOutput(graph, options.Loss.Output);
+
+        var selection = ParameterSelection.Select(g.Index, output, options.Trainable, options.Frozen, registry);
+        var parameters = selection.Parameters;
+        var paramNames = new HashSet<string>(parameters.Select(p => p.Name), StringComparer.Ordinal);
+        var manifestInputs = new List<ManifestTensor>();
+        foreach (var vi in graph.Input.Where(i => !g.Index.Initializers.ContainsKey(i.Name)))
+        {
+            var info = ShapeInference.FromValueInfo(vi);
+            manifestInputs.Add(new ManifestTensor(vi.Name, TensorRole.Data, TypeName(info?.ElemType ?? 0), info?.Shape));
+        }
+
+        // Parameters become graph inputs: the runtime owns the weights.
+        foreach (var p in parameters)
+        {
+            graph.Input.Add(ValueInfos.Tensor(p.Name, p.DataType, p.Dims.ToArray()));
+            manifestInputs.Add(new ManifestTensor(p.Name, TensorRole.Parameter, TypeName(p.DataType), p.Dims.ToArray()));
+        }
+        if (!options.KeepInitialValues)
+            foreach (var p in parameters) graph.Initializer.Remove(p);
+
+        var (layers, _) = LayerMatcher.Match(g.Index, g.Infos, paramNames);
+        if (!options.LayerTaps) layers = [];
+
+        // Loss and its closed-form output gradient.
+        var outInfo = g.Infos.GetValueOrDefault(output);
+        string target = g.State.UniqueName(TargetName);
+        var targetInfo = TargetInfo(options.Loss.Kind, outInfo);
+        graph.Input.Add(ValueInfos.Tensor(target, targetInfo.ElemType, targetInfo.Shape));
+        g.SetInfo(target, targetInfo);
+        manifestInputs.Add(new ManifestTensor(target, TensorRole.Target, TypeName(targetInfo.ElemType), targetInfo.Shape));
+        string lossName = g.State.UniqueName(LossName);
+        var loss = LossBuilder.Append(g, options.Loss, output, target, lossName);
+
+        // Backward: parameter gradients and, in the same pass, the pre-activation gradients.
+        var wrt = parameters.Select(p => p.Name).Concat(layers.Select(l => l.PreActivation)).Distinct(StringComparer.Ordinal).ToArray();
+        var grads = new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [output] = loss.OutputGradient }, wrt);
+
+        ManifestFisher? fisher = null;
+        IReadOnlyDictionary<string, string>? sampled = null;
+        if (options.SampledFisher && layers.Count > 0)
+        {
+            var (distribution, noiseKind) = LossBuilder.FisherFor(options.Loss.Kind);
+            string noise = g.State.UniqueName(NoiseName);
+            int type = outInfo?.ElemType ?? (int)DataType.Float;
+            graph.Input.Add(ValueInfos.Tensor(noise, type, outInfo?.Shape));
+            g.SetInfo(noise, new TensorInfo(type, outInfo?.Shape));
+            manifestInputs.Add(new ManifestTensor(noise, TensorRole.Noise, TypeName(type), outInfo?.Shape) { Of = output });
+            string dSampled = LossBuilder.AppendSampled(g, options.Loss.Kind, output, noise);
+            var pre = layers.Select(l => l.PreActivation).Distinct(StringComparer.Ordinal).ToArray();
+            sampled = new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [output] = dSampled }, pre, "sampled/");
+            fisher = new ManifestFisher(distribution, noise, noiseKind, "1/N");
+        }
+
+        // Outputs: loss, model outputs, gradients, taps.
+        var outputs = new List<ManifestTensor>();
+        var modelOutputs = graph.Output.ToArray();
+        graph.Output.Clear();
+        AddOutput(graph, outputs, g, loss.Loss, TensorRole.Loss, new TensorInfo(outInfo?.ElemType ?? 1, []));
+        foreach (var o in modelOutputs)
+        {
+            graph.Output.Add(o);
+            var info = ShapeInference.FromValueInfo(o) ?? g.Infos.GetValueOrDefault(o.Name);
+            outputs.Add(new ManifestTensor(o.Name, TensorRole.ModelOutput, TypeName(info?.ElemType ?? 0), info?.Shape));
+        }
+        var manifestParams = new List<ManifestParameter>();
+        var ties = selection.Ties.ToDictionary(t => t.Name, t => Math.Max(t.Readers.Count, 1), StringComparer.Ordinal);
+        foreach (var p in parameters)
+        {
+            string gname = grads[p.Name];
+            AddOutput(graph, outputs, g, gname, TensorRole.Gradient, new TensorInfo(p.DataType, p.Dims.ToArray()), p.Name);
+            manifestParams.Add(new ManifestParameter(p.Name, TypeName(p.DataType), p.Dims.ToArray(), gname) { Uses = ties.GetValueOrDefault(p.Name, 1) });
+        }
+        var manifestLayers = new List<ManifestLayer>();
+        foreach (var l in layers)
+        {
+            var e = g.Emitter(l.Name + "/kfac");
+            string a = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/a"), l.InputTransposed ? "Transpose" : "Identity", [l.Input]);
+            var aInfo = g.Infos.GetValueOrDefault(l.Input);
+            if (l.InputTransposed && aInfo?.Shape is { Length: 2 } s) aInfo = aInfo with { Shape = [s[1], s[0]] };
+            AddOutput(graph, outputs, g, a, TensorRole.LayerInput, aInfo, l.Name);
+            string gl = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/g"), "Identity", [grads[l.PreActivation]]);
+            AddOutput(graph, outputs, g, gl, TensorRole.PreactivationGradient, g.Infos.GetValueOrDefault(l.PreActivation), l.Name);
+            string? gs = null;
+            if (sampled is not null)
+            {
+                gs = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/g_sampled"), "Identity", [sampled[l.PreActivation]]);
+                AddOutput(graph, outputs, g, gs, TensorRole.SampledPreactivationGradient, g.Infos.GetValueOrDefault(l.PreActivation), l.Name);
+            }
+            string? patches = null;
+            if (options.ConvPatches && l.Kind == LayerKind.Conv)
+            {
+                patches = Patches.Emit(g, l, g.State.UniqueName(l.Name + "/kfac/patches"));
+                AddOutput(graph, outputs, g, patches, TensorRole.Patches, g.Infos.GetValueOrDefault(patches), l.Name);
+            }
+            manifestLayers.Add(new ManifestLayer
+            {
+                Name = l.Name, Kind = l.Kind, Node = l.Node, Weight = l.Weight, Bias = l.Bias, Input = a,
+                PreactivationGradient = gl, SampledPreactivationGradient = gs, Patches = patches,
+                InFeatures = l.InFeatures, OutFeatures = l.OutFeatures, WeightTransposed = l.WeightTransposed,
+                Alpha = l.Alpha, Beta = l.Beta, InputRank = l.InputRank, Conv = l.Conv,
+            });
+        }
+        g.Commit();
+        model.ProducerName = "onnx-kfac";
+        var o2 = options.Loss;
+        var manifest = new TrainingManifest
+        {
+            SourceOpset = sourceOpset,
+            Opset = g.Index.Opset,
+            Loss = new ManifestLoss(LossOptions.Name(o2.Kind), o2.Reduction.ToString().ToLowerInvariant(), output, target, loss.Loss)
+            {
+                IgnoreIndex = o2.Kind == LossKind.CrossEntropy ? o2.IgnoreIndex : null,
+                LabelSmoothing = o2.Kind == LossKind.CrossEntropy ? o2.LabelSmoothing : null,
+                ClassWeights = o2.ClassWeights?.ToArray(),
+            },
+            Inputs = manifestInputs,
+            Outputs = outputs,
+            Parameters = manifestParams,
+            Layers = manifestLayers,
+            Fisher = fisher,
+            Excluded = selection.Excluded,
+        };
+        return new TrainingGraph(model, manifest);
+    }
+
+    /// <summary>The output the loss reads: the named one, or the model's only output.</summary>
+    public static string ChooseOutput(GraphProto graph, string? requested)
+    {
+        if (requested is not null)
+        {
+            if (graph.Output.Any(o => o.Name == requested)) return requested;
+            throw new OnnxKfacException($"the model has no output '{requested}'; its outputs are: {string.Join(", ", graph.Output.Select(o => o.Name))}");
+        }
+        if (graph.Output.Count == 1) return graph.Output[0].Name;
+        throw new OnnxKfacException($"the model has {graph.Output.Count} outputs ({string.Join(", ", graph.Output.Select(o => o.Name))}); choose the one the loss reads with --output");
+    }
+
+    private static TensorInfo TargetInfo(LossKind kind, TensorInfo? output)
+    {
+        if (kind != LossKind.CrossEntropy) return new TensorInfo(output?.ElemType ?? (int)DataType.Float, output?.Shape);
+        long[]? shape = output?.Shape is { Length: >= 2 } s ? [s[0], .. s[2..]] : null;
+        return new TensorInfo((int)DataType.Int64, shape);
+    }
+
+    private static void AddOutput(GraphProto graph, List<ManifestTensor> list, GraphBuildContext g, string name, TensorRole role, TensorInfo? info, string? of = null)
+    {
+        graph.Output.Add(ValueInfos.Tensor(name, info?.ElemType ?? (int)DataType.Float, info?.Shape));
+        list.Add(new ManifestTensor(name, role, TypeName(info?.ElemType ?? 0), info?.Shape) { Of = of });
+    }
+
+    private static string TypeName(int elemType) => elemType == 0 ? "unknown" : TensorData.TypeName(elemType);
+}

@@ -1,0 +1,105 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using OnnxKfac.Graph.Layers;
+
+namespace OnnxKfac.Graph.Training;
+
+/// <summary>The role of each input and output of a training graph.</summary>
+public enum TensorRole
+{
+    Data, Target, Noise, Parameter,
+    Loss, ModelOutput, Gradient, LayerInput, PreactivationGradient, SampledPreactivationGradient, Patches,
+}
+
+/// <summary>One input or output of the training graph. Shape: -1 for a dimension known only at run time.</summary>
+public sealed record ManifestTensor(string Name, TensorRole Role, string ElemType, long[]? Shape)
+{
+    /// <summary>The parameter (for gradients) or layer (for taps) this tensor belongs to.</summary>
+    public string? Of { get; init; }
+}
+
+public sealed record ManifestParameter(string Name, string ElemType, long[] Shape, string Gradient)
+{
+    /// <summary>How many nodes read this parameter (through Identity copies included); above 1 it is tied.</summary>
+    public int Uses { get; init; } = 1;
+}
+
+public sealed record ManifestLayer
+{
+    public required string Name { get; init; }
+    public required LayerKind Kind { get; init; }
+    public required string Node { get; init; }
+    public required string Weight { get; init; }
+    public string? Bias { get; init; }
+    public required string Input { get; init; }
+    public required string PreactivationGradient { get; init; }
+    public string? SampledPreactivationGradient { get; init; }
+    public string? Patches { get; init; }
+    public long InFeatures { get; init; }
+    public long OutFeatures { get; init; }
+    public bool WeightTransposed { get; init; }
+    public float Alpha { get; init; } = 1f;
+    public float Beta { get; init; } = 1f;
+    public int InputRank { get; init; } = 2;
+    public ConvGeometry? Conv { get; init; }
+}
+
+public sealed record ManifestLoss(string Kind, string Reduction, string Output, string Target, string Loss)
+{
+    public long? IgnoreIndex { get; init; }
+    public double? LabelSmoothing { get; init; }
+    public float[]? ClassWeights { get; init; }
+}
+
+/// <summary>The sampled-target backward pass of the true Fisher.</summary>
+public sealed record ManifestFisher(string Distribution, string NoiseInput, string NoiseDistribution, string GradientScale);
+
+public sealed record ManifestExclusion(string Name, string Reason);
+
+/// <summary>
+/// Names every input and output of a training graph and its role, the trainable
+/// parameters, and the layers K-FAC factors. Written beside the graph as JSON.
+/// </summary>
+public sealed record TrainingManifest
+{
+    public const string CurrentFormat = "onnx-kfac/training-graph/1";
+
+    public string Format { get; init; } = CurrentFormat;
+    public required int SourceOpset { get; init; }
+    public required int Opset { get; init; }
+    public required ManifestLoss Loss { get; init; }
+    public required IReadOnlyList<ManifestTensor> Inputs { get; init; }
+    public required IReadOnlyList<ManifestTensor> Outputs { get; init; }
+    public required IReadOnlyList<ManifestParameter> Parameters { get; init; }
+    public required IReadOnlyList<ManifestLayer> Layers { get; init; }
+    public ManifestFisher? Fisher { get; init; }
+    public IReadOnlyList<ManifestExclusion> Excluded { get; init; } = [];
+
+    public static JsonSerializerOptions JsonOptions { get; } = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        WriteIndented = true,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    public static TrainingManifest FromJson(string json, string source)
+    {
+        try
+        {
+            var m = JsonSerializer.Deserialize<TrainingManifest>(json, JsonOptions) ?? throw new OnnxKfacException($"{source}: empty manifest");
+            if (m.Format != CurrentFormat) throw new OnnxKfacException($"{source}: manifest format '{m.Format}', expected '{CurrentFormat}'");
+            return m;
+        }
+        catch (JsonException e)
+        {
+            throw new OnnxKfacException($"{source}: not a training-graph manifest ({e.Message})", e);
+        }
+    }
+
+    public ManifestTensor Input(TensorRole role) => Inputs.First(t => t.Role == role);
+
+    public IEnumerable<ManifestTensor> OutputsOf(TensorRole role) => Outputs.Where(t => t.Role == role);
+}
