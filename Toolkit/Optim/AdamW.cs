@@ -94,6 +94,12 @@ public sealed class AdamW : IOptimizer
                     throw ParameterBinding.Mismatch(
                         $"parameter '{name}' has a step count but no '{kind}'{(kind == MaxKind ? " (saved without AMSGrad?)" : "")}");
         }
+        foreach (var key in state.Tensors.Keys)
+        {
+            string name = key[(key.IndexOf(':') + 1)..];
+            if (!state.Longs.ContainsKey(ParameterBinding.Key(StepKind, name)))
+                throw ParameterBinding.Mismatch($"tensor '{key}' comes without a step count '{ParameterBinding.Key(StepKind, name)}'");
+        }
         foreach (var s in _slots)
         {
             string name = s.Parameter.Name;

@@ -22,6 +22,13 @@ public interface ITrainingPass
     IReadOnlyList<long> GetOutputShape(string name);
 
     /// <summary>
+    /// The writable buffer of graph input <paramref name="name"/> that only extra passes
+    /// read, e.g. the tangent a Jacobian-vector product pushes forward (one per parameter).
+    /// Fill it before <see cref="RunExtra"/>; the span stays valid for the session.
+    /// </summary>
+    Span<float> GetInput(string name);
+
+    /// <summary>
     /// Runs an extra pass over the current minibatch with the current parameter values, for
     /// the named <paramref name="purpose"/> (a role the training manifest declares, e.g. a
     /// Jacobian-vector product or a loss-only forward); its outputs are then read through
