@@ -39,7 +39,7 @@ internal static class ElementwiseRules
         var e = c.Emit;
         string a = c.X(0), b = c.X(1), dy = c.DY()!;
         int ta = c.ElemType(a);
-        int tb = c.Info(b)?.ElemType ?? ta;
+        int tb = c.Info(b)?.ElemType is > 0 and var known ? known : ta;
         string bA = tb == ta ? b : e.Cast(b, ta);
         if (c.Needs(0))
         {
