@@ -29,6 +29,8 @@ public sealed class GradientRegistry
             "Not", "And", "Or", "Xor", "ArgMax", "ArgMin", "NonZero", "OneHot", "Sign", "Floor", "Ceil", "Round", "IsNaN", "IsInf",
             "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli", "EyeLike", "TopK_Indices");
         CoreRules.Register(r);
+        ShapeRules.Register(r);
+        ReductionRules.Register(r);
         return r;
     }
 
