@@ -51,7 +51,7 @@ internal static class ShapeRules
         if (StaticShape(c, like) is { } s)
         {
             if (c.Info(g)?.Shape is { } gs && gs.SequenceEqual(s)) return g;
-            return e.Op("Reshape", [g, e.Int64s(s)], Attributes.Int("allowzero", s.Contains(0) ? 1 : 0));
+            return s.Contains(0) ? e.Op("Reshape", [g, e.Int64s(s)], Attributes.Int("allowzero", 1)) : e.Reshape(g, e.Int64s(s));
         }
         return e.Op("Reshape", [g, e.Shape(like)], Attributes.Int("allowzero", 1));
     }
@@ -106,17 +106,10 @@ internal static class ShapeRules
         int n = c.InputCount;
         if (n == 1) { c.SetGrad(0, c.DY()!); return; }
         int axis = NormAxis(c, c.AttrInt("axis", 0), c.X(0));
-        var sizes = new string[n];
-        var known = new long[n];
-        bool allKnown = true;
-        for (int k = 0; k < n; k++)
-        {
-            var s = c.Info(c.X(k))?.Shape;
-            known[k] = s is not null && axis < s.Length ? s[axis] : -1;
-            allKnown &= known[k] >= 0;
-            sizes[k] = DimOf(c, c.X(k), axis);
-        }
-        string split = allKnown ? e.Int64s(known) : e.Op("Concat", sizes, Attributes.Int("axis", 0));
+        var known = Enumerable.Range(0, n).Select(k => c.Info(c.X(k))?.Shape is { } s && axis < s.Length ? s[axis] : -1).ToArray();
+        string split = known.All(d => d >= 0)
+            ? e.Int64s(known)
+            : e.Op("Concat", Enumerable.Range(0, n).Select(k => DimOf(c, c.X(k), axis)), Attributes.Int("axis", 0));
         var parts = e.Ops("Split", [c.DY()!, split], n, Attributes.Int("axis", axis));
         for (int k = 0; k < n; k++) c.SetGrad(k, parts[k]);
     }
