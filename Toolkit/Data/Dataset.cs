@@ -161,6 +161,9 @@ public sealed class Dataset : IDisposable
 
     internal LabelStore Labels => _source.Labels;
 
+    /// <summary>True when the features are read from disk as needed rather than held in memory.</summary>
+    internal bool IsStreamed => _source is not TensorSource;
+
     internal int SourceIndex(int index) => _indices is null ? index : _indices[index];
 
     internal void ReadFeatures(int index, Span<float> destination)
