@@ -59,6 +59,11 @@ public sealed class StreamingTests : IDisposable
         using var str = Idx.OpenDataset(images, labels, new DataOptions { Streaming = StreamingMode.Streamed });
         Assert.False(str.IsRandomAccess);
         Assert.Throws<InvalidOperationException>(() => str.CopyExample(0, new float[16], new long[1]));
+        var normMem = Normalization.Compute(mem, NormalizationAxis.PerFeature);
+        var normStr = Normalization.Compute(str, NormalizationAxis.PerFeature);
+        Assert.Equal(normMem.Mean, normStr.Mean);
+        Assert.Equal(normMem.Std, normStr.Std);
+        Assert.Equal(Enumerable.Range(0, 41).Average(i => (double)DataFiles.Pixel(i, 5)), normStr.Mean![5], 4);
 
         var options = new LoaderOptions { BatchSize = 6, Shuffle = false };
         using var a = new DataLoader(mem, options);
@@ -66,6 +71,15 @@ public sealed class StreamingTests : IDisposable
         var first = Epoch(a, 16);
         AssertSameExamples(first, Epoch(b, 16));
         AssertSameExamples(first, Epoch(b, 16)); // a second pass re-reads the file
+
+        // Resume mid-epoch (the reader skips the examples already returned).
+        var f = new float[6 * 16];
+        var l = new long[6];
+        b.TryNextBatch(f, l, out _);
+        b.TryNextBatch(f, l, out _);
+        using var c = new DataLoader(str, options);
+        c.Restore(b.Position);
+        AssertSameExamples(first.Skip(12).ToList(), Epoch(c, 16));
         for (int i = 0; i < 41; i++)
         {
             Assert.Equal(i % 10, first[i].Label);
