@@ -81,7 +81,7 @@ public sealed class DataLoader : IDisposable
     {
         if (_dataset.LabelKind != LabelKind.ClassIndex)
             throw new InvalidOperationException($"{_dataset.Source} has regression targets; pass a Span<float> for labels.");
-        return Next(features, labels, default, out count);
+        return Next(features, labels, default, asClasses: true, out count);
     }
 
     /// <summary>
@@ -89,7 +89,7 @@ public sealed class DataLoader : IDisposable
     /// floats: BatchSize x LabelLength values (class indices are converted).
     /// </summary>
     public bool TryNextBatch(Span<float> features, Span<float> labels, out int count) =>
-        Next(features, default, labels, out count);
+        Next(features, default, labels, asClasses: false, out count);
 
     /// <summary>
     /// Moves to <paramref name="position"/> (from <see cref="Position"/>, possibly of another
@@ -121,9 +121,8 @@ public sealed class DataLoader : IDisposable
     /// <summary>Closes the file reader of a streamed data set, if one is open. The data set itself stays open.</summary>
     public void Dispose() => CloseReader();
 
-    private bool Next(Span<float> features, Span<long> classes, Span<float> targets, out int count)
+    private bool Next(Span<float> features, Span<long> classes, Span<float> targets, bool asClasses, out int count)
     {
-        bool asClasses = targets.IsEmpty;
         if (features.Length < _batch * _featureLength)
             throw new ArgumentException($"The feature buffer holds {features.Length} floats; a batch needs {_batch} x {_featureLength} = {_batch * _featureLength}.", nameof(features));
         int labelsNeeded = _batch * (asClasses ? 1 : _labelWidth);
