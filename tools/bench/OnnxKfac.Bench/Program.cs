@@ -1,0 +1,220 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OnnxKfac.Graph;
+using OnnxKfac.Graph.Losses;
+using OnnxKfac.Graph.Model;
+using OnnxKfac.Graph.Proto;
+using OnnxKfac.Graph.Training;
+using OnnxKfac.Toolkit.Runtime;
+
+namespace OnnxKfac.Bench;
+
+/// <summary>
+/// Speed benchmarks of OnnxKfac training steps on ONNX Runtime (CPU). See tools/bench/README.md.
+/// <code>
+/// onnx-kfac-bench [--models fashion_mlp,mlp,...] [--batches 32,256] [--threads 1,2]
+///                 [--steps 100] [--warmup 20] [--out results.jsonl]
+///                 [--profile fashion_mlp:256:1,...] [--profile-out profile.json] [--profile-runs 50]
+/// </code>
+/// One JSON object per (model, batch, threads) goes to --out (JSON lines); a summary to stdout.
+/// </summary>
+internal static class Program
+{
+    private static int Main(string[] args)
+    {
+        var opt = Options.Parse(args);
+        string root = FindRoot();
+        using var results = opt.Out is null ? null : new StreamWriter(opt.Out, append: false);
+        foreach (var name in opt.Models)
+        {
+            var spec = ModelSpec.Find(name);
+            foreach (var record in BenchModel(spec, root, opt))
+            {
+                Console.WriteLine(Summary(record));
+                results?.WriteLine(record.ToJsonString());
+                results?.Flush();
+            }
+        }
+        if (opt.Profile.Count > 0)
+        {
+            var all = new JsonArray();
+            foreach (var (model, batch, threads) in opt.Profile)
+            {
+                var p = ProfileOne(ModelSpec.Find(model), root, batch, threads, opt.ProfileRuns);
+                if (p is not null) all.Add(p);
+            }
+            if (opt.ProfileOut is not null) File.WriteAllText(opt.ProfileOut, all.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        }
+        return 0;
+    }
+
+    private static TrainingGraphOptions GraphOptions(bool fisher = false, bool taps = true) =>
+        new(new LossOptions(LossKind.CrossEntropy)) { SampledFisher = fisher, LayerTaps = taps };
+
+    private static IEnumerable<JsonObject> BenchModel(ModelSpec spec, string root, Options opt)
+    {
+        string path = Path.Combine(root, spec.RelativePath);
+        var model = OnnxModelIO.Load(path);
+        // Can the training graph be built at all (gradient rules for every op)?
+        string? skip = null;
+        try { TrainingGraphBuilder.Build(model, GraphOptions()); }
+        catch (OnnxKfacException e) { skip = e.Message; }
+        if (skip is not null)
+        {
+            yield return new JsonObject { ["model"] = spec.Name, ["path"] = spec.RelativePath, ["skipped"] = skip };
+            yield break;
+        }
+        foreach (int threads in opt.Threads)
+        {
+            var sessionOptions = new TrainingSessionOptions { Threads = threads };
+            using var plain = TrainingSession.Create(model, GraphOptions(), sessionOptions);
+            using var fisher = TrainingSession.Create(model, GraphOptions(fisher: true), sessionOptions);
+            using var bare = TrainingSession.Create(model, GraphOptions(taps: false), sessionOptions);
+            foreach (int batch in opt.Batches)
+            {
+                var b = plain.Bind(batch);
+                BatchFiller.Fill(plain, b, spec, seed: batch);
+                var bf = fisher.Bind(batch);
+                BatchFiller.Fill(fisher, bf, spec, seed: batch);
+                var bb = bare.Bind(batch);
+                BatchFiller.Fill(bare, bb, spec, seed: batch);
+
+                var step = StepBench.Run(plain, b, opt.Warmup, opt.Steps);
+                var forward = StepBench.Forward(path, plain, b, threads, opt.Warmup, opt.Steps);
+                var fisherStep = StepBench.Run(fisher, bf, opt.Warmup, opt.Steps);
+                var bareStep = StepBench.Run(bare, bb, opt.Warmup, opt.Steps);
+                yield return new JsonObject
+                {
+                    ["model"] = spec.Name,
+                    ["path"] = spec.RelativePath,
+                    ["batch"] = batch,
+                    ["threads"] = threads,
+                    ["parameters"] = plain.Parameters.Sum(p => p.Value.Length),
+                    ["layers"] = plain.Manifest.Layers.Count,
+                    ["model_nodes"] = model.Graph.Node.Count,
+                    ["training_nodes"] = plain.TrainingModel.Graph.Node.Count,
+                    ["fisher_nodes"] = fisher.TrainingModel.Graph.Node.Count,
+                    ["bare_nodes"] = bare.TrainingModel.Graph.Node.Count,
+                    ["step"] = Json(step.Step),
+                    ["run"] = Json(step.Run),
+                    ["sgd"] = Json(step.Sgd),
+                    ["forward"] = Json(forward),
+                    ["fisher_step"] = Json(fisherStep.Step),
+                    ["bare_step"] = Json(bareStep.Step),
+                    ["alloc_bytes"] = step.AllocatedBytes,
+                    ["alloc_fisher_bytes"] = fisherStep.AllocatedBytes,
+                    ["alloc_steps"] = step.AllocationSteps,
+                };
+            }
+        }
+    }
+
+    private static JsonObject? ProfileOne(ModelSpec spec, string root, int batch, int threads, int runs)
+    {
+        var model = OnnxModelIO.Load(Path.Combine(root, spec.RelativePath));
+        TrainingSession session;
+        try { session = TrainingSession.Create(model, GraphOptions(), new TrainingSessionOptions { Threads = threads }); }
+        catch (OnnxKfacException e)
+        {
+            Console.WriteLine($"profile {spec.Name}: skipped ({e.Message})");
+            return null;
+        }
+        using (session)
+        {
+            var b = session.Bind(batch);
+            BatchFiller.Fill(session, b, spec, seed: batch);
+            string dir = Path.Combine(Path.GetTempPath(), $"onnx-kfac-bench-{Environment.ProcessId}-{spec.Name}-{batch}-{threads}");
+            var r = GraphProfile.Run(session, b, threads, runs, dir);
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+            Console.WriteLine($"profile {spec.Name} batch {batch} threads {threads}: kernels {r.KernelMsPerRun:F3} ms/run");
+            foreach (var t in r.KernelTimes.Take(10)) Console.WriteLine($"  {t.OpType,-28} {t.Nodes,4} nodes {t.MsPerRun,9:F4} ms");
+            var ops = new JsonArray();
+            foreach (var t in r.KernelTimes) ops.Add(new JsonObject { ["op"] = t.OpType, ["nodes"] = t.Nodes, ["ms"] = t.MsPerRun });
+            var top = new JsonArray();
+            foreach (var (node, op, ms) in r.TopNodes) top.Add(new JsonObject { ["node"] = node, ["op"] = op, ["ms"] = ms });
+            return new JsonObject
+            {
+                ["model"] = spec.Name,
+                ["batch"] = batch,
+                ["threads"] = threads,
+                ["runs"] = runs,
+                ["kernel_ms"] = r.KernelMsPerRun,
+                ["ops"] = ops,
+                ["top_nodes"] = top,
+                ["training_graph_ops"] = Counts(r.TrainingGraphOps),
+                ["optimized_ops"] = Counts(r.OptimizedOps),
+            };
+        }
+    }
+
+    private static JsonObject Counts(SortedDictionary<string, int> counts)
+    {
+        var o = new JsonObject();
+        foreach (var (k, v) in counts) o[k] = v;
+        return o;
+    }
+
+    private static JsonObject Json(Timing t) =>
+        new() { ["median_ms"] = t.Median, ["p90_ms"] = t.P90, ["min_ms"] = t.Min, ["steps"] = t.Steps };
+
+    private static string Summary(JsonObject r)
+    {
+        if (r["skipped"] is { } s) return $"{r["model"]}: skipped: {s}";
+        double M(string k) => r[k]!["median_ms"]!.GetValue<double>();
+        return $"{r["model"],-12} batch {r["batch"],4} threads {r["threads"]}: step {M("step"):F3} ms (p90 {r["step"]!["p90_ms"]!.GetValue<double>():F3}; run {M("run"):F3}, sgd {M("sgd"):F3}), " +
+               $"forward {M("forward"):F3}, fisher {M("fisher_step"):F3}, no taps {M("bare_step"):F3}, alloc {r["alloc_bytes"]} B/{r["alloc_steps"]} steps";
+    }
+
+    private static string FindRoot()
+    {
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+        {
+            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
+                if (File.Exists(Path.Combine(d.FullName, "OnnxKfac.sln"))) return d.FullName;
+        }
+        throw new InvalidOperationException("cannot find the repository root (OnnxKfac.sln) above the working directory");
+    }
+
+    private sealed class Options
+    {
+        public List<string> Models { get; private set; } = ["fashion_mlp", "mlp", "transformer", "cnn", "resnet"];
+        public List<int> Batches { get; private set; } = [32, 256];
+        public List<int> Threads { get; private set; } = [1, 2];
+        public int Steps { get; private set; } = 100;
+        public int Warmup { get; private set; } = 20;
+        public string? Out { get; private set; }
+        public List<(string, int, int)> Profile { get; } = [];
+        public string? ProfileOut { get; private set; }
+        public int ProfileRuns { get; private set; } = 50;
+
+        public static Options Parse(string[] args)
+        {
+            var o = new Options();
+            for (int i = 0; i < args.Length; i++)
+            {
+                string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+                switch (args[i])
+                {
+                    case "--models": o.Models = [.. Next().Split(',', StringSplitOptions.RemoveEmptyEntries)]; break;
+                    case "--batches": o.Batches = [.. Next().Split(',').Select(int.Parse)]; break;
+                    case "--threads": o.Threads = [.. Next().Split(',').Select(int.Parse)]; break;
+                    case "--steps": o.Steps = int.Parse(Next()); break;
+                    case "--warmup": o.Warmup = int.Parse(Next()); break;
+                    case "--out": o.Out = Next(); break;
+                    case "--profile":
+                        foreach (var item in Next().Split(',', StringSplitOptions.RemoveEmptyEntries))
+                        {
+                            var parts = item.Split(':');
+                            o.Profile.Add((parts[0], int.Parse(parts[1]), int.Parse(parts[2])));
+                        }
+                        break;
+                    case "--profile-out": o.ProfileOut = Next(); break;
+                    case "--profile-runs": o.ProfileRuns = int.Parse(Next()); break;
+                    default: throw new ArgumentException($"unknown argument '{args[i]}'");
+                }
+            }
+            if (o.Steps < 50) throw new ArgumentException("--steps must be at least 50");
+            return o;
+        }
+    }
+}
