@@ -13,8 +13,10 @@ namespace OnnxKfac.Bench;
 /// Speed benchmarks of OnnxKfac training steps on ONNX Runtime (CPU). See tools/bench/README.md.
 /// <code>
 /// onnx-kfac-bench [--models fashion_mlp,mlp,...] [--batches 32,256] [--threads 1,2]
-///                 [--steps 100] [--warmup 20] [--out results.jsonl]
+///                 [--steps 100] [--warmup 20] [--out results.jsonl] [--attempts 3] [--quiet-cores 0.3]
 ///                 [--profile fashion_mlp:256:1,...] [--profile-out profile.json] [--profile-runs 50]
+///                 [--experiments transformer:256:2,...] [--experiments-out experiments.json]
+/// (--models none: only the profile and experiments)
 /// </code>
 /// One JSON object per (model, batch, threads) goes to --out (JSON lines); a summary to stdout.
 /// </summary>
@@ -34,6 +36,32 @@ internal static class Program
                 results?.WriteLine(record.ToJsonString());
                 results?.Flush();
             }
+        }
+        if (opt.Experiments.Count > 0)
+        {
+            var all = new JsonArray();
+            foreach (var (model, batch, threads) in opt.Experiments)
+            {
+                var spec = ModelSpec.Find(model);
+                using var session = TrainingSession.Create(OnnxModelIO.Load(Path.Combine(root, spec.RelativePath)), GraphOptions(),
+                    new TrainingSessionOptions { Threads = threads });
+                var b = session.Bind(batch);
+                BatchFiller.Fill(session, b, spec, seed: batch);
+                foreach (var m in new[]
+                {
+                    Contention.Quietest(() => Experiments.PowPatch(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
+                    Contention.Quietest(() => Experiments.Spinning(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
+                })
+                {
+                    var r = m.Value;
+                    r["other_cores"] = m.OtherCores;
+                    r["attempts"] = m.Attempts;
+                    r["model"] = spec.Name; r["batch"] = batch; r["threads"] = threads;
+                    Console.WriteLine(r.ToJsonString());
+                    all.Add(r);
+                }
+            }
+            if (opt.ExperimentsOut is not null) File.WriteAllText(opt.ExperimentsOut, all.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         }
         if (opt.Profile.Count > 0)
         {
@@ -79,10 +107,28 @@ internal static class Program
                 var bb = bare.Bind(batch);
                 BatchFiller.Fill(bare, bb, spec, seed: batch);
 
-                var step = StepBench.Run(plain, b, opt.Warmup, opt.Steps);
-                var forward = StepBench.Forward(path, plain, b, threads, opt.Warmup, opt.Steps);
-                var fisherStep = StepBench.Run(fisher, bf, opt.Warmup, opt.Steps);
-                var bareStep = StepBench.Run(bare, bb, opt.Warmup, opt.Steps);
+                // Each measurement is retried while other processes keep a core busy (shared machine).
+                Contention.Measured<T> Q<T>(Func<T> f) => Contention.Quietest(f, opt.Attempts, opt.QuietCores);
+                var step = Q(() => StepBench.Run(plain, b, opt.Warmup, opt.Steps));
+                var forward = Q(() => StepBench.Forward(path, plain, b, threads, opt.Warmup, opt.Steps));
+                var fisherStep = Q(() => StepBench.Run(fisher, bf, opt.Warmup, opt.Steps));
+                var bareStep = Q(() => StepBench.Run(bare, bb, opt.Warmup, opt.Steps));
+                // The same model with the batch dimension fixed: every shape is static, so the
+                // backward graph needs no run-time shape arithmetic (Shape/NonZero unbroadcast).
+                using var fixedBatch = TrainingSession.Create(StaticBatch(model, batch), GraphOptions(), sessionOptions);
+                var bs = fixedBatch.Bind(batch);
+                BatchFiller.Fill(fixedBatch, bs, spec, seed: batch);
+                var staticStep = Q(() => StepBench.Run(fixedBatch, bs, opt.Warmup, opt.Steps));
+                var others = new JsonObject
+                {
+                    ["step"] = step.OtherCores, ["forward"] = forward.OtherCores, ["fisher_step"] = fisherStep.OtherCores,
+                    ["bare_step"] = bareStep.OtherCores, ["static_step"] = staticStep.OtherCores,
+                };
+                var attempts = new JsonObject
+                {
+                    ["step"] = step.Attempts, ["forward"] = forward.Attempts, ["fisher_step"] = fisherStep.Attempts,
+                    ["bare_step"] = bareStep.Attempts, ["static_step"] = staticStep.Attempts,
+                };
                 yield return new JsonObject
                 {
                     ["model"] = spec.Name,
@@ -95,18 +141,38 @@ internal static class Program
                     ["training_nodes"] = plain.TrainingModel.Graph.Node.Count,
                     ["fisher_nodes"] = fisher.TrainingModel.Graph.Node.Count,
                     ["bare_nodes"] = bare.TrainingModel.Graph.Node.Count,
-                    ["step"] = Json(step.Step),
-                    ["run"] = Json(step.Run),
-                    ["sgd"] = Json(step.Sgd),
-                    ["forward"] = Json(forward),
-                    ["fisher_step"] = Json(fisherStep.Step),
-                    ["bare_step"] = Json(bareStep.Step),
-                    ["alloc_bytes"] = step.AllocatedBytes,
-                    ["alloc_fisher_bytes"] = fisherStep.AllocatedBytes,
-                    ["alloc_steps"] = step.AllocationSteps,
+                    ["static_nodes"] = fixedBatch.TrainingModel.Graph.Node.Count,
+                    ["step"] = Json(step.Value.Step),
+                    ["run"] = Json(step.Value.Run),
+                    ["sgd"] = Json(step.Value.Sgd),
+                    ["forward"] = Json(forward.Value),
+                    ["fisher_step"] = Json(fisherStep.Value.Step),
+                    ["bare_step"] = Json(bareStep.Value.Step),
+                    ["static_step"] = Json(staticStep.Value.Step),
+                    ["alloc_bytes"] = step.Value.AllocatedBytes,
+                    ["alloc_fisher_bytes"] = fisherStep.Value.AllocatedBytes,
+                    ["alloc_steps"] = step.Value.AllocationSteps,
+                    ["alloc_fisher_steps"] = fisherStep.Value.AllocationSteps,
+                    ["other_cores"] = others,
+                    ["attempts"] = attempts,
+                    ["loadavg"] = LoadAverage(),
                 };
             }
         }
+    }
+
+    /// <summary>A copy of <paramref name="model"/> whose inputs and outputs have batch dimension <paramref name="batch"/> and no intermediate shape annotations.</summary>
+    internal static ModelProto StaticBatch(ModelProto model, int batch)
+    {
+        var m = model.Clone();
+        var inits = new HashSet<string>(m.Graph.Initializer.Select(t => t.Name), StringComparer.Ordinal);
+        foreach (var vi in m.Graph.Input.Where(i => !inits.Contains(i.Name)).Concat(m.Graph.Output))
+        {
+            if (vi.Type?.TensorType?.Shape is not { Dim.Count: > 0 } shape) continue;
+            shape.Dim[0] = new TensorShapeProto.Types.Dimension { DimValue = batch };
+        }
+        m.Graph.ValueInfo.Clear();
+        return m;
     }
 
     private static JsonObject? ProfileOne(ModelSpec spec, string root, int batch, int threads, int runs)
@@ -162,7 +228,21 @@ internal static class Program
         if (r["skipped"] is { } s) return $"{r["model"]}: skipped: {s}";
         double M(string k) => r[k]!["median_ms"]!.GetValue<double>();
         return $"{r["model"],-12} batch {r["batch"],4} threads {r["threads"]}: step {M("step"):F3} ms (p90 {r["step"]!["p90_ms"]!.GetValue<double>():F3}; run {M("run"):F3}, sgd {M("sgd"):F3}), " +
-               $"forward {M("forward"):F3}, fisher {M("fisher_step"):F3}, no taps {M("bare_step"):F3}, alloc {r["alloc_bytes"]} B/{r["alloc_steps"]} steps";
+               $"forward {M("forward"):F3}, fisher {M("fisher_step"):F3}, no taps {M("bare_step"):F3}, static batch {M("static_step"):F3}, alloc {r["alloc_bytes"]} B/{r["alloc_steps"]} steps, " +
+               $"others used {r["other_cores"]!["step"]!.GetValue<double>():F2} cores ({r["attempts"]!["step"]} attempts)";
+    }
+
+    /// <summary>The 1-minute load average (other processes on the machine skew timings), or -1 where unknown.</summary>
+    private static double LoadAverage()
+    {
+        try
+        {
+            return double.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+        {
+            return -1;
+        }
     }
 
     private static string FindRoot()
@@ -185,7 +265,15 @@ internal static class Program
         public string? Out { get; private set; }
         public List<(string, int, int)> Profile { get; } = [];
         public string? ProfileOut { get; private set; }
+        public List<(string, int, int)> Experiments { get; } = [];
+        public string? ExperimentsOut { get; private set; }
         public int ProfileRuns { get; private set; } = 50;
+        public int Attempts { get; private set; } = 3;
+        public double QuietCores { get; private set; } = 0.3;
+
+        private static IEnumerable<(string, int, int)> Configs(string text) =>
+            text.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(item => item.Split(':'))
+                .Select(p => (p[0], int.Parse(p[1]), int.Parse(p[2])));
 
         public static Options Parse(string[] args)
         {
@@ -201,18 +289,17 @@ internal static class Program
                     case "--steps": o.Steps = int.Parse(Next()); break;
                     case "--warmup": o.Warmup = int.Parse(Next()); break;
                     case "--out": o.Out = Next(); break;
-                    case "--profile":
-                        foreach (var item in Next().Split(',', StringSplitOptions.RemoveEmptyEntries))
-                        {
-                            var parts = item.Split(':');
-                            o.Profile.Add((parts[0], int.Parse(parts[1]), int.Parse(parts[2])));
-                        }
-                        break;
+                    case "--attempts": o.Attempts = int.Parse(Next()); break;
+                    case "--quiet-cores": o.QuietCores = double.Parse(Next(), System.Globalization.CultureInfo.InvariantCulture); break;
+                    case "--profile": o.Profile.AddRange(Configs(Next())); break;
+                    case "--experiments": o.Experiments.AddRange(Configs(Next())); break;
+                    case "--experiments-out": o.ExperimentsOut = Next(); break;
                     case "--profile-out": o.ProfileOut = Next(); break;
                     case "--profile-runs": o.ProfileRuns = int.Parse(Next()); break;
                     default: throw new ArgumentException($"unknown argument '{args[i]}'");
                 }
             }
+            if (o.Models.Count == 1 && o.Models[0] == "none") o.Models.Clear();
             if (o.Steps < 50) throw new ArgumentException("--steps must be at least 50");
             return o;
         }

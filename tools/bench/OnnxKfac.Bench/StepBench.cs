@@ -22,13 +22,21 @@ internal static class StepBench
 {
     public sealed record StepResult(Timing Step, Timing Run, Timing Sgd, long AllocatedBytes, int AllocationSteps);
 
+    /// <summary>Fast configurations run more than the requested steps, until at least this long has passed.</summary>
+    public static double MinSeconds { get; set; } = 0.25;
+
+    private const int MaxSteps = 20000;
+
+    private static bool More(int k, int steps, long start) =>
+        k < steps || (k < MaxSteps && Stopwatch.GetElapsedTime(start).TotalSeconds < MinSeconds);
+
     public static StepResult Run(TrainingSession session, BatchBinding batch, int warmup, int steps)
     {
         var sgd = new Sgd(session.Parameters, new SgdOptions { LearningRate = 0.01, Momentum = 0.9 });
         var ctx = new StepContext(session.Parameters, session);
-        var step = new Samples(steps);
-        var run = new Samples(steps);
-        var update = new Samples(steps);
+        var step = new Samples(MaxSteps);
+        var run = new Samples(MaxSteps);
+        var update = new Samples(MaxSteps);
         for (int k = 0; k < warmup; k++)
         {
             double l = session.Run(batch);
@@ -36,7 +44,8 @@ internal static class StepBench
             ctx.Advance(l);
         }
         long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int k = 0; k < steps; k++)
+        long start = Stopwatch.GetTimestamp();
+        for (int k = 0; More(k, steps, start); k++)
         {
             long t0 = Stopwatch.GetTimestamp();
             double loss = session.Run(batch);
@@ -50,7 +59,7 @@ internal static class StepBench
         }
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         if (!double.IsFinite(batch.Loss)) throw new InvalidOperationException($"loss became {batch.Loss}");
-        return new StepResult(Timing.From(step), Timing.From(run), Timing.From(update), allocated, steps);
+        return new StepResult(Timing.From(step), Timing.From(run), Timing.From(update), allocated, step.Count);
     }
 
     /// <summary>
@@ -100,8 +109,9 @@ internal static class StepBench
                 binding.BindOutput(outputNames[k], v);
             }
             for (int k = 0; k < warmup; k++) inference.RunWithBinding(runOptions, binding);
-            var samples = new Samples(steps);
-            for (int k = 0; k < steps; k++)
+            var samples = new Samples(MaxSteps);
+            long start = Stopwatch.GetTimestamp();
+            for (int k = 0; More(k, steps, start); k++)
             {
                 long t0 = Stopwatch.GetTimestamp();
                 inference.RunWithBinding(runOptions, binding);
