@@ -34,6 +34,7 @@ public sealed class GradientRegistry
         SoftmaxRules.Register(r);
         ShapeRules.Register(r);
         ReductionRules.Register(r);
+        ConvRules.Register(r);
         return r;
     }
 
