@@ -35,6 +35,7 @@ public sealed class GradientRegistry
         ShapeRules.Register(r);
         ReductionRules.Register(r);
         ConvRules.Register(r);
+        PoolRules.Register(r);
         return r;
     }
 

@@ -1,6 +1,7 @@
 using OnnxKfac.Graph.Model;
 using OnnxKfac.Graph.Proto;
 using OnnxKfac.Graph.Tests.Support;
+using Xunit.Abstractions;
 using static OnnxKfac.Graph.Tests.Support.TestTensor;
 
 namespace OnnxKfac.Graph.Tests.Autodiff;
@@ -10,7 +11,7 @@ namespace OnnxKfac.Graph.Tests.Autodiff;
 /// float32 kernels only for both ops; they are bilinear, so central differences are exact up
 /// to rounding and a large step keeps that small.
 /// </summary>
-public class ConvRulesTests
+public class ConvRulesTests(ITestOutputHelper log)
 {
     private const int F = 1; // float
     internal static readonly GradCheck.Options Linear = new() { Step = 0.25, Tolerance = 1e-3, MaxElementsPerInput = 64 };
@@ -22,10 +23,10 @@ public class ConvRulesTests
         return d;
     }
 
-    private static void Conv(long[] x, long[] w, bool bias, params AttributeProto[] attributes)
+    private void Conv(long[] x, long[] w, bool bias, params AttributeProto[] attributes)
     {
         var inputs = Inputs(x, w, bias ? w[0] : null);
-        GradCheck.Op("Conv", bias ? ["x", "w", "b"] : ["x", "w"], inputs, options: Linear, attributes: attributes);
+        RuleCheck.Op(log, "Conv", bias ? ["x", "w", "b"] : ["x", "w"], inputs, options: Linear, attributes: attributes);
     }
 
     [Fact]
@@ -89,7 +90,7 @@ public class ConvRulesTests
         var model = TestModels.SingleOp("Conv", 17, ["x", "w", "b"], inputs, null, 1,
             Attributes.Int("group", group), Attributes.Ints("strides", [2, 2]), Attributes.Ints("pads", [1, 0, 1, 1]));
         model.Graph.Input[0].Type.TensorType.Shape.Dim[0].ClearDimValue();
-        GradCheck.Check(model, inputs, ["x", "w", "b"], Linear);
+        RuleCheck.Log(log, "Conv", 17, GradCheck.Check(model, inputs, ["x", "w", "b"], Linear));
     }
 
     [Theory]
@@ -103,13 +104,13 @@ public class ConvRulesTests
             Attributes.Int("group", group), Attributes.Ints("strides", [3, 2]), Attributes.Ints("dilations", [1, 2]), Attributes.Ints("pads", [1, 0, 2, 1]));
         foreach (int k in new[] { 0, 2, 3 }) model.Graph.Input[0].Type.TensorType.Shape.Dim[k].ClearDimValue();
         model.Graph.Output[0].Type = null;
-        GradCheck.Check(model, inputs, ["x", "w", "b"], Linear);
+        RuleCheck.Log(log, "Conv", 17, GradCheck.Check(model, inputs, ["x", "w", "b"], Linear));
     }
 
-    private static void ConvTranspose(long[] x, long[] w, long group, bool bias, params AttributeProto[] attributes)
+    private void ConvTranspose(long[] x, long[] w, long group, bool bias, params AttributeProto[] attributes)
     {
         var inputs = Inputs(x, w, bias ? w[1] * group : null);
-        GradCheck.Op("ConvTranspose", bias ? ["x", "w", "b"] : ["x", "w"], inputs, options: Linear,
+        RuleCheck.Op(log, "ConvTranspose", bias ? ["x", "w", "b"] : ["x", "w"], inputs, options: Linear,
             attributes: [.. attributes, Attributes.Int("group", group)]);
     }
 
@@ -160,7 +161,7 @@ public class ConvRulesTests
         var model = TestModels.SingleOp("ConvTranspose", 17, ["x", "w", "b"], inputs, null, 1,
             Attributes.Int("group", 2), Attributes.Ints("strides", [2, 2]), Attributes.Ints("pads", [1, 0, 0, 1]), Attributes.Ints("output_padding", [1, 1]));
         model.Graph.Input[0].Type.TensorType.Shape.Dim[0].ClearDimValue();
-        GradCheck.Check(model, inputs, ["x", "w", "b"], Linear);
+        RuleCheck.Log(log, "ConvTranspose", 17, GradCheck.Check(model, inputs, ["x", "w", "b"], Linear));
     }
 
     [Fact]
@@ -171,6 +172,33 @@ public class ConvRulesTests
             Attributes.Ints("strides", [2, 2]), Attributes.Ints("pads", [1, 0, 0, 1]), Attributes.Ints("output_padding", [1, 1]));
         foreach (int k in new[] { 0, 2, 3 }) model.Graph.Input[0].Type.TensorType.Shape.Dim[k].ClearDimValue();
         model.Graph.Output[0].Type = null;
-        GradCheck.Check(model, inputs, ["x", "w", "b"], Linear);
+        RuleCheck.Log(log, "ConvTranspose", 17, GradCheck.Check(model, inputs, ["x", "w", "b"], Linear));
+    }
+}
+
+/// <summary>
+/// <see cref="GradCheck.Op"/> that also writes the worst finite-difference error of each
+/// opset to the test output (the numbers quoted for these rules).
+/// </summary>
+internal static class RuleCheck
+{
+    public static double Op(ITestOutputHelper log, string opType, IReadOnlyList<string> inputOrder, IReadOnlyDictionary<string, TestTensor> inputs,
+        IReadOnlyDictionary<string, TestTensor>? constants = null, int[]? opsets = null, int outputs = 1,
+        IReadOnlyList<string>? wrt = null, GradCheck.Options? options = null, params AttributeProto[] attributes)
+    {
+        double worst = 0;
+        foreach (int opset in opsets ?? [13, 17, 20])
+        {
+            var model = TestModels.SingleOp(opType, opset, inputOrder, inputs, constants, outputs, attributes);
+            var names = wrt ?? inputs.Where(kv => kv.Value.ElemType is (int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Double).Select(kv => kv.Key).ToArray();
+            worst = Math.Max(worst, Log(log, opType, opset, GradCheck.Check(model, inputs, names, options)));
+        }
+        return worst;
+    }
+
+    public static double Log(ITestOutputHelper log, string opType, int opset, double worst)
+    {
+        log.WriteLine(FormattableString.Invariant($"FD {opType} opset {opset}: worst relative error {worst:G3}"));
+        return worst;
     }
 }
