@@ -36,6 +36,7 @@ public sealed class GradientRegistry
         ReductionRules.Register(r);
         ConvRules.Register(r);
         PoolRules.Register(r);
+        NormalizationRules.Register(r);
         return r;
     }
 
