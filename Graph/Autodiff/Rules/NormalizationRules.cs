@@ -42,6 +42,8 @@ internal static class NormalizationRules
     // (stash_type), else they are recomputed in X's precision.
     private static void LayerNormalization(GradientContext c)
     {
+        if (c.DY(1) is not null || c.DY(2) is not null)
+            throw c.Unsupported("a gradient flows into the Mean or InvStdDev output, which is not supported");
         var e = c.Emit;
         string x = c.X(0), dy = c.DY()!;
         int rank = c.Rank(x);

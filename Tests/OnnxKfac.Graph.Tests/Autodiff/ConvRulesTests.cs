@@ -14,7 +14,7 @@ namespace OnnxKfac.Graph.Tests.Autodiff;
 public class ConvRulesTests(ITestOutputHelper log)
 {
     private const int F = 1; // float
-    internal static readonly GradCheck.Options Linear = new() { Step = 0.25, Tolerance = 1e-3, MaxElementsPerInput = 64 };
+    internal static readonly GradCheck.Options Linear = new() { Step = 0.25, Tolerance = 1e-4, MaxElementsPerInput = 64 };
 
     private static Dictionary<string, TestTensor> Inputs(long[] x, long[] w, long? bias = null)
     {
