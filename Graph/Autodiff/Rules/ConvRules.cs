@@ -19,44 +19,45 @@ internal static class ConvRules
     // Y = Conv(X, W) + B with X (N, C, S...), W (M, C/G, K...), Y (N, M, O...).
     private static void Conv(GradientContext c)
     {
-        var e = c.Emit;
-        string x = c.X(0), w = c.X(1), dy = c.DY()!;
         var win = Window.OfConv(c);
         long group = c.AttrInt("group", 1);
-        if (c.Needs(0))
+        if (c.Needs(0)) c.SetGrad(0, ConvInputGrad(c, win, group));
+        if (c.Needs(1)) c.SetGrad(1, ConvWeightGrad(c, win, group));
+        if (c.HasInput(2) && c.Needs(2)) c.SetGrad(2, c.Emit.ReduceSum(c.DY()!, Spatial.AllButChannel(win.Rank), keepDims: false));
+    }
+
+    // The adjoint in X is ConvTranspose with the same geometry; output_padding restores the
+    // trailing positions the forward's floor division left uncovered.
+    private static string ConvInputGrad(GradientContext c, Window win, long group)
+    {
+        var e = c.Emit;
+        string[] inputs = [c.DY()!, c.X(1)];
+        if (win.In is { } inSize)
         {
-            // The adjoint in X is ConvTranspose with the same geometry; output_padding restores
-            // the trailing positions the forward's floor division left uncovered.
-            if (win.In is { } inSize)
-            {
-                var outPad = win.Axes.Select(k => inSize[k] - (win.Strides[k] * (win.Out![k] - 1) + win.Extent(k) - win.Begin(k) - win.End(k))).ToArray();
-                c.SetGrad(0, e.Op("ConvTranspose", [dy, w], Spatial.Attrs(win.Strides, win.Dilations, win.Pads, group, outPad)));
-            }
-            else
-            {
-                // Sizes known only at run time: pad by stride-1 (enough for any remainder), then crop to X.
-                var outPad = win.Strides.Select(s => s - 1).ToArray();
-                string dx = e.Op("ConvTranspose", [dy, w], Spatial.Attrs(win.Strides, win.Dilations, win.Pads, group, outPad));
-                c.SetGrad(0, win.Strides.All(s => s == 1) ? dx : Spatial.CropLike(e, dx, x, win.Rank));
-            }
+            var outPad = win.Axes.Select(k => inSize[k] - (win.Strides[k] * (win.Out![k] - 1) + win.Extent(k) - win.Begin(k) - win.End(k))).ToArray();
+            return e.Op("ConvTranspose", inputs, Spatial.Attrs(win.Strides, win.Dilations, win.Pads, group, outPad));
         }
-        if (c.Needs(1))
-        {
-            // dW[m, c, k] = Σ_n Σ_o dY[n, m, o] · X̃[n, c, o·s + k·d] (X̃ padded): a Conv over X with
-            // batch and channels swapped and dY as the kernel, strides and dilations exchanged.
-            long perGroup = Spatial.StaticDim(c, w, 1) ?? throw c.Unsupported($"the weight gradient needs the channel count of '{w}' (dimension 1), which is not known statically");
-            var pads = (long[])win.Pads.Clone();
-            if (win.In is { } inSize)
-                foreach (int k in win.Axes) // drop end padding the windows never reach
-                    pads[win.Rank + k] = Math.Max(0, win.End(k) - (inSize[k] + win.Begin(k) + win.End(k) - win.Extent(k)) % win.Strides[k]);
-            string xs = Spatial.GroupsToBatch(c, x, group, perGroup, win.Rank);
-            string dw = e.Op("Conv", [xs, Spatial.SwapBatchChannel(e, dy, win.Rank)], Spatial.Attrs(win.Dilations, win.Strides, pads, group, null));
-            // The result covers at least the kernel; crop when it is (or may be) larger.
-            bool exact = win.In is { } s2 && win.Axes.All(k => (s2[k] + win.Begin(k) + pads[win.Rank + k] - (win.Strides[k] * (win.Out![k] - 1) + 1)) / win.Dilations[k] + 1 == win.Kernel[k]);
-            if (!exact) dw = Spatial.Crop(e, dw, win.Kernel);
-            c.SetGrad(1, Spatial.SwapBatchChannel(e, dw, win.Rank));
-        }
-        if (c.HasInput(2) && c.Needs(2)) c.SetGrad(2, e.ReduceSum(dy, Spatial.AllButChannel(win.Rank), keepDims: false));
+        // Sizes known only at run time: pad by stride − 1 (enough for any remainder), then crop to X.
+        string dx = e.Op("ConvTranspose", inputs, Spatial.Attrs(win.Strides, win.Dilations, win.Pads, group, win.Strides.Select(s => s - 1).ToArray()));
+        return win.Strides.All(s => s == 1) ? dx : Spatial.CropLike(e, dx, c.X(0), win.Rank);
+    }
+
+    // dW[m, c, k] = Σ_n Σ_o dY[n, m, o] · X̃[n, c, o·s + k·d] (X̃ padded): a Conv over X with
+    // batch and channels swapped and dY as the kernel, strides and dilations exchanged.
+    private static string ConvWeightGrad(GradientContext c, Window win, long group)
+    {
+        var e = c.Emit;
+        int sp = win.Rank;
+        var pads = (long[])win.Pads.Clone();
+        if (win.In is { } inSize)
+            foreach (int k in win.Axes) // drop end padding no window reaches
+                pads[sp + k] = Math.Max(0, win.End(k) - (inSize[k] + win.Begin(k) + win.End(k) - win.Extent(k)) % win.Strides[k]);
+        string xs = Spatial.GroupsToBatch(c, c.X(0), group, sp);
+        string dw = e.Op("Conv", [xs, Spatial.SwapBatchChannel(e, c.DY()!, sp)], Spatial.Attrs(win.Dilations, win.Strides, pads, group, null));
+        // The result covers at least the kernel; crop when it is (or may be) larger.
+        bool exact = win.In is { } s && win.Axes.All(k =>
+            (s[k] + win.Begin(k) + pads[sp + k] - (win.Strides[k] * (win.Out![k] - 1) + 1)) / win.Dilations[k] + 1 == win.Kernel[k]);
+        return Spatial.SwapBatchChannel(e, exact ? dw : Spatial.Crop(e, dw, win.Kernel), sp);
     }
 
     // Y = ConvTranspose(X, W) + B with X (N, C, S...), W (C, M/G, K...), Y (N, M, O...): the
@@ -78,8 +79,7 @@ internal static class ConvRules
         {
             // dW[c, m, k] = Σ_n Σ_i X[n, c, i] · dỸ[n, m, i·s + k·d] (dỸ padded back): the Conv-weight
             // formula with the roles of input and output gradient exchanged.
-            long perGroup = Spatial.StaticDim(c, w, 1) ?? throw c.Unsupported($"the weight gradient needs the channel count of '{w}' (dimension 1), which is not known statically");
-            string ds = Spatial.GroupsToBatch(c, dy, group, perGroup, win.Rank);
+            string ds = Spatial.GroupsToBatch(c, dy, group, win.Rank);
             string dw = e.Op("Conv", [ds, Spatial.SwapBatchChannel(e, x, win.Rank)], Spatial.Attrs(win.Dilations, win.Strides, win.Pads, group, null));
             // Size K + floor(output_padding / dilation).
             if (win.Axes.Any(k => outPad[k] >= win.Dilations[k])) dw = Spatial.Crop(e, dw, win.Kernel);
@@ -232,9 +232,6 @@ internal static class Spatial
     public static long[]? StaticSpatial(GradientContext c, string t) =>
         c.Info(t)?.Shape is { Length: > 2 } s && s[2..].All(d => d >= 0) ? s[2..] : null;
 
-    public static long? StaticDim(GradientContext c, string t, int axis) =>
-        c.Info(t)?.Shape is { } s && axis < s.Length && s[axis] >= 0 ? s[axis] : null;
-
     public static long[] AllButChannel(int spatialRank) => [0, .. Enumerable.Range(2, spatialRank).Select(k => (long)k)];
 
     private static long[] SpatialAxes(int spatialRank) => Enumerable.Range(2, spatialRank).Select(k => (long)k).ToArray();
@@ -261,12 +258,15 @@ internal static class Spatial
 
     /// <summary>
     /// (N, G·P, S...) → (P, G·N, S...), channel index (g, n): the layout a grouped Conv with
-    /// G groups needs when the batch becomes its channels. One Transpose when G = 1.
+    /// G groups needs when the batch becomes its channels. One Transpose when G = 1. P is
+    /// dimension 1 of the node's weight.
     /// </summary>
-    public static string GroupsToBatch(GradientContext c, string t, long group, long perGroup, int spatialRank)
+    public static string GroupsToBatch(GradientContext c, string t, long group, int spatialRank)
     {
         var e = c.Emit;
         if (group == 1) return SwapBatchChannel(e, t, spatialRank);
+        long perGroup = c.Info(c.X(1))?.Shape is { Length: > 1 } w && w[1] >= 0 ? w[1]
+            : throw c.Unsupported($"the weight gradient with groups needs dimension 1 of '{c.X(1)}', which is not known statically");
         string split = e.Reshape(t, LeadPlusSpatial(c, [0, group, perGroup], t, spatialRank));
         string moved = e.Transpose(split, [2, 1, 0, .. Enumerable.Range(3, spatialRank).Select(k => (long)k)]);
         return e.Reshape(moved, LeadPlusSpatial(c, [perGroup, -1], t, spatialRank));
