@@ -104,14 +104,17 @@ internal static class NormalizationRules
         return (e.Mul(centered, r), r);
     }
 
-    /// <summary>Sums the leading axes away; the shared unbroadcast helper finishes when the parameter itself broadcasts.</summary>
+    /// <summary>
+    /// Sums <paramref name="grad"/> (shaped like X) over the leading axes; when the parameter
+    /// is not exactly X's normalised shape (it broadcasts), the shared unbroadcast helper does it.
+    /// </summary>
     private static string ToParameter(GradientContext c, string grad, long[] leadAxes, int rank, string parameter)
     {
-        string summed = leadAxes.Length == 0 ? grad : c.Emit.ReduceSum(grad, leadAxes, keepDims: false);
         var xs = c.Info(c.X(0))?.Shape;
         var ps = c.Info(parameter)?.Shape;
         bool exact = xs is not null && ps is not null && ps.Length == rank - leadAxes.Length
             && ps.Select((d, k) => d >= 0 && d == xs[leadAxes.Length + k]).All(b => b);
-        return exact ? summed : c.Unbroadcast(summed, parameter);
+        if (!exact) return c.Unbroadcast(grad, parameter);
+        return leadAxes.Length == 0 ? grad : c.Emit.ReduceSum(grad, leadAxes, keepDims: false);
     }
 }
