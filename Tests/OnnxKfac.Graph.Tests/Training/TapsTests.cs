@@ -186,3 +186,45 @@ public class TapsTests
         return p;
     }
 }
+
+public class ConvPatchTests
+{
+    [Theory]
+    [InlineData("cnn_opset17")]
+    [InlineData("cnn_opset13")]
+    [InlineData("resnet_opset17")]
+    public void ConvWeightGradientIsTheSumOverPositionsOfGTimesPatches(string fixture)
+    {
+        var f = Fixture.Load(fixture);
+        var tg = TrainingGraphBuilder.Build(f.Model, new TrainingGraphOptions(f.LossOptions) { ConvPatches = true });
+        var feed = new Dictionary<string, TestTensor>(f.Inputs) { [tg.Manifest.Loss.Target] = f.Target };
+        using var ort = new Ort(tg.Model);
+        var outs = ort.Run(feed);
+        var convs = tg.Manifest.Layers.Where(l => l.Kind == LayerKind.Conv).ToArray();
+        Assert.NotEmpty(convs);
+        foreach (var l in convs)
+        {
+            var patches = outs[l.Patches!];        // [N, C·K, positions...]
+            var g = outs[l.PreactivationGradient]; // [N, O, positions...]
+            var w = tg.Manifest.Parameters.First(p => p.Name == l.Weight);
+            var dW = outs[w.Gradient].Data;        // [O, C/G, k...] = [O, perGroup]
+            long groups = l.Conv!.Group, outCh = l.OutFeatures, perGroup = l.InFeatures;
+            long n = patches.Shape[0], rowsP = patches.Shape[1], positions = patches.Count / (n * rowsP);
+            Assert.Equal(groups * perGroup, rowsP);
+            Assert.Equal(n * outCh * positions, g.Count);
+            double scale = dW.Max(Math.Abs);
+            for (long o = 0; o < outCh; o++)
+            {
+                long grp = o / (outCh / groups);
+                for (long j = 0; j < perGroup; j++)
+                {
+                    double s = 0;
+                    for (long b = 0; b < n; b++)
+                        for (long t = 0; t < positions; t++)
+                            s += g.Data[(b * outCh + o) * positions + t] * patches.Data[(b * rowsP + grp * perGroup + j) * positions + t];
+                    Assert.True(Math.Abs(s - dW[o * perGroup + j]) <= 1e-4 * scale, $"{l.Name}: dW[{o},{j}] {dW[o * perGroup + j]} vs Σ g·patch {s}");
+                }
+            }
+        }
+    }
+}
