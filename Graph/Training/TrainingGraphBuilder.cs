@@ -79,7 +79,7 @@ public static class TrainingGraphBuilder
         // Parameters become graph inputs: the runtime owns the weights.
         foreach (var p in parameters)
         {
-            graph.Input.Add(ValueInfos.Tensor(p.Name, p.DataType, p.Dims.ToArray()));
+            if (!g.Index.GraphInputs.ContainsKey(p.Name)) graph.Input.Add(ValueInfos.Tensor(p.Name, p.DataType, p.Dims.ToArray()));
             manifestInputs.Add(new ManifestTensor(p.Name, TensorRole.Parameter, TypeName(p.DataType), p.Dims.ToArray()));
         }
         if (!options.KeepInitialValues)

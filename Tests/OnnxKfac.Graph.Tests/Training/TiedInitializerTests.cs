@@ -56,3 +56,23 @@ public class TiedInitializerTests
         }
     }
 }
+
+public class InitializersAsInputsTests
+{
+    [Fact]
+    public void InitializersListedAsGraphInputsStillTrain()
+    {
+        // torch.onnx.export(keep_initializers_as_inputs=True) lists every weight as a graph input too.
+        var f = Fixture.Load("mlp_opset13");
+        var model = f.Model.Clone();
+        foreach (var t in model.Graph.Initializer)
+            model.Graph.Input.Add(ValueInfos.Tensor(t.Name, t.DataType, t.Dims.ToArray()));
+        var tg = TrainingGraphBuilder.Build(model, new TrainingGraphOptions(f.LossOptions));
+        Assert.Equal(f.Gradients.Keys.Order(), tg.Manifest.Parameters.Select(p => p.Name).Order());
+        Assert.Equal(tg.Model.Graph.Input.Count, tg.Model.Graph.Input.Select(i => i.Name).Distinct().Count());
+        Assert.Single(tg.Manifest.Inputs, i => i.Role == TensorRole.Data);
+        using var ort = new Ort(tg.Model);
+        var outs = ort.Run(new Dictionary<string, TestTensor>(f.Inputs) { [tg.Manifest.Loss.Target] = f.Target });
+        Assert.Equal(f.Loss, outs[tg.Manifest.Loss.Loss].Data[0], 5);
+    }
+}
