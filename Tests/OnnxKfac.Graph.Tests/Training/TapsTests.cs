@@ -186,3 +186,110 @@ public class TapsTests
         return p;
     }
 }
+
+public class ConvPatchTests
+{
+    [Theory]
+    [InlineData("cnn_opset17")]
+    [InlineData("cnn_opset13")]
+    [InlineData("resnet_opset17")]
+    public void ConvWeightGradientIsTheSumOverPositionsOfGTimesPatches(string fixture)
+    {
+        var f = Fixture.Load(fixture);
+        var tg = TrainingGraphBuilder.Build(f.Model, new TrainingGraphOptions(f.LossOptions) { ConvPatches = true });
+        var feed = new Dictionary<string, TestTensor>(f.Inputs) { [tg.Manifest.Loss.Target] = f.Target };
+        using var ort = new Ort(tg.Model);
+        var outs = ort.Run(feed);
+        var convs = tg.Manifest.Layers.Where(l => l.Kind == LayerKind.Conv).ToArray();
+        Assert.NotEmpty(convs);
+        foreach (var l in convs)
+        {
+            var patches = outs[l.Patches!];        // [N, C·K, positions...]
+            var g = outs[l.PreactivationGradient]; // [N, O, positions...]
+            var w = tg.Manifest.Parameters.First(p => p.Name == l.Weight);
+            var dW = outs[w.Gradient].Data;        // [O, C/G, k...] = [O, perGroup]
+            long groups = l.Conv!.Group, outCh = l.OutFeatures, perGroup = l.InFeatures;
+            long n = patches.Shape[0], rowsP = patches.Shape[1], positions = patches.Count / (n * rowsP);
+            Assert.Equal(groups * perGroup, rowsP);
+            Assert.Equal(n * outCh * positions, g.Count);
+            double scale = dW.Max(Math.Abs);
+            for (long o = 0; o < outCh; o++)
+            {
+                long grp = o / (outCh / groups);
+                for (long j = 0; j < perGroup; j++)
+                {
+                    double s = 0;
+                    for (long b = 0; b < n; b++)
+                        for (long t = 0; t < positions; t++)
+                            s += g.Data[(b * outCh + o) * positions + t] * patches.Data[(b * rowsP + grp * perGroup + j) * positions + t];
+                    Assert.True(Math.Abs(s - dW[o * perGroup + j]) <= 1e-4 * scale, $"{l.Name}: dW[{o},{j}] {dW[o * perGroup + j]} vs Σ g·patch {s}");
+                }
+            }
+        }
+    }
+}
+
+public class MoreTapsTests
+{
+    [Theory]
+    [InlineData(1, 0, 0.5f, 2.0f)]
+    [InlineData(0, 1, 1.5f, 1.0f)]
+    [InlineData(1, 1, -1.0f, 0.5f)]
+    public void GemmTapsHonourTransposesAlphaAndBeta(int transA, int transB, float alpha, float beta)
+    {
+        long n = 4, din = 3, dout = 2;
+        var x = TestTensor.Random(1, transA == 1 ? [din, n] : [n, din], 1);
+        var w = TestTensor.Random(1, transB == 1 ? [dout, din] : [din, dout], 2);
+        var b = TestTensor.Random(1, [dout], 3);
+        var node = new Proto.NodeProto { OpType = "Gemm", Name = "fc", Input = { "x", "fc.weight", "fc.bias" }, Output = { "y" } };
+        node.Attribute.Add(Model.Attributes.Int("transA", transA));
+        node.Attribute.Add(Model.Attributes.Int("transB", transB));
+        node.Attribute.Add(Model.Attributes.Float("alpha", alpha));
+        node.Attribute.Add(Model.Attributes.Float("beta", beta));
+        var model = TestModels.Graph(17, [node], new Dictionary<string, TestTensor> { ["x"] = x },
+            new Dictionary<string, TestTensor> { ["fc.weight"] = w, ["fc.bias"] = b }, ["y"]);
+        var tg = TrainingGraphBuilder.Build(model, new TrainingGraphOptions(new LossOptions(LossKind.Mse)));
+        var layer = Assert.Single(tg.Manifest.Layers);
+        Assert.Equal("fc", layer.Name);
+        Assert.Equal(din, layer.InFeatures);
+        Assert.Equal(dout, layer.OutFeatures);
+        using var ort = new Ort(tg.Model);
+        var outs = ort.Run(new Dictionary<string, TestTensor> { ["x"] = x, [tg.Manifest.Loss.Target] = TestTensor.Random(1, [n, dout], 4) });
+        var a = outs[layer.Input];
+        Assert.Equal(new long[] { n, din }, a.Shape); // exposed as [N, in] whatever transA
+        var g = outs[layer.PreactivationGradient].Data;
+        var dW = outs[tg.Manifest.Parameters.First(p => p.Name == "fc.weight").Gradient].Data;
+        var dB = outs[tg.Manifest.Parameters.First(p => p.Name == "fc.bias").Gradient].Data;
+        for (int o = 0; o < dout; o++)
+        {
+            double sb = 0;
+            for (int r = 0; r < n; r++) sb += g[r * dout + o];
+            Assert.Equal(beta * sb, dB[o], 4);
+            for (int i = 0; i < din; i++)
+            {
+                double s = 0;
+                for (int r = 0; r < n; r++) s += g[r * dout + o] * a.Data[r * din + i];
+                Assert.Equal(alpha * s, layer.WeightTransposed ? dW[o * din + i] : dW[i * dout + o], 4);
+            }
+        }
+    }
+
+    [Fact]
+    public void EmbeddingGradientIsTheScatterSumOfItsPreactivationGradients()
+    {
+        var f = Fixture.Load("transformer_opset13");
+        var tg = TrainingGraphBuilder.Build(f.Model, new TrainingGraphOptions(f.LossOptions));
+        var emb = Assert.Single(tg.Manifest.Layers, l => l.Kind == Layers.LayerKind.Embedding);
+        using var ort = new Ort(tg.Model);
+        var outs = ort.Run(new Dictionary<string, TestTensor>(f.Inputs) { [tg.Manifest.Loss.Target] = f.Target });
+        var ids = outs[emb.Input].Data;
+        var g = outs[emb.PreactivationGradient].Data;
+        var dW = outs[tg.Manifest.Parameters.First(p => p.Name == emb.Weight).Gradient].Data;
+        int d = (int)emb.OutFeatures;
+        var expected = new double[dW.Length];
+        for (int t = 0; t < ids.Length; t++)
+            for (int k = 0; k < d; k++) expected[(int)ids[t] * d + k] += g[t * d + k];
+        double scale = dW.Max(Math.Abs);
+        for (int k = 0; k < dW.Length; k++) Assert.True(Math.Abs(expected[k] - dW[k]) <= 1e-5 * scale, $"dW[{k}]");
+    }
+}
