@@ -104,7 +104,7 @@ def main():
     w(f"- Load average (1 min) at start / end: {meta.get('load_start', '?')} / {meta.get('load_end', '?')}. "
       "The machine is shared with other jobs: the `others` column gives the cores other processes kept busy "
       "while the step times were taken (OnnxKfac / PyTorch; from /proc/stat minus the benchmark's own CPU time). "
-      "A measurement is retried up to 3 times while others use more than 0.3 cores, keeping the quietest; "
+      f"A measurement is retried (up to {meta.get('attempts', '?')} attempts) while others use more than 0.3 cores, keeping the quietest; "
       f"rows marked {BUSY} stayed above that. With one of two cores taken, 2-thread rows measure contention more than speed.")
     w(f"- Software: .NET {meta.get('dotnet', '?')}, Microsoft.ML.OnnxRuntime {meta.get('ort', '?')} (CPU), "
       f"PyTorch {torch_header.get('torch', '?')} (Debian python3-torch) with BLAS `{', '.join(torch_header.get('blas', [])) or '?'}`")
@@ -168,9 +168,9 @@ def main():
     alloc = [(r["model"], r["batch"], r["threads"], r["alloc_bytes"], r.get("alloc_fisher_bytes"), r["alloc_steps"]) for r in ours if "skipped" not in r]
     nonzero = [a for a in alloc if a[3] or a[4]]
     if not nonzero:
-        w(f"Every configuration above allocated **0 bytes** of managed memory over its timed steps "
-          f"(at least {min(a[5] for a in alloc) if alloc else '?'} steps each; `Run` + `Sgd.Step` + `StepContext.Advance`, "
-          "measured with `GC.GetAllocatedBytesForCurrentThread` around the timed loop), with and without the sampled-Fisher pass.")
+        w(f"Every configuration above allocated **0 bytes** of managed memory over {alloc[0][5] if alloc else '?'} steps "
+          "(`Run` + `Sgd.Step` + `StepContext.Advance` after 5 warm-up steps, measured with `GC.GetAllocatedBytesForCurrentThread` "
+          "in a separate untimed loop), with and without the sampled-Fisher pass.")
     else:
         w("Configurations that allocated managed memory in steady state:")
         w("")
@@ -216,12 +216,20 @@ def main():
         w("| model | batch | threads | experiment | A | B | B vs A | others |")
         w("|---|---:|---:|---|---:|---:|---:|---:|")
         for e in experiments:
-            if e["experiment"] == "pow_grad_exponent_one":
+            kind = e["experiment"]
+            if kind == "pow_grad_exponent_one":
                 a, b = e["original"], e["patched"]
                 label = (f"Pow rule: `Pow(A, 2−1)` (A) vs `Mul(A, 1)` (B) in {e['patched_nodes']} LayerNorm "
-                         f"backward nodes, outputs max diff {e['max_output_difference']}")
-                if e["patched_nodes"] == 0:
-                    continue
+                         f"backward nodes; outputs max diff {e['max_output_difference']:g}")
+            elif kind == "maxpool_indices":
+                a, b = e["original"], e["patched"]
+                label = (f"forward of the original model (A) vs the same with {e['maxpool_nodes']} MaxPool emitting "
+                         "Indices (B), as the MaxPool rule makes it in the training graph")
+            elif kind == "conv_weight_grad_patches":
+                a, b = e["original"], e["patched"]
+                label = (f"Conv weight gradient as a Conv with a dY kernel (A, the rule) vs im2col patches + batched "
+                         f"MatMul + ReduceSum (B) in {e['patched_nodes']} convs; gradients max rel diff "
+                         f"{e['max_gradient_difference']:.1e}")
             else:
                 a, b = e["spinning_on"], e["spinning_off"]
                 label = "intra-op spinning on (A, ORT default) vs off (B)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the benchmark (Release), runs OnnxKfac and PyTorch on every model, batch size and
 # thread count, profiles the training graphs, runs the A/B experiments, and writes
-# tools/bench/RESULTS.md. A full run takes about 2-4 minutes on 2 cores.
+# tools/bench/RESULTS.md. A full run takes about 3-5 minutes on 2 cores (longer when other jobs share the machine).
 #
 #   tools/bench/run.sh                      # everything, RESULTS.md rewritten
 #   MODELS=mlp,transformer tools/bench/run.sh
@@ -18,10 +18,11 @@ unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 MODELS=${MODELS:-fashion_mlp,mlp,transformer,cnn,resnet}
 BATCHES=${BATCHES:-32,256}
 THREADS=${THREADS:-1,2}
-STEPS=${STEPS:-100}
-WARMUP=${WARMUP:-20}
-PROFILE=${PROFILE:-fashion_mlp:256:1,transformer:256:1}
-EXPERIMENTS=${EXPERIMENTS:-transformer:32:1,transformer:256:1,transformer:256:2,fashion_mlp:256:2}
+STEPS=${STEPS:-50}
+WARMUP=${WARMUP:-10}
+ATTEMPTS=${ATTEMPTS:-2}
+PROFILE=${PROFILE:-fashion_mlp:256:1,transformer:256:1,cnn:256:1,resnet:256:1}
+EXPERIMENTS=${EXPERIMENTS:-transformer:32:1,transformer:256:1,transformer:256:2,fashion_mlp:256:2,cnn:256:1,resnet:32:1,resnet:256:1}
 PY=/usr/bin/python3
 
 out=${KEEP:-$(mktemp -d)}
@@ -32,7 +33,7 @@ mkdir -p "$out"
 
 dotnet build tools/bench/OnnxKfac.Bench/OnnxKfac.Bench.csproj -c Release --nologo -v q -clp:ErrorsOnly
 bench=(dotnet tools/bench/OnnxKfac.Bench/bin/Release/net10.0/onnx-kfac-bench.dll)
-common=(--batches "$BATCHES" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP")
+common=(--batches "$BATCHES" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --attempts "$ATTEMPTS")
 
 start=$(date +%s)
 load_start=$(cut -d' ' -f1 /proc/loadavg)
@@ -47,9 +48,9 @@ for m in "${model_list[@]}"; do
   cat "$out/onnxkfac-$m.jsonl" >> "$out/onnxkfac.jsonl"
   cat "$out/torch-$m.jsonl" >> "$out/torch.jsonl"
 done
-cmd3="${bench[*]} --models none --steps $STEPS --warmup $WARMUP --profile $PROFILE --profile-out profile.json --experiments $EXPERIMENTS --experiments-out experiments.json"
+cmd3="${bench[*]} --models none --steps $STEPS --warmup $WARMUP --attempts $ATTEMPTS --profile $PROFILE --profile-out profile.json --experiments $EXPERIMENTS --experiments-out experiments.json"
 commands+=("$cmd3")
-"${bench[@]}" --models none --steps "$STEPS" --warmup "$WARMUP" \
+"${bench[@]}" --models none --steps "$STEPS" --warmup "$WARMUP" --attempts "$ATTEMPTS" \
   --profile "$PROFILE" --profile-out "$out/profile.json" \
   --experiments "$EXPERIMENTS" --experiments-out "$out/experiments.json"
 load_end=$(cut -d' ' -f1 /proc/loadavg)
@@ -60,7 +61,7 @@ export META_NPROC="$(nproc)" META_CPU="$(grep -m1 'model name' /proc/cpuinfo | c
 export META_FLAGS="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|fma)$' | tr '\n' ' ' | sed 's/ $//')"
 export META_MEM="$(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}')"
 export META_DOTNET="$(dotnet --version)" META_ORT="$(grep -o 'Microsoft.ML.OnnxRuntime" Version="[^"]*' Directory.Packages.props | cut -d'"' -f3)"
-export META_LOAD_START="$load_start" META_LOAD_END="$load_end" META_WALL="$wall" META_STEPS="$STEPS" META_WARMUP="$WARMUP"
+export META_LOAD_START="$load_start" META_LOAD_END="$load_end" META_WALL="$wall" META_STEPS="$STEPS" META_WARMUP="$WARMUP" META_ATTEMPTS="$ATTEMPTS"
 export META_COMMANDS="$(printf '%s\n' "tools/bench/run.sh   # runs, per model, the two commands below; then the profile/experiments" "${commands[@]}")"
 "$PY" - "$out/meta.json" <<'EOF'
 import json, os, sys
@@ -68,7 +69,7 @@ e = os.environ
 json.dump({"date": e["META_DATE"], "commit": e["META_COMMIT"], "nproc": e["META_NPROC"], "cpu": e["META_CPU"],
            "cpu_flags": e["META_FLAGS"], "memory": e["META_MEM"], "dotnet": e["META_DOTNET"], "ort": e["META_ORT"],
            "load_start": e["META_LOAD_START"], "load_end": e["META_LOAD_END"], "wall_s": e["META_WALL"],
-           "steps": e["META_STEPS"], "warmup": e["META_WARMUP"], "commands": e["META_COMMANDS"].splitlines()},
+           "steps": e["META_STEPS"], "warmup": e["META_WARMUP"], "attempts": e["META_ATTEMPTS"], "commands": e["META_COMMANDS"].splitlines()},
           open(sys.argv[1], "w"), indent=1)
 EOF
 "$PY" tools/bench/make_results.py "$out" > tools/bench/RESULTS.md

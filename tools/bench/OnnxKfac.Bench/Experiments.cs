@@ -20,9 +20,10 @@ internal static class Experiments
     /// The Pow rule emits dA = dY·B·Pow(A, B−1) even for a constant B. For B = 2 (LayerNorm's
     /// variance, as exported) ONNX Runtime folds B−1 to the constant 1 and then runs its
     /// generic std::pow kernel per element. The patch replaces that Pow(A, 1) by Mul(A, 1)
-    /// (same values, bit for bit), the cost of what a folded rule would emit (B·A).
+    /// (same values, bit for bit), the cost of what a folded rule would emit (B·A). Null when
+    /// the graph has no such node.
     /// </summary>
-    public static JsonObject PowPatch(TrainingSession session, BatchBinding batch, int threads, int warmup, int steps)
+    public static JsonObject? PowPatch(TrainingSession session, BatchBinding batch, int threads, int warmup, int steps)
     {
         var patched = session.TrainingModel.Clone();
         var constants = ScalarConstants(patched.Graph);
@@ -37,6 +38,7 @@ internal static class Experiments
             node.OpType = "Mul";
             count++;
         }
+        if (count == 0) return null;
         var original = Time(session.TrainingModel, session, batch, threads, spinning: true, warmup, steps, out var before);
         var after = Time(patched, session, batch, threads, spinning: true, warmup, steps, out var outputs);
         double maxDiff = 0;
@@ -60,6 +62,127 @@ internal static class Experiments
         return new JsonObject { ["experiment"] = "intra_op_spinning", ["spinning_on"] = on.Json(), ["spinning_off"] = off.Json() };
     }
 
+    /// <summary>
+    /// The MaxPool rule makes the forward MaxPool emit its Indices output. The original model's
+    /// forward pass is timed as exported and with every MaxPool emitting Indices (as in the
+    /// training graph), to show what the second output costs in ONNX Runtime's kernel.
+    /// Null when the model has no MaxPool.
+    /// </summary>
+    public static JsonObject? MaxPoolIndices(ModelProto source, TrainingSession session, BatchBinding batch, int threads, int warmup, int steps)
+    {
+        var withIndices = source.Clone();
+        int count = 0;
+        foreach (var node in withIndices.Graph.Node.Where(n => n.OpType == "MaxPool" && n.Output.Count < 2))
+        {
+            string name = node.Output[0] + "/indices";
+            node.Output.Add(name);
+            withIndices.Graph.Output.Add(new ValueInfoProto
+            {
+                Name = name,
+                Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Int64 } },
+            });
+            count++;
+        }
+        if (count == 0) return null;
+        var plain = Time(source, session, batch, threads, spinning: true, warmup, steps, out _, dataOnly: true);
+        var indices = Time(withIndices, session, batch, threads, spinning: true, warmup, steps, out _, dataOnly: true);
+        return new JsonObject
+        {
+            ["experiment"] = "maxpool_indices",
+            ["maxpool_nodes"] = count,
+            ["original"] = plain.Json(),
+            ["patched"] = indices.Json(),
+        };
+    }
+
+    /// <summary>
+    /// The Conv rule computes the weight gradient as one Conv of the transposed input (batch as
+    /// channels) with the transposed output gradient as a kernel of the output's spatial size:
+    /// a skinny im2col + GEMM in ONNX Runtime. The patch computes it the way K-FAC's conv patches
+    /// do: im2col as a one-hot depthwise Conv (<c>Patches.Emit</c>'s construction), then a batched
+    /// MatMul dY·Pᵀ per example and a ReduceSum over the batch. Ungrouped Convs without auto_pad only.
+    /// Null when the graph has no such weight-gradient node.
+    /// </summary>
+    public static JsonObject? ConvWeightGradPatches(TrainingSession session, BatchBinding batch, int threads, int warmup, int steps)
+    {
+        var patched = session.TrainingModel.Clone();
+        var g = patched.Graph;
+        var producer = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+        foreach (var n in g.Node) foreach (var o in n.Output) producer[o] = n;
+        var byName = g.Node.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).ToDictionary(x => x.Key, x => x.First(), StringComparer.Ordinal);
+        int opset = (int)patched.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).DefaultIfEmpty(13).Max();
+        var shapes = session.Parameters.ToDictionary(p => p.Name, p => p.Shape, StringComparer.Ordinal);
+        int count = 0;
+        foreach (var w in g.Node.Where(n => n.OpType == "Conv" && n.Name.EndsWith("/grad/Conv", StringComparison.Ordinal)).ToList())
+        {
+            string fwdName = w.Name[..^"/grad/Conv".Length];
+            if (!byName.TryGetValue(fwdName, out var fwd) || fwd.OpType != "Conv" || !shapes.TryGetValue(fwd.Input[1], out var wShape) || wShape.Length != 4) continue;
+            var attrs = fwd.Attribute.ToDictionary(a => a.Name, StringComparer.Ordinal);
+            if (attrs.TryGetValue("group", out var grp) && grp.I != 1) continue;
+            if (attrs.TryGetValue("auto_pad", out var ap) && ap.S.ToStringUtf8() is not ("NOTSET" or "")) continue;
+            var t2 = g.Node.FirstOrDefault(n => n.OpType == "Transpose" && n.Input.Count == 1 && n.Input[0] == w.Output[0]);
+            if (t2 is null || !producer.TryGetValue(w.Input[1], out var dyT) || dyT.OpType != "Transpose") continue;
+            string x = fwd.Input[0], dy = dyT.Input[0], dw = t2.Output[0];
+            long co = wShape[0], ci = wShape[1], kh = wShape[2], kw = wShape[3], k = kh * kw;
+            string scope = w.Name + "/patched/";
+            var onehot = new float[ci * k * k];
+            for (long c = 0; c < ci; c++) for (long j = 0; j < k; j++) onehot[(c * k + j) * k + j] = 1;
+            g.Initializer.Add(Graph.Model.TensorData.FromFloats(scope + "onehot", [ci * k, 1, kh, kw], onehot));
+            g.Initializer.Add(Graph.Model.TensorData.FromInt64s(scope + "dy_shape", [3], [0, co, -1]));
+            g.Initializer.Add(Graph.Model.TensorData.FromInt64s(scope + "p_shape", [3], [0, ci * k, -1]));
+            g.Initializer.Add(Graph.Model.TensorData.FromInt64s(scope + "axes", [1], [0]));
+            g.Initializer.Add(Graph.Model.TensorData.FromInt64s(scope + "dw_shape", [4], [co, ci, kh, kw]));
+            var patches = Node("Conv", scope + "im2col", [x, scope + "onehot"], scope + "P");
+            patches.Attribute.Add(new AttributeProto { Name = "group", Type = AttributeProto.Types.AttributeType.Int, I = ci });
+            patches.Attribute.Add(new AttributeProto { Name = "kernel_shape", Type = AttributeProto.Types.AttributeType.Ints, Ints = { kh, kw } });
+            foreach (var name in new[] { "strides", "pads", "dilations" })
+                if (attrs.TryGetValue(name, out var a)) patches.Attribute.Add(a.Clone());
+            var nodes = new List<NodeProto>
+            {
+                patches,
+                Node("Reshape", scope + "dy_r", [dy, scope + "dy_shape"], scope + "dYr"),
+                Node("Reshape", scope + "p_r", [scope + "P", scope + "p_shape"], scope + "Pr"),
+                Node("Transpose", scope + "p_t", [scope + "Pr"], scope + "PrT"),
+                Node("MatMul", scope + "matmul", [scope + "dYr", scope + "PrT"], scope + "M"),
+                opset >= 13
+                    ? Node("ReduceSum", scope + "sum", [scope + "M", scope + "axes"], scope + "S")
+                    : Node("ReduceSum", scope + "sum", [scope + "M"], scope + "S"),
+                Node("Reshape", scope + "dw", [scope + "S", scope + "dw_shape"], dw),
+            };
+            nodes[3].Attribute.Add(new AttributeProto { Name = "perm", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 0, 2, 1 } });
+            nodes[5].Attribute.Add(new AttributeProto { Name = "keepdims", Type = AttributeProto.Types.AttributeType.Int, I = 0 });
+            if (opset < 13) nodes[5].Attribute.Add(new AttributeProto { Name = "axes", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 0 } });
+            int at = g.Node.IndexOf(t2);
+            g.Node.Remove(t2);
+            for (int i = 0; i < nodes.Count; i++) g.Node.Insert(at + i, nodes[i]);
+            g.Node.Remove(w);
+            count++;
+        }
+        if (count == 0) return null;
+        Graph.Model.Pruning.RemoveDeadNodes(g);
+        var original = Time(session.TrainingModel, session, batch, threads, spinning: true, warmup, steps, out var before);
+        var after = Time(patched, session, batch, threads, spinning: true, warmup, steps, out var outputs);
+        double maxRel = 0;
+        foreach (var p in session.Manifest.Parameters)
+        {
+            var a = before[p.Gradient];
+            var b = outputs[p.Gradient];
+            double scale = a.Max(v => Math.Abs(v)) + 1e-12;
+            for (int i = 0; i < a.Length; i++) maxRel = Math.Max(maxRel, Math.Abs(a[i] - b[i]) / scale);
+        }
+        return new JsonObject
+        {
+            ["experiment"] = "conv_weight_grad_patches",
+            ["patched_nodes"] = count,
+            ["original"] = original.Json(),
+            ["patched"] = after.Json(),
+            ["max_gradient_difference"] = maxRel,
+        };
+    }
+
+    private static NodeProto Node(string op, string name, string[] inputs, string output) =>
+        new() { OpType = op, Name = name, Input = { inputs }, Output = { output } };
+
     private static Dictionary<string, float> ScalarConstants(GraphProto g)
     {
         var result = new Dictionary<string, float>(StringComparer.Ordinal);
@@ -81,7 +204,7 @@ internal static class Experiments
     }
 
     private static Result Time(ModelProto model, TrainingSession session, BatchBinding batch, int threads, bool spinning,
-        int warmup, int steps, out Dictionary<string, float[]> floatOutputs)
+        int warmup, int steps, out Dictionary<string, float[]> floatOutputs, bool dataOnly = false)
     {
         using var options = new SessionOptions
         {
@@ -96,13 +219,13 @@ internal static class Experiments
         using var runOptions = new RunOptions();
         try
         {
-            foreach (var p in session.Parameters)
+            foreach (var p in dataOnly ? [] : session.Parameters)
             {
                 var v = OrtValue.CreateTensorValueFromMemory(p.Value, p.Shape);
                 owned.Add(v);
                 binding.BindInput(p.Name, v);
             }
-            foreach (var input in session.Manifest.Inputs.Where(i => i.Role is not TensorRole.Parameter))
+            foreach (var input in session.Manifest.Inputs.Where(i => dataOnly ? i.Role is TensorRole.Data : i.Role is not TensorRole.Parameter))
             {
                 long[] shape = [.. batch.InputShape(input.Name)];
                 OrtValue v = input.ElemType switch

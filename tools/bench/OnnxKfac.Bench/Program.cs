@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using OnnxKfac.Graph;
@@ -16,7 +17,7 @@ namespace OnnxKfac.Bench;
 ///                 [--steps 100] [--warmup 20] [--out results.jsonl] [--attempts 3] [--quiet-cores 0.3]
 ///                 [--profile fashion_mlp:256:1,...] [--profile-out profile.json] [--profile-runs 50]
 ///                 [--experiments transformer:256:2,...] [--experiments-out experiments.json]
-/// (--models none: only the profile and experiments)
+/// (--models none: only the profile and experiments; --dump DIR: write the training graphs and stop)
 /// </code>
 /// One JSON object per (model, batch, threads) goes to --out (JSON lines); a summary to stdout.
 /// </summary>
@@ -26,6 +27,26 @@ internal static class Program
     {
         var opt = Options.Parse(args);
         string root = FindRoot();
+        if (opt.Dump is not null)
+        {
+            Directory.CreateDirectory(opt.Dump);
+            foreach (var name in opt.Models)
+            {
+                var spec = ModelSpec.Find(name);
+                var model = OnnxModelIO.Load(Path.Combine(root, spec.RelativePath));
+                foreach (var (suffix, options) in new[] { ("train", GraphOptions()), ("fisher", GraphOptions(fisher: true)) })
+                {
+                    try
+                    {
+                        var tg = TrainingGraphBuilder.Build(model, options);
+                        File.WriteAllBytes(Path.Combine(opt.Dump, $"{spec.Name}.{suffix}.onnx"), tg.Model.ToByteArray());
+                        File.WriteAllText(Path.Combine(opt.Dump, $"{spec.Name}.{suffix}.json"), tg.Manifest.ToJson());
+                    }
+                    catch (OnnxKfacException e) { Console.WriteLine($"{spec.Name}: {e.Message.Split(';')[0]}"); }
+                }
+            }
+            return 0;
+        }
         using var results = opt.Out is null ? null : new StreamWriter(opt.Out, append: false);
         foreach (var name in opt.Models)
         {
@@ -43,17 +64,19 @@ internal static class Program
             foreach (var (model, batch, threads) in opt.Experiments)
             {
                 var spec = ModelSpec.Find(model);
-                using var session = TrainingSession.Create(OnnxModelIO.Load(Path.Combine(root, spec.RelativePath)), GraphOptions(),
-                    new TrainingSessionOptions { Threads = threads });
+                var source = OnnxModelIO.Load(Path.Combine(root, spec.RelativePath));
+                using var session = TrainingSession.Create(source, GraphOptions(), new TrainingSessionOptions { Threads = threads });
                 var b = session.Bind(batch);
                 BatchFiller.Fill(session, b, spec, seed: batch);
                 foreach (var m in new[]
                 {
-                    Contention.Quietest(() => Experiments.PowPatch(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
-                    Contention.Quietest(() => Experiments.Spinning(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
+                    Contention.Quietest<JsonObject?>(() => Experiments.PowPatch(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
+                    Contention.Quietest<JsonObject?>(() => Experiments.Spinning(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
+                    Contention.Quietest(() => Experiments.ConvWeightGradPatches(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
+                    Contention.Quietest(() => Experiments.MaxPoolIndices(source, session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
                 })
                 {
-                    var r = m.Value;
+                    if (m.Value is not { } r) continue;
                     r["other_cores"] = m.OtherCores;
                     r["attempts"] = m.Attempts;
                     r["model"] = spec.Name; r["batch"] = batch; r["threads"] = threads;
@@ -75,6 +98,8 @@ internal static class Program
         }
         return 0;
     }
+
+    private const int AllocationSteps = 100;
 
     private static TrainingGraphOptions GraphOptions(bool fisher = false, bool taps = true) =>
         new(new LossOptions(LossKind.CrossEntropy)) { SampledFisher = fisher, LayerTaps = taps };
@@ -119,6 +144,9 @@ internal static class Program
                 var bs = fixedBatch.Bind(batch);
                 BatchFiller.Fill(fixedBatch, bs, spec, seed: batch);
                 var staticStep = Q(() => StepBench.Run(fixedBatch, bs, opt.Warmup, opt.Steps));
+                // Allocation: a separate untimed run of exactly AllocationSteps steps per session.
+                long allocPlain = StepBench.AllocatedBytes(plain, b, AllocationSteps);
+                long allocFisher = StepBench.AllocatedBytes(fisher, bf, AllocationSteps);
                 var others = new JsonObject
                 {
                     ["step"] = step.OtherCores, ["forward"] = forward.OtherCores, ["fisher_step"] = fisherStep.OtherCores,
@@ -149,10 +177,11 @@ internal static class Program
                     ["fisher_step"] = Json(fisherStep.Value.Step),
                     ["bare_step"] = Json(bareStep.Value.Step),
                     ["static_step"] = Json(staticStep.Value.Step),
-                    ["alloc_bytes"] = step.Value.AllocatedBytes,
-                    ["alloc_fisher_bytes"] = fisherStep.Value.AllocatedBytes,
-                    ["alloc_steps"] = step.Value.AllocationSteps,
-                    ["alloc_fisher_steps"] = fisherStep.Value.AllocationSteps,
+                    ["alloc_bytes"] = allocPlain,
+                    ["alloc_fisher_bytes"] = allocFisher,
+                    ["alloc_steps"] = AllocationSteps,
+                    ["alloc_timed_bytes"] = step.Value.AllocatedBytes,
+                    ["alloc_timed_steps"] = step.Value.AllocationSteps,
                     ["other_cores"] = others,
                     ["attempts"] = attempts,
                     ["loadavg"] = LoadAverage(),
@@ -263,6 +292,7 @@ internal static class Program
         public int Steps { get; private set; } = 100;
         public int Warmup { get; private set; } = 20;
         public string? Out { get; private set; }
+        public string? Dump { get; private set; }
         public List<(string, int, int)> Profile { get; } = [];
         public string? ProfileOut { get; private set; }
         public List<(string, int, int)> Experiments { get; } = [];
@@ -289,6 +319,7 @@ internal static class Program
                     case "--steps": o.Steps = int.Parse(Next()); break;
                     case "--warmup": o.Warmup = int.Parse(Next()); break;
                     case "--out": o.Out = Next(); break;
+                    case "--dump": o.Dump = Next(); break;
                     case "--attempts": o.Attempts = int.Parse(Next()); break;
                     case "--quiet-cores": o.QuietCores = double.Parse(Next(), System.Globalization.CultureInfo.InvariantCulture); break;
                     case "--profile": o.Profile.AddRange(Configs(Next())); break;

@@ -63,6 +63,25 @@ internal static class StepBench
     }
 
     /// <summary>
+    /// Managed bytes allocated by <paramref name="steps"/> training steps (Run + SGD update +
+    /// Advance) after a short warm-up, measured with GC.GetAllocatedBytesForCurrentThread.
+    /// </summary>
+    public static long AllocatedBytes(TrainingSession session, BatchBinding batch, int steps)
+    {
+        var sgd = new Sgd(session.Parameters, new SgdOptions { LearningRate = 0.01, Momentum = 0.9 });
+        var ctx = new StepContext(session.Parameters, session);
+        for (int k = 0; k < 5; k++) { double l = session.Run(batch); sgd.Step(ctx); ctx.Advance(l); }
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int k = 0; k < steps; k++)
+        {
+            double loss = session.Run(batch);
+            sgd.Step(ctx);
+            ctx.Advance(loss);
+        }
+        return GC.GetAllocatedBytesForCurrentThread() - before;
+    }
+
+    /// <summary>
     /// The original (inference) model on ONNX Runtime with the same session settings as the
     /// training session (all graph optimizations, sequential, intra-op threads), inputs and
     /// outputs bound once to pinned buffers; times <c>RunWithBinding</c>.
