@@ -165,17 +165,22 @@ def main():
 
     w("## Allocation")
     w("")
-    alloc = [(r["model"], r["batch"], r["threads"], r["alloc_bytes"], r.get("alloc_fisher_bytes"), r["alloc_steps"]) for r in ours if "skipped" not in r]
+    alloc = [(r["model"], r["batch"], r["threads"], r["alloc_bytes"], r.get("alloc_fisher_bytes"), r["alloc_steps"],
+              r.get("alloc_recheck_bytes"), r.get("alloc_fisher_recheck_bytes")) for r in ours if "skipped" not in r]
     nonzero = [a for a in alloc if a[3] or a[4]]
     if not nonzero:
         w(f"Every configuration above allocated **0 bytes** of managed memory over {alloc[0][5] if alloc else '?'} steps "
           "(`Run` + `Sgd.Step` + `StepContext.Advance` after 5 warm-up steps, measured with `GC.GetAllocatedBytesForCurrentThread` "
           "in a separate untimed loop), with and without the sampled-Fisher pass.")
     else:
-        w("Configurations that allocated managed memory in steady state:")
+        w(f"Allocation was measured over {alloc[0][5]} steps (`Run` + `Sgd.Step` + `StepContext.Advance` after 5 warm-up steps, "
+          "`GC.GetAllocatedBytesForCurrentThread`, separate untimed loop) for the plain and the Fisher session of every "
+          "configuration, and checked again at once when not zero. All zero except:")
         w("")
         for a in nonzero:
-            w(f"- {a[0]} batch {a[1]} threads {a[2]}: {a[3]} B (Fisher session: {a[4]} B) over {a[5]} steps")
+            w(f"- {a[0]} batch {a[1]} threads {a[2]}: plain session {a[3]} B"
+              + (f" (again: {a[6]} B)" if a[6] is not None else "")
+              + f", Fisher session {a[4]} B" + (f" (again: {a[7]} B)" if a[7] is not None else "") + f" over {a[5]} steps")
     w("")
 
     if profile:

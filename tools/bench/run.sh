@@ -22,7 +22,7 @@ STEPS=${STEPS:-50}
 WARMUP=${WARMUP:-10}
 ATTEMPTS=${ATTEMPTS:-2}
 PROFILE=${PROFILE:-fashion_mlp:256:1,transformer:256:1,cnn:256:1,resnet:256:1}
-EXPERIMENTS=${EXPERIMENTS:-transformer:32:1,transformer:256:1,transformer:256:2,fashion_mlp:256:2,cnn:256:1,resnet:32:1,resnet:256:1}
+EXPERIMENTS=${EXPERIMENTS:-transformer:32:1,transformer:256:1,transformer:256:2,fashion_mlp:256:2,cnn:32:1,cnn:256:1,resnet:32:1,resnet:256:1,resnet:256:2}
 PY=/usr/bin/python3
 
 out=${KEEP:-$(mktemp -d)}

@@ -71,7 +71,7 @@ internal static class Program
                 foreach (var m in new[]
                 {
                     Contention.Quietest<JsonObject?>(() => Experiments.PowPatch(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
-                    Contention.Quietest<JsonObject?>(() => Experiments.Spinning(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
+                    Contention.Quietest<JsonObject?>(() => threads > 1 ? Experiments.Spinning(session, b, threads, opt.Warmup, opt.Steps) : null, opt.Attempts, opt.QuietCores),
                     Contention.Quietest(() => Experiments.ConvWeightGradPatches(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
                     Contention.Quietest(() => Experiments.MaxPoolIndices(source, session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
                 })
@@ -145,8 +145,12 @@ internal static class Program
                 BatchFiller.Fill(fixedBatch, bs, spec, seed: batch);
                 var staticStep = Q(() => StepBench.Run(fixedBatch, bs, opt.Warmup, opt.Steps));
                 // Allocation: a separate untimed run of exactly AllocationSteps steps per session.
+                // A non-zero count is checked again at once: a one-off (first-use) allocation
+                // reads 0 the second time, a per-step one does not.
                 long allocPlain = StepBench.AllocatedBytes(plain, b, AllocationSteps);
+                long? allocPlainAgain = allocPlain != 0 ? StepBench.AllocatedBytes(plain, b, AllocationSteps) : null;
                 long allocFisher = StepBench.AllocatedBytes(fisher, bf, AllocationSteps);
+                long? allocFisherAgain = allocFisher != 0 ? StepBench.AllocatedBytes(fisher, bf, AllocationSteps) : null;
                 var others = new JsonObject
                 {
                     ["step"] = step.OtherCores, ["forward"] = forward.OtherCores, ["fisher_step"] = fisherStep.OtherCores,
@@ -179,6 +183,8 @@ internal static class Program
                     ["static_step"] = Json(staticStep.Value.Step),
                     ["alloc_bytes"] = allocPlain,
                     ["alloc_fisher_bytes"] = allocFisher,
+                    ["alloc_recheck_bytes"] = allocPlainAgain,
+                    ["alloc_fisher_recheck_bytes"] = allocFisherAgain,
                     ["alloc_steps"] = AllocationSteps,
                     ["alloc_timed_bytes"] = step.Value.AllocatedBytes,
                     ["alloc_timed_steps"] = step.Value.AllocationSteps,
