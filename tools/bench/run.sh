@@ -7,8 +7,9 @@
 #   MODELS=mlp,transformer tools/bench/run.sh
 #   KEEP=/tmp/bench tools/bench/run.sh      # keep the raw JSON in /tmp/bench
 #
-# Each model runs in OnnxKfac and then in PyTorch, one after the other, so both see about
-# the same machine load (recorded per row). See tools/bench/README.md.
+# Each model runs in OnnxKfac and then in PyTorch, one after the other, REPEAT times, so both
+# see about the same machine load (recorded per row); RESULTS.md keeps the best median of the
+# repetitions. See tools/bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
@@ -21,6 +22,7 @@ THREADS=${THREADS:-1,2}
 STEPS=${STEPS:-50}
 WARMUP=${WARMUP:-10}
 ATTEMPTS=${ATTEMPTS:-2}
+REPEAT=${REPEAT:-2}
 PROFILE=${PROFILE:-fashion_mlp:256:1,transformer:256:1,cnn:256:1,resnet:256:1}
 EXPERIMENTS=${EXPERIMENTS:-transformer:32:1,transformer:256:1,transformer:256:2,fashion_mlp:256:2,cnn:32:1,cnn:256:1,resnet:32:1,resnet:256:1,resnet:256:2}
 PY=/usr/bin/python3
@@ -43,10 +45,12 @@ for m in "${model_list[@]}"; do
   cmd1="${bench[*]} --models $m ${common[*]} --out onnxkfac-$m.jsonl"
   cmd2="unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; $PY tools/bench/torch_step.py --models $m ${common[*]} --out torch-$m.jsonl"
   commands+=("$cmd1" "$cmd2")
-  "${bench[@]}" --models "$m" "${common[@]}" --out "$out/onnxkfac-$m.jsonl"
-  "$PY" tools/bench/torch_step.py --models "$m" "${common[@]}" --out "$out/torch-$m.jsonl"
-  cat "$out/onnxkfac-$m.jsonl" >> "$out/onnxkfac.jsonl"
-  cat "$out/torch-$m.jsonl" >> "$out/torch.jsonl"
+  for _ in $(seq "$REPEAT"); do
+    "${bench[@]}" --models "$m" "${common[@]}" --out "$out/onnxkfac-$m.jsonl"
+    "$PY" tools/bench/torch_step.py --models "$m" "${common[@]}" --out "$out/torch-$m.jsonl"
+    cat "$out/onnxkfac-$m.jsonl" >> "$out/onnxkfac.jsonl"
+    cat "$out/torch-$m.jsonl" >> "$out/torch.jsonl"
+  done
 done
 cmd3="${bench[*]} --models none --steps $STEPS --warmup $WARMUP --attempts $ATTEMPTS --profile $PROFILE --profile-out profile.json --experiments $EXPERIMENTS --experiments-out experiments.json"
 commands+=("$cmd3")
@@ -61,15 +65,15 @@ export META_NPROC="$(nproc)" META_CPU="$(grep -m1 'model name' /proc/cpuinfo | c
 export META_FLAGS="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|fma)$' | tr '\n' ' ' | sed 's/ $//')"
 export META_MEM="$(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}')"
 export META_DOTNET="$(dotnet --version)" META_ORT="$(grep -o 'Microsoft.ML.OnnxRuntime" Version="[^"]*' Directory.Packages.props | cut -d'"' -f3)"
-export META_LOAD_START="$load_start" META_LOAD_END="$load_end" META_WALL="$wall" META_STEPS="$STEPS" META_WARMUP="$WARMUP" META_ATTEMPTS="$ATTEMPTS"
-export META_COMMANDS="$(printf '%s\n' "tools/bench/run.sh   # runs, per model, the two commands below; then the profile/experiments" "${commands[@]}")"
+export META_LOAD_START="$load_start" META_LOAD_END="$load_end" META_WALL="$wall" META_STEPS="$STEPS" META_WARMUP="$WARMUP" META_ATTEMPTS="$ATTEMPTS" META_REPEAT="$REPEAT"
+export META_COMMANDS="$(printf '%s\n' "tools/bench/run.sh   # runs, per model, the two commands below REPEAT=$REPEAT times (alternating); then the profile/experiments" "${commands[@]}")"
 "$PY" - "$out/meta.json" <<'EOF'
 import json, os, sys
 e = os.environ
 json.dump({"date": e["META_DATE"], "commit": e["META_COMMIT"], "nproc": e["META_NPROC"], "cpu": e["META_CPU"],
            "cpu_flags": e["META_FLAGS"], "memory": e["META_MEM"], "dotnet": e["META_DOTNET"], "ort": e["META_ORT"],
            "load_start": e["META_LOAD_START"], "load_end": e["META_LOAD_END"], "wall_s": e["META_WALL"],
-           "steps": e["META_STEPS"], "warmup": e["META_WARMUP"], "attempts": e["META_ATTEMPTS"], "commands": e["META_COMMANDS"].splitlines()},
+           "steps": e["META_STEPS"], "warmup": e["META_WARMUP"], "attempts": e["META_ATTEMPTS"], "repeat": e["META_REPEAT"], "commands": e["META_COMMANDS"].splitlines()},
           open(sys.argv[1], "w"), indent=1)
 EOF
 "$PY" tools/bench/make_results.py "$out" > tools/bench/RESULTS.md
