@@ -29,7 +29,8 @@ public sealed class CliContext(TextWriter output, TextWriter error, bool isTermi
 /// </summary>
 public static class CliApp
 {
-    public static Option<bool> Verbose { get; } = new("--verbose")
+    /// <summary>The global <c>--verbose</c> option (a new instance per command tree).</summary>
+    public static Option<bool> VerboseOption() => new("--verbose")
     {
         Description = "Print stack traces of errors",
         Recursive = true,
@@ -39,7 +40,7 @@ public static class CliApp
     public static RootCommand BuildRoot(CliContext ctx)
     {
         var root = new RootCommand("onnx-kfac: fine-tune ONNX models with K-FAC on the stock ONNX Runtime");
-        root.Options.Add(Verbose);
+        root.Options.Add(VerboseOption());
         root.Subcommands.Add(InspectCommand.Create(ctx));
         root.Subcommands.Add(PrepareCommand.Create(ctx));
         root.Subcommands.Add(GradCommand.Create(ctx));
@@ -47,10 +48,14 @@ public static class CliApp
     }
 
     /// <summary>Runs the command line <paramref name="args"/>; returns the process exit code.</summary>
-    public static int Run(string[] args, TextWriter output, TextWriter error, bool isTerminal = false)
+    public static int Run(string[] args, TextWriter output, TextWriter error, bool isTerminal = false) =>
+        Run(args, output, error, isTerminal, BuildRoot);
+
+    /// <summary>Runs a command tree built by <paramref name="build"/> (tests register extra commands this way).</summary>
+    internal static int Run(string[] args, TextWriter output, TextWriter error, bool isTerminal, Func<CliContext, RootCommand> build)
     {
         var ctx = new CliContext(output, error, isTerminal);
-        var root = BuildRoot(ctx);
+        var root = build(ctx);
         ParseResult parse = root.Parse(args);
         bool verbose = args.Contains("--verbose", StringComparer.Ordinal);
         if (parse.Action is ParseErrorAction)
