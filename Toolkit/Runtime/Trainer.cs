@@ -286,7 +286,7 @@ public sealed class Trainer
         foreach (var p in _session.Parameters)
             foreach (var v in p.Value)
                 if (!float.IsFinite(v)) throw new OnnxKfacException($"parameter '{p.Name}' holds a non-finite value; refusing to write a poisoned checkpoint to {path}");
-        var cp = new Checkpoint { ModelFingerprint = _fingerprint, Parameters = _session.Parameters, Optimizer = _optimizer.SaveState() };
+        var cp = new Checkpoint { ModelFingerprint = _fingerprint, Parameters = _session.Parameters, Optimizer = _optimizer.SaveState(), Config = _options.CheckpointConfig };
         cp.Longs["step"] = _step;
         cp.Longs["skipped"] = _skipped;
         cp.Longs["since_improvement"] = _sinceImprovement;
