@@ -44,6 +44,7 @@ public static class CliApp
         root.Subcommands.Add(InspectCommand.Create(ctx));
         root.Subcommands.Add(PrepareCommand.Create(ctx));
         root.Subcommands.Add(GradCommand.Create(ctx));
+        root.Subcommands.Add(TrainCommand.Create(ctx));
         return root;
     }
 
