@@ -45,6 +45,8 @@ public static class CliApp
         root.Subcommands.Add(PrepareCommand.Create(ctx));
         root.Subcommands.Add(GradCommand.Create(ctx));
         root.Subcommands.Add(TrainCommand.Create(ctx));
+        root.Subcommands.Add(EvalCommand.Create(ctx));
+        root.Subcommands.Add(ExportCommand.Create(ctx));
         return root;
     }
 

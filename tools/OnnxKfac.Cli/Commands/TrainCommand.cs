@@ -199,7 +199,7 @@ public static class TrainCommand
             if (checkpoint is not null) TrainReport.CreateParent(checkpoint);
             options = options with { CheckpointConfig = cfg.ResolvedJson() };
 
-            var plan = new RunPlan(totalSteps, maxSteps is null || epochsGiven ? epochs : null, batch, resumeFrom?.Longs["step"] ?? 0, validateEvery is not null);
+            var plan = new RunPlan(totalSteps, maxSteps is null || epochsGiven ? epochs : null, batch, resumeFrom?.Longs["step"] ?? 0, validateEvery is not null, _epochExamples);
             bool terminal = ctx.IsTerminal && !quiet;
             IAnsiConsole? console = terminal ? AnsiConsole.Create(new AnsiConsoleSettings
             {
@@ -223,7 +223,7 @@ public static class TrainCommand
             {
                 log.WriteLine($"model {modelPath}: {session.Parameters.Count} parameters ({setup.ParameterValues.ToString("N0", CultureInfo.InvariantCulture)} values) trained, {lossName} on '{session.Manifest.Loss.Output}'");
                 log.WriteLine($"data: {train.Count} training examples" + (val is null ? "" : $", {val.Count} validation") + (test is null ? "" : $", {test.Count} test") +
-                    (norm is null ? "" : $"; features x{Config.Format(norm.Scale)}" + (norm.Mean is null ? "" : ", normalized")));
+                    (norm is null ? "" : $"; features divided by {Config.Format(cfg.Double("scale", 1)!.Value)}" + (norm.Mean is null ? "" : ", then normalized")));
                 log.WriteLine($"{cfg.Resolved["optimizer"]} lr {Config.Format((double)cfg.Resolved["lr"]!)}, batch {batch}, " +
                     (plan.Epochs is { } e ? $"{e} epochs, " : "") + $"{totalSteps} updates, seed {seed}, on {session.Options.Device}");
             }
@@ -267,7 +267,7 @@ public static class TrainCommand
 
             // ---- summary, report, gates -------------------------------------------------------------
             var res = result!;
-            log.WriteLine($"done: {res.Steps} updates in {ProgressText.Duration(trainClock.Elapsed)} ({res.Steps / Math.Max(1e-9, trainClock.Elapsed.TotalSeconds):F1} updates/s), stopped: {res.StopReason}" +
+            log.WriteLine($"done: {res.Steps - plan.StartStep} updates in {ProgressText.Seconds(trainClock.Elapsed)} ({(res.Steps - plan.StartStep) / Math.Max(1e-9, trainClock.Elapsed.TotalSeconds):F1} updates/s), stopped: {res.StopReason}" +
                 (res.SkippedSteps > 0 ? $", {res.SkippedSteps} non-finite batches skipped" : ""));
             if (res.FinalValidation is { } fv) log.WriteLine($"validation: {Describe(fv)}");
             if (testAfter is { } ta)
@@ -302,7 +302,7 @@ public static class TrainCommand
             long start = resumeFrom?.Longs["step"] ?? 0;
             long steps = res?.Steps ?? rec.Steps.Where(s => !s.Skipped).Select(s => s.Step).DefaultIfEmpty(start).Max();
             long skipped = res?.SkippedSteps ?? rec.Steps.Count(s => s.Skipped);
-            double examplesPerSecond = seconds > 0 ? rec.Examples(_batch, _epochExamples) / seconds : 0;
+            double examplesPerSecond = seconds > 0 ? rec.Examples.Total(_batch, _epochExamples) / seconds : 0;
             // Mean training loss over the last epoch's worth of updates.
             int window = (int)Math.Max(1, _updatesPerEpoch);
             var lastLosses = rec.Steps.Where(s => !s.Skipped).TakeLast(window).Select(s => s.Loss).ToArray();

@@ -12,7 +12,19 @@ public readonly record struct ValidationRecord(long Step, int Epoch, double Loss
 public readonly record struct EpochRecord(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy);
 
 /// <summary>What the run looks like: its planned length, for progress and ETA.</summary>
-public sealed record RunPlan(long TotalSteps, int? Epochs, int BatchSize, long StartStep, bool ValidateEveryStep);
+public sealed record RunPlan(long TotalSteps, int? Epochs, int BatchSize, long StartStep, bool ValidateEveryStep, long EpochExamples);
+
+/// <summary>Counts the examples trained on from the batches reported (per epoch, first to last batch seen).</summary>
+public sealed class ExampleCounter
+{
+    private readonly SortedDictionary<int, (int First, int Last)> _batches = [];
+
+    public void Add(in StepReport step) =>
+        _batches[step.Epoch] = _batches.TryGetValue(step.Epoch, out var b) ? (b.First, step.BatchInEpoch) : (step.BatchInEpoch, step.BatchInEpoch);
+
+    public long Total(int batchSize, long epochExamples) =>
+        _batches.Values.Sum(b => Math.Min((long)b.Last * batchSize, epochExamples) - (long)(b.First - 1) * batchSize);
+}
 
 /// <summary>Records every event of a run (for the report and the plot) and forwards it to a display.</summary>
 public sealed class RunRecorder(ITrainingObserver? display) : ITrainingObserver
@@ -21,18 +33,12 @@ public sealed class RunRecorder(ITrainingObserver? display) : ITrainingObserver
     public List<ValidationRecord> Validations { get; } = [];
     public List<EpochRecord> Epochs { get; } = [];
     public List<string> Messages { get; } = [];
-    public double LastThroughput { get; private set; }
-    private readonly SortedDictionary<int, (int First, int Last)> _batches = [];
-
-    /// <summary>Examples trained on in this run: per epoch, the batches seen (first to last) times the batch size.</summary>
-    public long Examples(int batchSize, long epochExamples) =>
-        _batches.Values.Sum(b => Math.Min((long)b.Last * batchSize, epochExamples) - (long)(b.First - 1) * batchSize);
+    public ExampleCounter Examples { get; } = new();
 
     public void OnStep(in StepReport step)
     {
         Steps.Add(new StepRecord(step.Step, step.Epoch, step.Loss, step.Skipped));
-        _batches[step.Epoch] = _batches.TryGetValue(step.Epoch, out var b) ? (b.First, step.BatchInEpoch) : (step.BatchInEpoch, step.BatchInEpoch);
-        if (step.ExamplesPerSecond > 0) LastThroughput = step.ExamplesPerSecond;
+        Examples.Add(step);
         display?.OnStep(step);
     }
 
@@ -64,6 +70,10 @@ public static class ProgressText
 
     public static string Rate(double x) => x.ToString("N0", CultureInfo.InvariantCulture);
 
+    /// <summary>"0.7 s", "42 s", "3:05"...</summary>
+    public static string Seconds(TimeSpan t) => t.TotalSeconds < 10 ? t.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture) + " s"
+        : t.TotalSeconds < 60 ? t.TotalSeconds.ToString("F0", CultureInfo.InvariantCulture) + " s" : Duration(t);
+
     public static string Duration(TimeSpan t) => t.TotalHours >= 1 ? t.ToString(@"h\:mm\:ss", CultureInfo.InvariantCulture) : t.ToString(@"m\:ss", CultureInfo.InvariantCulture);
 
     public static string Epoch(int epoch, int? epochs) => epochs is { } n ? $"{epoch + 1}/{n}" : $"{epoch + 1}";
@@ -76,11 +86,14 @@ public static class ProgressText
 public sealed class PlainLog(TextWriter output, RunPlan plan, int every) : ITrainingObserver
 {
     private readonly Stopwatch _clock = Stopwatch.StartNew();
-    private double _sum;
+    private readonly ExampleCounter _examples = new();
+    private double _sum, _lastSeconds;
+    private long _lastExamples;
     private int _count;
 
     public void OnStep(in StepReport step)
     {
+        _examples.Add(step);
         if (step.Skipped)
         {
             output.WriteLine($"step {step.Step + 1}: skipped (loss {step.Loss}) in epoch {ProgressText.Epoch(step.Epoch, plan.Epochs)}");
@@ -90,12 +103,17 @@ public sealed class PlainLog(TextWriter output, RunPlan plan, int every) : ITrai
         _count++;
         if (step.Step % every != 0 && step.Step != plan.TotalSteps) return;
         long done = step.Step - plan.StartStep;
-        var eta = done > 0 ? TimeSpan.FromSeconds(_clock.Elapsed.TotalSeconds / done * Math.Max(0, plan.TotalSteps - step.Step)) : TimeSpan.Zero;
+        double now = _clock.Elapsed.TotalSeconds;
+        long examples = _examples.Total(plan.BatchSize, plan.EpochExamples);
+        double rate = now > _lastSeconds ? (examples - _lastExamples) / (now - _lastSeconds) : 0;
+        var eta = done > 0 ? TimeSpan.FromSeconds(now / done * Math.Max(0, plan.TotalSteps - step.Step)) : TimeSpan.Zero;
         output.WriteLine(
             $"step {step.Step}/{plan.TotalSteps}  epoch {ProgressText.Epoch(step.Epoch, plan.Epochs)}  loss {ProgressText.Loss(step.Loss)}  " +
-            $"mean {ProgressText.Loss(_sum / _count)}  {ProgressText.Rate(step.ExamplesPerSecond)} ex/s  eta {ProgressText.Duration(eta)}");
+            $"mean {ProgressText.Loss(_sum / _count)}  {ProgressText.Rate(rate)} ex/s  eta {ProgressText.Duration(eta)}");
         _sum = 0;
         _count = 0;
+        _lastSeconds = now;
+        _lastExamples = examples;
     }
 
     public void OnValidation(in ValidationReport v)
@@ -120,6 +138,8 @@ public sealed class PlainLog(TextWriter output, RunPlan plan, int every) : ITrai
 public sealed class SpectreProgress(IAnsiConsole console, RunPlan plan) : ITrainingObserver
 {
     private ProgressTask? _task;
+    private readonly Stopwatch _clock = new();
+    private readonly ExampleCounter _examples = new();
 
     /// <summary>Runs <paramref name="run"/> while the progress bar is shown.</summary>
     public T Run<T>(Func<T> run)
@@ -134,6 +154,7 @@ public sealed class SpectreProgress(IAnsiConsole console, RunPlan plan) : ITrain
             {
                 _task = ctx.AddTask("training", autoStart: true, maxValue: Math.Max(1, plan.TotalSteps));
                 _task.Value = plan.StartStep;
+                _clock.Start();
                 try { result = run(); }
                 finally { _task.StopTask(); }
             });
@@ -143,13 +164,16 @@ public sealed class SpectreProgress(IAnsiConsole console, RunPlan plan) : ITrain
     public void OnStep(in StepReport step)
     {
         if (_task is null) return;
+        _examples.Add(step);
         if (step.Skipped)
         {
             console.MarkupLine($"[yellow]step {step.Step + 1}: skipped (loss {Markup.Escape(step.Loss.ToString(CultureInfo.InvariantCulture))})[/]");
             return;
         }
         _task.Value = Math.Min(step.Step, _task.MaxValue);
-        _task.Description = $"epoch {ProgressText.Epoch(step.Epoch, plan.Epochs)}  loss {ProgressText.Loss(step.Loss)}  {ProgressText.Rate(step.ExamplesPerSecond)} ex/s";
+        double seconds = _clock.Elapsed.TotalSeconds;
+        double rate = seconds > 0 ? _examples.Total(plan.BatchSize, plan.EpochExamples) / seconds : 0;
+        _task.Description = $"epoch {ProgressText.Epoch(step.Epoch, plan.Epochs)}  loss {ProgressText.Loss(step.Loss)}  {ProgressText.Rate(rate)} ex/s";
     }
 
     public void OnValidation(in ValidationReport v)

@@ -55,7 +55,7 @@ public static class TrainSettings
 
         // loop
         new("epochs", I, "Passes over the training data (default 3)"),
-        new("max_steps", I, "Stop after this many updates (with --epochs too: whichever comes first)"),
+        new("max_steps", I, "Stop after this many updates in all (with --epochs too: whichever comes first); not inherited by --resume") { RunSpecific = true },
         new("batch_size", I, "Examples per batch (default 32)"),
         new("drop_last", B, "Drop each epoch's last partial batch"),
         new("seed", I, "Seed of shuffling, the validation split and sampling (default 42): the same seed gives the same losses"),
