@@ -238,4 +238,26 @@ public sealed class TrainCommandTests : IDisposable
         Assert.Equal(12, r.GetProperty("steps").GetInt32());    // 12 batches per epoch, 2 per update
         Assert.Equal("cosine", r.GetProperty("config").GetProperty("schedule").GetString());
     }
+
+    [Fact]
+    public void RegressionWithMseOnANamedCsvTargetColumn()
+    {
+        string model = Models.Save(Models.Linear2(classes: 1), _dir["reg.onnx"]);
+        var (x, _) = TrainData.Make(64, 8);
+        var csv = new System.Text.StringBuilder("f0,f1,target,f2,f3\n");
+        for (int i = 0; i < 64; i++)
+        {
+            float t = 0.5f * x[i * 4] - x[i * 4 + 3];
+            csv.AppendLine(string.Join(",", new[] { x[i * 4], x[i * 4 + 1], t, x[i * 4 + 2], x[i * 4 + 3] }.Select(v => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture))));
+        }
+        File.WriteAllText(_dir["reg.csv"], csv.ToString());
+        var r = AssertOk(Run("train", model, "--train", _dir["reg.csv"], "--label-column", "target", "--loss", "mse", "--val-split", "0.25",
+            "--epochs", "20", "--batch-size", "8", "--lr", "0.01", "--quiet", "--report", _dir["r.json"], "--fail-if", "val_loss>0.1"));
+        var report = TrainData.Report(_dir["r.json"]);
+        var losses = TrainData.StepLosses(report);
+        Assert.True(losses[^1] < losses[0] / 5, $"{losses[0]} -> {losses[^1]}");
+        Assert.Equal(JsonValueKind.Null, report.GetProperty("metrics").GetProperty("val_accuracy").ValueKind);
+        AssertUserError(Run("train", model, "--train", _dir["reg.csv"], "--label-column", "target", "--loss", "mse", "--fail-if", "val_accuracy<1"),
+            "--fail-if", "not measured");
+    }
 }

@@ -79,4 +79,20 @@ public sealed class TrainKillTests : IDisposable
         Assert.Equal(0, finish.ExitCode);
         Assert.Equal(lastStep + 3, Checkpoint.Load(ck).Longs["step"]);
     }
+
+    [Fact]
+    public void CtrlCStopsAfterTheCurrentUpdateWritesCheckpointAndReportAndExits130()
+    {
+        string ck = _dir["int.ckpt"], report = _dir["int.json"];
+        using var p = Start("train", "--epochs", "50", "--checkpoint", ck, "--checkpoint-every", "25", "--report", report, "--quiet");
+        var wait = Stopwatch.StartNew();
+        while (!File.Exists(ck) && wait.Elapsed < TimeSpan.FromSeconds(30) && !p.HasExited) Thread.Sleep(20);
+        Assert.False(p.HasExited, "the run ended before it was interrupted");
+        using (var kill = Process.Start("kill", ["-INT", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) kill.WaitForExit();
+        Assert.True(p.WaitForExit(30_000));
+        Assert.Equal(130, p.ExitCode);
+        var r = TrainData.Report(report);
+        Assert.Equal("cancelled", r.GetProperty("stop_reason").GetString());
+        Assert.Equal(r.GetProperty("steps").GetInt64(), Checkpoint.Load(ck).Longs["step"]);
+    }
 }
