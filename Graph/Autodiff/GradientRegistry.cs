@@ -34,6 +34,9 @@ public sealed class GradientRegistry
         SoftmaxRules.Register(r);
         ShapeRules.Register(r);
         ReductionRules.Register(r);
+        ConvRules.Register(r);
+        PoolRules.Register(r);
+        NormalizationRules.Register(r);
         return r;
     }
 
