@@ -260,4 +260,29 @@ public sealed class TrainCommandTests : IDisposable
         AssertUserError(Run("train", model, "--train", _dir["reg.csv"], "--label-column", "target", "--loss", "mse", "--fail-if", "val_accuracy<1"),
             "--fail-if", "not measured");
     }
+
+    [Fact]
+    public void PatienceStopsEarlyWhenValidationStopsImproving()
+    {
+        // Validation labels unrelated to the features: the loss there soon stops improving.
+        var (x, y) = TrainData.Make(40, 2);
+        string noise = TrainData.Csv(_dir["noise.csv"], x, y.Select((_, i) => (long)(i * 7 % 3)).ToArray());
+        AssertOk(Run("train", _model, "--train", _train, "--val", noise, "--batch-size", "8", "--epochs", "20", "--lr", "0.05",
+            "--validate-every", "2", "--patience", "2", "--quiet", "--report", _dir["r.json"]));
+        var r = TrainData.Report(_dir["r.json"]);
+        Assert.Equal("early stopping", r.GetProperty("stop_reason").GetString());
+        Assert.True(r.GetProperty("steps").GetInt32() < 240);
+    }
+
+    [Fact]
+    public void DynamicInputDimensionsNeedAnInputShape()
+    {
+        var m = Models.Linear2();
+        var dims = m.Graph.Input[0].Type.TensorType.Shape.Dim;
+        dims[1].ClearValue();
+        dims[1].DimParam = "F";
+        string model = Models.Save(m, _dir["dynamic.onnx"]);
+        AssertUserError(Run("train", model, "--train", _train), "input 'x'", "--input-shape x=");
+        AssertOk(Run("train", model, "--train", _train, "--input-shape", "x=4", "--epochs", "1", "--quiet"));
+    }
 }
