@@ -20,6 +20,7 @@ internal static class ModelValidator
         foreach (var t in g.Initializer)
         {
             if (string.IsNullOrEmpty(t.Name)) throw new OnnxKfacException($"{source}: an initializer has no name");
+            CheckDims(t, source);
             defined.Add(t.Name);
         }
         foreach (var s in g.SparseInitializer) if (s.Values is not null) defined.Add(s.Values.Name);
@@ -36,5 +37,16 @@ internal static class ModelValidator
         foreach (var o in g.Output)
             if (!defined.Contains(o.Name))
                 throw new OnnxKfacException($"{source}: graph output '{o.Name}' is not produced by any node, input or initializer");
+    }
+
+    private static void CheckDims(TensorProto t, string source)
+    {
+        long n = 1;
+        foreach (long d in t.Dims)
+        {
+            if (d < 0 || (d > 0 && n > long.MaxValue / d))
+                throw new OnnxKfacException($"{source}: initializer '{t.Name}' has an invalid shape [{string.Join(",", t.Dims)}]");
+            n *= d;
+        }
     }
 }
