@@ -14,6 +14,9 @@ internal static class ModelValidator
         if (!model.HasIrVersion || model.IrVersion < 3 || model.IrVersion > 64)
             throw new OnnxKfacException($"{source}: not an ONNX model (ir_version {(model.HasIrVersion ? model.IrVersion : "missing")})");
         if (model.OpsetImport.Count == 0) throw new OnnxKfacException($"{source}: not an ONNX model (no opset_import)");
+        foreach (var o in model.OpsetImport)
+            if (o.Version is < 1 or > int.MaxValue)
+                throw new OnnxKfacException($"{source}: not an ONNX model (opset_import version {o.Version} for domain '{o.Domain}')");
         var g = model.Graph;
         var defined = new HashSet<string>(StringComparer.Ordinal) { "" };
         foreach (var i in g.Input) defined.Add(i.Name);

@@ -81,4 +81,15 @@ public class MalformedModelTests
         Assert.NotNull(ShapeInference.Infer(m)); // inference leaves the output unknown instead of dividing by zero
         BuildFailsCleanly(m);
     }
+
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(1L << 40)]
+    public void OpsetVersionOutOfRangeIsRefusedOnLoad(long version)
+    {
+        var m = Model([new NodeProto { OpType = "MatMul", Input = { "x", "w" }, Output = { "y" } }], [TensorData.FromFloats("w", [4, 3], new float[12])]);
+        m.OpsetImport[0].Version = version;
+        var e = Assert.Throws<OnnxKfacException>(() => OnnxModelIO.Parse(m.ToByteArray(), "model.onnx"));
+        Assert.Contains($"opset_import version {version}", e.Message);
+    }
 }

@@ -115,7 +115,7 @@ public sealed record TensorFile(string Path, string Name, int ElemType, long[] S
             r[i] = (DataType)ElemType switch
             {
                 DataType.Int64 => BitConverter.ToInt64(s[(i * 8)..]),
-                DataType.Uint64 => checked((long)BitConverter.ToUInt64(s[(i * 8)..])),
+                DataType.Uint64 => (long)Math.Min(BitConverter.ToUInt64(s[(i * 8)..]), long.MaxValue), // huge labels stay out of range
                 DataType.Int32 => BitConverter.ToInt32(s[(i * 4)..]),
                 DataType.Uint32 => BitConverter.ToUInt32(s[(i * 4)..]),
                 DataType.Int16 => BitConverter.ToInt16(s[(i * 2)..]),
