@@ -92,7 +92,9 @@ public sealed class BackwardBuilder
                     touched = true;
             if (!touched) continue;
             active.Add(n);
-            foreach (var o in n.Output) if (o.Length > 0) forward.Add(o);
+            // Integer and boolean outputs carry no gradient: they end the path (x -> Cast(int) -> Mod).
+            foreach (var o in n.Output)
+                if (o.Length > 0 && (Info(o)?.ElemType is not { } t || t == 0 || TensorData.IsFloat(t))) forward.Add(o);
         }
 
         // Backward reach: active nodes from which a seed can be reached.
@@ -176,9 +178,9 @@ public sealed class BackwardBuilder
         $"{GraphIndex.Describe(n)}: no gradient rule for op '{(n.Domain.Length > 0 ? n.Domain + "." : "")}{n.OpType}' at opset {_g.SourceOpset}; " +
         $"supported ops: {string.Join(", ", _registry.SupportedOps)}");
 
-    internal string Unbroadcast(NodeEmitter e, string grad, string input)
+    internal string Unbroadcast(NodeEmitter e, string grad, string input, TensorInfo? gradInfo)
     {
-        var gi = Info(grad);
+        var gi = gradInfo;
         var xi = Info(input);
         int? gr = gi?.Rank, xr = xi?.Rank;
         if (gi?.Shape is { } gs && xi?.Shape is { } xs && gs.SequenceEqual(xs) && xs.All(d => d >= 0)) return grad;

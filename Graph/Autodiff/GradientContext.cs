@@ -85,9 +85,11 @@ public sealed class GradientContext
     /// <summary>
     /// Reduces <paramref name="grad"/> (shaped like the broadcast result) to the shape of
     /// <paramref name="input"/>: ReduceSum over the broadcast axes, then Reshape. No nodes
-    /// when the shapes are statically equal. The one helper every broadcasting op uses.
+    /// when the shapes are statically equal. A gradient the rule just emitted is taken to be
+    /// shaped like the node's first output. The one helper every broadcasting op uses.
     /// </summary>
-    public string Unbroadcast(string grad, string input) => _builder.Unbroadcast(Emit, grad, input);
+    public string Unbroadcast(string grad, string input) =>
+        _builder.Unbroadcast(Emit, grad, input, Info(grad) ?? Info(Y(0)));
 
     /// <summary>
     /// Makes the forward node produce its optional output <paramref name="index"/> (e.g.

@@ -29,10 +29,26 @@ public sealed class GradientRegistry
             "Not", "And", "Or", "Xor", "ArgMax", "ArgMin", "NonZero", "OneHot", "Sign", "Floor", "Ceil", "Round", "IsNaN", "IsInf",
             "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli", "EyeLike", "TopK_Indices");
         CoreRules.Register(r);
+        ElementwiseRules.Register(r);
+        ActivationRules.Register(r);
+        SoftmaxRules.Register(r);
+        ShapeRules.Register(r);
+        ReductionRules.Register(r);
+        ConvRules.Register(r);
+        PoolRules.Register(r);
+        NormalizationRules.Register(r);
         return r;
     }
 
-    public void Add(string opType, GradientRule rule, int[]? differentiableInputs = null) =>
+    /// <summary>Registers a rule; registering an op twice is a programming error, not a silent override.</summary>
+    public void Add(string opType, GradientRule rule, int[]? differentiableInputs = null)
+    {
+        if (!_rules.TryAdd(opType, new Entry(rule, differentiableInputs)))
+            throw new InvalidOperationException($"a gradient rule for '{opType}' is already registered");
+    }
+
+    /// <summary>Replaces the rule of an op (for users extending the default table).</summary>
+    public void Replace(string opType, GradientRule rule, int[]? differentiableInputs = null) =>
         _rules[opType] = new Entry(rule, differentiableInputs);
 
     public void DeclareNonDifferentiable(params string[] opTypes)

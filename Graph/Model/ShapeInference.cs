@@ -310,14 +310,23 @@ public static class ShapeInference
             {
                 long[]? outShape = n.GetInts("output_shape");
                 long[] outPad = n.GetInts("output_padding") ?? new long[sp];
-                y[k + 2] = outShape is not null ? outShape[^(sp - k)] : strides[k] * (xin - 1) + outPad[k] + eff - pads[k] - pads[k + sp];
+                y[k + 2] = outShape is not null ? outShape[^(sp - k)]
+                    : autoPad is "SAME_UPPER" or "SAME_LOWER" ? Math.Min(xin * strides[k], strides[k] * (xin - 1) + outPad[k] + eff)
+                    : strides[k] * (xin - 1) + outPad[k] + eff - (autoPad == "VALID" ? 0 : pads[k] + pads[k + sp]);
             }
             else if (autoPad is "SAME_UPPER" or "SAME_LOWER")
-                y[k + 2] = (xin + strides[k] - 1) / strides[k];
+            {
+                long target = (xin + strides[k] - 1) / strides[k];
+                // ONNX Runtime's pools size SAME padding from the undilated kernel.
+                y[k + 2] = n.OpType == "Conv" ? target : (xin + (target - 1) * strides[k] + kernel[k] - xin - eff) / strides[k] + 1;
+            }
             else
             {
+                long head = autoPad == "VALID" ? 0 : pads[k];
                 long span = xin + (autoPad == "VALID" ? 0 : pads[k] + pads[k + sp]) - eff;
                 y[k + 2] = (ceil ? (span + strides[k] - 1) / strides[k] : span / strides[k]) + 1;
+                // Ceil mode drops a last window that would start inside the end padding.
+                if (ceil && (y[k + 2] - 1) * strides[k] >= xin + head) y[k + 2]--;
             }
         }
         return new TensorInfo(i[0]!.ElemType, y);

@@ -36,6 +36,9 @@ public sealed record TrainingGraphOptions
     /// </summary>
     public bool KeepInitialValues { get; init; } = true;
 
+    /// <summary>Only the loss and the model outputs: no backward pass (validation, evaluation).</summary>
+    public bool LossOnly { get; init; }
+
     public GradientRegistry? Registry { get; init; }
 }
 
@@ -83,7 +86,7 @@ public static class TrainingGraphBuilder
             foreach (var p in parameters) graph.Initializer.Remove(p);
 
         var (layers, _) = LayerMatcher.Match(g.Index, g.Infos, paramNames);
-        if (!options.LayerTaps) layers = [];
+        if (!options.LayerTaps || options.LossOnly) layers = [];
 
         // Loss and its closed-form output gradient.
         var outInfo = g.Infos.GetValueOrDefault(output);
@@ -97,7 +100,9 @@ public static class TrainingGraphBuilder
 
         // Backward: parameter gradients and, in the same pass, the pre-activation gradients.
         var wrt = parameters.Select(p => p.Name).Concat(layers.Select(l => l.PreActivation)).Distinct(StringComparer.Ordinal).ToArray();
-        var grads = new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [output] = loss.OutputGradient }, wrt);
+        var grads = options.LossOnly
+            ? new Dictionary<string, string>()
+            : new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [output] = loss.OutputGradient }, wrt);
 
         ManifestFisher? fisher = null;
         IReadOnlyDictionary<string, string>? sampled = null;
@@ -130,6 +135,11 @@ public static class TrainingGraphBuilder
         var ties = selection.Ties.ToDictionary(t => t.Name, t => Math.Max(t.Readers.Count, 1), StringComparer.Ordinal);
         foreach (var p in parameters)
         {
+            if (options.LossOnly)
+            {
+                manifestParams.Add(new ManifestParameter(p.Name, TypeName(p.DataType), p.Dims.ToArray(), "") { Uses = ties.GetValueOrDefault(p.Name, 1) });
+                continue;
+            }
             string gname = grads[p.Name];
             AddOutput(graph, outputs, g, gname, TensorRole.Gradient, new TensorInfo(p.DataType, p.Dims.ToArray()), p.Name);
             manifestParams.Add(new ManifestParameter(p.Name, TypeName(p.DataType), p.Dims.ToArray(), gname) { Uses = ties.GetValueOrDefault(p.Name, 1) });
@@ -165,6 +175,7 @@ public static class TrainingGraphBuilder
             });
         }
         g.Commit();
+        Pruning.RemoveDeadNodes(graph);
         model.ProducerName = "onnx-kfac";
         var o2 = options.Loss;
         var manifest = new TrainingManifest

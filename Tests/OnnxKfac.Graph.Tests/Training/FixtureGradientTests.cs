@@ -25,7 +25,8 @@ public class FixtureGradientTests
         var feed = new Dictionary<string, TestTensor>(f.Inputs) { [tg.Manifest.Loss.Target] = f.Target };
         if (tg.Manifest.Fisher is { } fisher)
         {
-            var like = ort.Run(feed.Concat([]).ToDictionary(), [f.Output])[f.Output];
+            using var forward = new Ort(f.Model);
+            var like = forward.Run(f.Inputs, [f.Output])[f.Output];
             feed[fisher.NoiseInput] = TestTensor.Random(like.ElemType, like.Shape, 3, 0.01, 0.99);
         }
         var outputs = ort.Run(feed);

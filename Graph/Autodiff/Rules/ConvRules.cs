@@ -1,0 +1,274 @@
+using OnnxKfac.Graph.Model;
+using OnnxKfac.Graph.Proto;
+
+namespace OnnxKfac.Graph.Autodiff.Rules;
+
+/// <summary>
+/// Convolutions: Conv and ConvTranspose, 1-D to 3-D, with strides, explicit or automatic
+/// pads, dilations, groups (depthwise included) and optional bias. Every gradient is a
+/// Conv or ConvTranspose itself (the stock runtime has no ConvGrad).
+/// </summary>
+internal static class ConvRules
+{
+    public static void Register(GradientRegistry r)
+    {
+        r.Add("Conv", Conv);
+        r.Add("ConvTranspose", ConvTranspose);
+    }
+
+    // Y = Conv(X, W) + B with X (N, C, S...), W (M, C/G, K...), Y (N, M, O...).
+    private static void Conv(GradientContext c)
+    {
+        var win = Window.OfConv(c);
+        long group = c.AttrInt("group", 1);
+        if (c.Needs(0)) c.SetGrad(0, ConvInputGrad(c, win, group));
+        if (c.Needs(1)) c.SetGrad(1, ConvWeightGrad(c, win, group));
+        if (c.HasInput(2) && c.Needs(2)) c.SetGrad(2, c.Emit.ReduceSum(c.DY()!, Spatial.AllButChannel(win.Rank), keepDims: false));
+    }
+
+    // The adjoint in X is ConvTranspose with the same geometry; output_padding restores the
+    // trailing positions the forward's floor division left uncovered.
+    private static string ConvInputGrad(GradientContext c, Window win, long group)
+    {
+        var e = c.Emit;
+        string[] inputs = [c.DY()!, c.X(1)];
+        if (win.In is { } inSize)
+        {
+            var outPad = win.Axes.Select(k => inSize[k] - (win.Strides[k] * (win.Out![k] - 1) + win.Extent(k) - win.Begin(k) - win.End(k))).ToArray();
+            return e.Op("ConvTranspose", inputs, Spatial.Attrs(win.Strides, win.Dilations, win.Pads, group, outPad));
+        }
+        // Sizes known only at run time: pad by stride − 1 (enough for any remainder), then crop to X.
+        string dx = e.Op("ConvTranspose", inputs, Spatial.Attrs(win.Strides, win.Dilations, win.Pads, group, win.Strides.Select(s => s - 1).ToArray()));
+        return win.Strides.All(s => s == 1) ? dx : Spatial.CropLike(e, dx, c.X(0), win.Rank);
+    }
+
+    // dW[m, c, k] = Σ_n Σ_o dY[n, m, o] · X̃[n, c, o·s + k·d] (X̃ padded): a Conv over X with
+    // batch and channels swapped and dY as the kernel, strides and dilations exchanged.
+    private static string ConvWeightGrad(GradientContext c, Window win, long group)
+    {
+        var e = c.Emit;
+        int sp = win.Rank;
+        var pads = (long[])win.Pads.Clone();
+        if (win.In is { } inSize)
+            foreach (int k in win.Axes) // drop end padding no window reaches
+                pads[sp + k] = Math.Max(0, win.End(k) - (inSize[k] + win.Begin(k) + win.End(k) - win.Extent(k)) % win.Strides[k]);
+        string xs = Spatial.GroupsToBatch(c, c.X(0), group, sp);
+        string dw = e.Op("Conv", [xs, Spatial.SwapBatchChannel(e, c.DY()!, sp)], Spatial.Attrs(win.Dilations, win.Strides, pads, group, null));
+        // The result covers at least the kernel; crop when it is (or may be) larger.
+        bool exact = win.In is { } s && win.Axes.All(k =>
+            (s[k] + win.Begin(k) + pads[sp + k] - (win.Strides[k] * (win.Out![k] - 1) + 1)) / win.Dilations[k] + 1 == win.Kernel[k]);
+        return Spatial.SwapBatchChannel(e, exact ? dw : Spatial.Crop(e, dw, win.Kernel), sp);
+    }
+
+    // Y = ConvTranspose(X, W) + B with X (N, C, S...), W (C, M/G, K...), Y (N, M, O...): the
+    // adjoint of Conv(·, W) with the same geometry, so dX is that Conv.
+    private static void ConvTranspose(GradientContext c)
+    {
+        var e = c.Emit;
+        string x = c.X(0), w = c.X(1), dy = c.DY()!;
+        var win = Window.OfConvTranspose(c, out long[] outPad);
+        long group = c.AttrInt("group", 1);
+        if (c.Needs(0))
+        {
+            string dx = e.Op("Conv", [dy, w], Spatial.Attrs(win.Strides, win.Dilations, win.Pads, group, null));
+            // Conv of the full output gives S + floor(output_padding / stride) positions.
+            if (win.Axes.Any(k => outPad[k] >= win.Strides[k])) dx = win.In is { } s ? Spatial.Crop(e, dx, s) : Spatial.CropLike(e, dx, x, win.Rank);
+            c.SetGrad(0, dx);
+        }
+        if (c.Needs(1))
+        {
+            // dW[c, m, k] = Σ_n Σ_i X[n, c, i] · dỸ[n, m, i·s + k·d] (dỸ padded back): the Conv-weight
+            // formula with the roles of input and output gradient exchanged.
+            string ds = Spatial.GroupsToBatch(c, dy, group, win.Rank);
+            string dw = e.Op("Conv", [ds, Spatial.SwapBatchChannel(e, x, win.Rank)], Spatial.Attrs(win.Dilations, win.Strides, win.Pads, group, null));
+            // Size K + floor(output_padding / dilation).
+            if (win.Axes.Any(k => outPad[k] >= win.Dilations[k])) dw = Spatial.Crop(e, dw, win.Kernel);
+            c.SetGrad(1, Spatial.SwapBatchChannel(e, dw, win.Rank));
+        }
+        if (c.HasInput(2) && c.Needs(2)) c.SetGrad(2, e.ReduceSum(dy, Spatial.AllButChannel(win.Rank), keepDims: false));
+    }
+}
+
+/// <summary>
+/// The sliding-window geometry of a Conv, ConvTranspose or pooling node as ONNX Runtime
+/// resolves it: kernel, strides, dilations, explicit pads (begin..., end...) after
+/// auto_pad, and the spatial sizes of input and output when they are static.
+/// </summary>
+internal sealed record Window(long[] Kernel, long[] Strides, long[] Dilations, long[] Pads, long[]? In, long[]? Out)
+{
+    public int Rank => Kernel.Length;
+
+    public IEnumerable<int> Axes => Enumerable.Range(0, Rank);
+
+    public long Extent(int k) => Dilations[k] * (Kernel[k] - 1) + 1;
+
+    public long Begin(int k) => Pads[k];
+
+    public long End(int k) => Pads[Rank + k];
+
+    public static Window OfConv(GradientContext c)
+    {
+        int sp = c.Rank(c.X(0)) - 2;
+        long[] kernel = c.AttrInts("kernel_shape") ?? Spatial.StaticSpatial(c, c.X(1))
+            ?? throw c.Unsupported($"the gradient needs the kernel size: add kernel_shape or give '{c.X(1)}' a static shape");
+        var (strides, dil) = (Ints(c, "strides", sp, 1), Ints(c, "dilations", sp, 1));
+        long[]? inSize = Spatial.StaticSpatial(c, c.X(0));
+        string autoPad = c.AttrString("auto_pad", "NOTSET");
+        long[] pads = autoPad switch
+        {
+            "SAME_UPPER" or "SAME_LOWER" => SamePads(c, inSize, kernel, strides, autoPad == "SAME_LOWER"),
+            "VALID" => new long[2 * sp],
+            _ => c.AttrInts("pads") ?? new long[2 * sp],
+        };
+        var w = new Window(kernel, strides, dil, pads, inSize, null);
+        return w with { Out = inSize?.Select((s, k) => (s + pads[k] + pads[sp + k] - w.Extent(k)) / strides[k] + 1).ToArray() };
+    }
+
+    /// <summary>
+    /// ConvTranspose: pads are explicit unless output_shape or SAME_* fixes the output size,
+    /// in which case the total padding is split as ONNX Runtime splits it (SAME_UPPER puts
+    /// the larger half at the end, every other mode at the beginning).
+    /// </summary>
+    public static Window OfConvTranspose(GradientContext c, out long[] outputPadding)
+    {
+        int sp = c.Rank(c.X(0)) - 2;
+        long[] kernel = c.AttrInts("kernel_shape") ?? Spatial.StaticSpatial(c, c.X(1))
+            ?? throw c.Unsupported($"the gradient needs the kernel size: add kernel_shape or give '{c.X(1)}' a static shape");
+        var (strides, dil) = (Ints(c, "strides", sp, 1), Ints(c, "dilations", sp, 1));
+        long[] outPad = outputPadding = Ints(c, "output_padding", sp, 0);
+        long[]? inSize = Spatial.StaticSpatial(c, c.X(0));
+        string autoPad = c.AttrString("auto_pad", "NOTSET");
+        long[]? target = c.AttrInts("output_shape") is { Length: > 0 } os ? os[^sp..]
+            : autoPad is "SAME_UPPER" or "SAME_LOWER" ? inSize?.Select((s, k) => s * strides[k]).ToArray() ?? throw NeedsStatic(c, autoPad)
+            : null;
+        long[] pads = autoPad == "VALID" && target is null ? new long[2 * sp] : c.AttrInts("pads") ?? new long[2 * sp];
+        var w = new Window(kernel, strides, dil, pads, inSize, null);
+        if (target is not null)
+        {
+            if (inSize is null) throw NeedsStatic(c, "output_shape");
+            pads = new long[2 * sp];
+            for (int k = 0; k < sp; k++)
+            {
+                long total = strides[k] * (inSize[k] - 1) + outPad[k] + w.Extent(k) - target[k];
+                total = Math.Max(0, total); // SAME beyond the full size stays full size (an explicit output_shape there fails in the forward)
+                pads[k] = autoPad == "SAME_UPPER" ? total / 2 : total - total / 2;
+                pads[sp + k] = total - pads[k];
+            }
+        }
+        return w with { Pads = pads, Out = inSize?.Select((s, k) => strides[k] * (s - 1) + outPad[k] + w.Extent(k) - pads[k] - pads[sp + k]).ToArray() };
+    }
+
+    /// <summary>
+    /// MaxPool/AveragePool as ONNX Runtime computes them: SAME_* pads from the undilated
+    /// kernel, and in ceil mode a last window that would start inside the end padding dropped.
+    /// </summary>
+    public static Window OfPool(GradientContext c)
+    {
+        long[] kernel = c.AttrInts("kernel_shape") ?? throw c.Unsupported("kernel_shape is missing");
+        int sp = kernel.Length;
+        var (strides, dil) = (Ints(c, "strides", sp, 1), Ints(c, "dilations", sp, 1));
+        long[]? inSize = Spatial.StaticSpatial(c, c.X(0));
+        string autoPad = c.AttrString("auto_pad", "NOTSET");
+        bool ceil = c.AttrInt("ceil_mode", 0) == 1;
+        long[] pads = autoPad switch
+        {
+            "SAME_UPPER" or "SAME_LOWER" => SamePads(c, inSize, kernel, strides, autoPad == "SAME_LOWER"),
+            "VALID" => new long[2 * sp],
+            _ => c.AttrInts("pads") ?? new long[2 * sp],
+        };
+        var w = new Window(kernel, strides, dil, pads, inSize, null);
+        if (inSize is null)
+        {
+            if (ceil) throw NeedsStatic(c, "ceil_mode");
+            return w;
+        }
+        var outSize = new long[sp];
+        for (int k = 0; k < sp; k++)
+        {
+            long span = inSize[k] + pads[k] + pads[sp + k] - w.Extent(k);
+            outSize[k] = (ceil ? (span + strides[k] - 1) / strides[k] : span / strides[k]) + 1;
+            if (ceil && (outSize[k] - 1) * strides[k] >= inSize[k] + pads[k]) outSize[k]--;
+        }
+        return w with { Out = outSize };
+    }
+
+    // ONNX Runtime's SAME_*: total = (ceil(in/s) − 1)·s + k − in with the undilated kernel;
+    // SAME_LOWER puts the larger half first.
+    private static long[] SamePads(GradientContext c, long[]? inSize, long[] kernel, long[] strides, bool lower)
+    {
+        if (inSize is null) throw NeedsStatic(c, c.AttrString("auto_pad", ""));
+        int sp = kernel.Length;
+        var pads = new long[2 * sp];
+        for (int k = 0; k < sp; k++)
+        {
+            long target = (inSize[k] + strides[k] - 1) / strides[k];
+            long total = (target - 1) * strides[k] + kernel[k] - inSize[k];
+            if (total < 0) throw c.Unsupported($"auto_pad gives negative padding on spatial axis {k}");
+            pads[k] = lower ? (total + 1) / 2 : total / 2;
+            pads[sp + k] = total - pads[k];
+        }
+        return pads;
+    }
+
+    private static long[] Ints(GradientContext c, string name, int count, long fallback) =>
+        c.AttrInts(name) is { Length: > 0 } v ? v : Enumerable.Repeat(fallback, count).ToArray();
+
+    private static UnsupportedOpException NeedsStatic(GradientContext c, string what) =>
+        c.Unsupported($"{what} needs the spatial size of '{c.X(0)}', which is not known statically (add value_info with shapes to the model)");
+}
+
+/// <summary>Small shared pieces of the convolution and pooling rules.</summary>
+internal static class Spatial
+{
+    public static AttributeProto[] Attrs(long[] strides, long[] dilations, long[] pads, long group, long[]? outputPadding)
+    {
+        var a = new List<AttributeProto> { Attributes.Ints("strides", strides), Attributes.Ints("dilations", dilations), Attributes.Ints("pads", pads) };
+        if (group != 1) a.Add(Attributes.Int("group", group));
+        if (outputPadding is not null && outputPadding.Any(p => p != 0)) a.Add(Attributes.Ints("output_padding", outputPadding));
+        return a.ToArray();
+    }
+
+    /// <summary>The spatial dims of a tensor ignoring the (often dynamic) batch: null unless all are static.</summary>
+    public static long[]? StaticSpatial(GradientContext c, string t) =>
+        c.Info(t)?.Shape is { Length: > 2 } s && s[2..].All(d => d >= 0) ? s[2..] : null;
+
+    public static long[] AllButChannel(int spatialRank) => [0, .. Enumerable.Range(2, spatialRank).Select(k => (long)k)];
+
+    private static long[] SpatialAxes(int spatialRank) => Enumerable.Range(2, spatialRank).Select(k => (long)k).ToArray();
+
+    /// <summary>(A, B, S...) → (B, A, S...).</summary>
+    public static string SwapBatchChannel(NodeEmitter e, string t, int spatialRank) =>
+        e.Transpose(t, [1, 0, .. SpatialAxes(spatialRank)]);
+
+    /// <summary>The first <paramref name="sizes"/> positions of every spatial axis.</summary>
+    public static string Crop(NodeEmitter e, string t, long[] sizes) =>
+        e.Op("Slice", [t, e.Int64s(new long[sizes.Length]), e.Int64s(sizes), e.Int64s(SpatialAxes(sizes.Length))]);
+
+    /// <summary>Crops the spatial axes to those of <paramref name="like"/>, read at run time.</summary>
+    public static string CropLike(NodeEmitter e, string t, string like, int spatialRank) =>
+        e.Op("Slice", [t, e.Int64s(new long[spatialRank]), e.Op("Shape", [like], Attributes.Int("start", 2)), e.Int64s(SpatialAxes(spatialRank))]);
+
+    /// <summary>A shape tensor: <paramref name="lead"/> followed by the spatial dims of <paramref name="like"/> (static when known).</summary>
+    public static string LeadPlusSpatial(GradientContext c, long[] lead, string like, int spatialRank)
+    {
+        var e = c.Emit;
+        if (StaticSpatial(c, like) is { } s) return e.Int64s([.. lead, .. s]);
+        return e.Op("Concat", [e.Int64s(lead), e.Op("Shape", [like], Attributes.Int("start", 2))], Attributes.Int("axis", 0));
+    }
+
+    /// <summary>
+    /// (N, G·P, S...) → (P, G·N, S...), channel index (g, n): the layout a grouped Conv with
+    /// G groups needs when the batch becomes its channels. One Transpose when G = 1. P is
+    /// dimension 1 of the node's weight.
+    /// </summary>
+    public static string GroupsToBatch(GradientContext c, string t, long group, int spatialRank)
+    {
+        var e = c.Emit;
+        if (group == 1) return SwapBatchChannel(e, t, spatialRank);
+        long perGroup = c.Info(c.X(1))?.Shape is { Length: > 1 } w && w[1] >= 0 ? w[1]
+            : throw c.Unsupported($"the weight gradient with groups needs dimension 1 of '{c.X(1)}', which is not known statically");
+        string split = e.Reshape(t, LeadPlusSpatial(c, [0, group, perGroup], t, spatialRank));
+        string moved = e.Transpose(split, [2, 1, 0, .. Enumerable.Range(3, spatialRank).Select(k => (long)k)]);
+        return e.Reshape(moved, LeadPlusSpatial(c, [perGroup, -1], t, spatialRank));
+    }
+}

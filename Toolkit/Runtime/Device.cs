@@ -1,0 +1,61 @@
+using Microsoft.ML.OnnxRuntime;
+using OnnxKfac.Graph;
+
+namespace OnnxKfac.Toolkit.Runtime;
+
+public enum DeviceKind { Cpu, Cuda }
+
+/// <summary>Where ONNX Runtime executes the training graph: <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>.</summary>
+public readonly record struct Device(DeviceKind Kind, int Index = 0)
+{
+    public static Device Cpu => new(DeviceKind.Cpu);
+
+    public static Device Parse(string text)
+    {
+        string t = text.Trim().ToLowerInvariant();
+        if (t == "cpu") return Cpu;
+        if (t == "cuda" || t == "gpu") return new Device(DeviceKind.Cuda);
+        if (t.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(t[5..], out int i) && i >= 0) return new Device(DeviceKind.Cuda, i);
+        throw new OnnxKfacException($"unknown device '{text}'; expected cpu, cuda or cuda:N");
+    }
+
+    public override string ToString() => Kind == DeviceKind.Cpu ? "cpu" : $"cuda:{Index}";
+}
+
+/// <summary>How ONNX Runtime runs the training graph.</summary>
+public sealed record TrainingSessionOptions
+{
+    public Device Device { get; init; } = Device.Cpu;
+
+    /// <summary>Threads inside one op (ONNX Runtime's intra-op pool); null: ONNX Runtime's default (one per core).</summary>
+    public int? Threads { get; init; }
+
+    /// <summary>Seed of the noise the sampled Fisher pass draws its targets from.</summary>
+    public ulong NoiseSeed { get; init; } = 0x5eed;
+
+    internal SessionOptions CreateOrtOptions()
+    {
+        if (Threads is < 0) throw new OnnxKfacException($"threads must be 0 (default) or positive, got {Threads}");
+        var o = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+        };
+        if (Threads is { } n) o.IntraOpNumThreads = n;
+        if (Device.Kind == DeviceKind.Cuda)
+        {
+            try
+            {
+                o.AppendExecutionProvider_CUDA(Device.Index);
+            }
+            catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
+            {
+                o.Dispose();
+                throw new OnnxKfacException(
+                    $"device {Device}: the CUDA execution provider is not available ({e.Message.Split('\n')[0]}). " +
+                    "Build the CLI with -p:OnnxKfacGpu=true (Microsoft.ML.OnnxRuntime.Gpu, needs CUDA 13 and cuDNN 9) and check that a GPU is visible", e);
+            }
+        }
+        return o;
+    }
+}

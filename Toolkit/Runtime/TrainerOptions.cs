@@ -1,0 +1,60 @@
+using OnnxKfac.Graph;
+
+namespace OnnxKfac.Toolkit.Runtime;
+
+/// <summary>How the training loop runs. Defaults: one epoch, batch 32, validation each epoch.</summary>
+public sealed record TrainerOptions
+{
+    public int Epochs { get; init; } = 1;
+
+    /// <summary>Stop after this many updates (overrides <see cref="Epochs"/> when reached first).</summary>
+    public long? MaxSteps { get; init; }
+
+    public int BatchSize { get; init; } = 32;
+
+    public bool DropLast { get; init; }
+
+    public bool Shuffle { get; init; } = true;
+
+    /// <summary>Seeds shuffling and the sampled-Fisher noise; the same seed gives the same run.</summary>
+    public ulong Seed { get; init; }
+
+    /// <summary>Validate every N updates (null: only at the end of each epoch).</summary>
+    public int? ValidateEvery { get; init; }
+
+    /// <summary>Stop when the validation loss has not improved for this many validations.</summary>
+    public int? EarlyStoppingPatience { get; init; }
+
+    /// <summary>Restore the weights of the best validation at the end (default on).</summary>
+    public bool KeepBest { get; init; } = true;
+
+    /// <summary>Clip gradients to this global L2 norm before each update.</summary>
+    public double? ClipGradNorm { get; init; }
+
+    /// <summary>Average gradients over this many batches per update.</summary>
+    public int AccumulationSteps { get; init; } = 1;
+
+    /// <summary>Skip updates whose loss or gradient is NaN or infinite instead of stopping.</summary>
+    public bool SkipNonFinite { get; init; }
+
+    /// <summary>Write a checkpoint here (atomically) every <see cref="CheckpointEvery"/> updates and at the end.</summary>
+    public string? CheckpointPath { get; init; }
+
+    public int? CheckpointEvery { get; init; }
+
+    public void Validate()
+    {
+        static void Check(bool ok, string option, object? value, string rule)
+        {
+            if (!ok) throw new OnnxKfacException($"option {option} = {value}: {rule}");
+        }
+        Check(Epochs >= 1 || MaxSteps is not null, "epochs", Epochs, "must be at least 1");
+        Check(MaxSteps is null or >= 1, "max-steps", MaxSteps, "must be at least 1");
+        Check(BatchSize >= 1, "batch-size", BatchSize, "must be at least 1");
+        Check(ValidateEvery is null or >= 1, "validate-every", ValidateEvery, "must be at least 1");
+        Check(EarlyStoppingPatience is null or >= 1, "patience", EarlyStoppingPatience, "must be at least 1");
+        Check(ClipGradNorm is null or > 0, "clip-grad-norm", ClipGradNorm, "must be positive");
+        Check(AccumulationSteps >= 1, "accumulate", AccumulationSteps, "must be at least 1");
+        Check(CheckpointEvery is null or >= 1, "checkpoint-every", CheckpointEvery, "must be at least 1");
+    }
+}
