@@ -21,12 +21,12 @@ public class MalformedModelTests
         return m;
     }
 
-    private static void BuildFailsCleanly(ModelProto m)
+    private static void BuildFailsCleanly(ModelProto m, bool patches = false)
     {
         var parsed = OnnxModelIO.Parse(m.ToByteArray(), "model");
         foreach (var kind in Enum.GetValues<LossKind>())
         {
-            try { TrainingGraphBuilder.Build(parsed, new TrainingGraphOptions(new LossOptions(kind))); }
+            try { TrainingGraphBuilder.Build(parsed, new TrainingGraphOptions(new LossOptions(kind)) { ConvPatches = patches, SampledFisher = patches }); }
             catch (OnnxKfacException e) { Assert.DoesNotContain('\n', e.Message); }
         }
     }
@@ -91,5 +91,44 @@ public class MalformedModelTests
         m.OpsetImport[0].Version = version;
         var e = Assert.Throws<OnnxKfacException>(() => OnnxModelIO.Parse(m.ToByteArray(), "model.onnx"));
         Assert.Contains($"opset_import version {version}", e.Message);
+    }
+
+    [Fact]
+    public void LayerNormalizationWithHugeAxis()
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        BuildFailsCleanly(Model(
+            [new NodeProto { OpType = "LayerNormalization", Name = "ln", Input = { "x", "scale", "bias" }, Output = { "y" }, Attribute = { Attributes.Int("axis", -(1L << 33) + 3) } }],
+            [TensorData.FromFloats("scale", [4], [1, 1, 1, 1]), TensorData.FromFloats("bias", [4], [0, 0, 0, 0])]));
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(5), $"took {watch.Elapsed}");
+    }
+
+    [Theory]
+    [InlineData(0L, 5L)]
+    [InlineData(1L, 1L)]
+    public void TransposeWithInvalidPerm(long p0, long p1) =>
+        BuildFailsCleanly(Model(
+            [
+                new NodeProto { OpType = "MatMul", Name = "mm", Input = { "x", "w" }, Output = { "h" } },
+                new NodeProto { OpType = "Transpose", Name = "t", Input = { "h" }, Output = { "y" }, Attribute = { Attributes.Ints("perm", [p0, p1]) } },
+            ],
+            [TensorData.FromFloats("w", [4, 3], new float[12])]));
+
+    [Fact]
+    public void GradientOnlyIntoAnOutputTheOpDoesNotHave() =>
+        BuildFailsCleanly(Model(
+            [
+                new NodeProto { OpType = "Gemm", Name = "gemm", Input = { "x", "w" }, Output = { "g0", "g1" } },
+                new NodeProto { OpType = "Identity", Name = "id", Input = { "g1" }, Output = { "y" } },
+            ],
+            [TensorData.FromFloats("w", [4, 3], new float[12])]));
+
+    [Fact]
+    public void ConvPatchesWithHugeKernel()
+    {
+        var m = Model([new NodeProto { OpType = "Conv", Name = "conv", Input = { "x4", "w" }, Output = { "y" }, Attribute = { Attributes.Ints("kernel_shape", [4096, 4096]) } }],
+            [TensorData.FromFloats("w", [2, 1, 3, 3], new float[18])]);
+        m.Graph.Input[0] = ValueInfos.Tensor("x4", 1, [1, 1, 5, 5]);
+        BuildFailsCleanly(m, patches: true);
     }
 }

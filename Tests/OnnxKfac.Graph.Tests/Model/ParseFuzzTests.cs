@@ -17,8 +17,9 @@ public class ParseFuzzTests(ITestOutputHelper log)
 {
     private const int RandomCases = 1500;
     private const int MutatedCases = 30000;
-    private const int BuildCases = 5000;
+    private const int BuildCases = 3000;
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan SlowBuild = TimeSpan.FromSeconds(3); // a tiny model taking longer is a near-hang
 
     private static readonly string[] Seeds = ["mlp_opset17", "cnn_opset13", "transformer_opset17", "tied_opset17"];
 
@@ -69,6 +70,7 @@ public class ParseFuzzTests(ITestOutputHelper log)
     public async Task LoaderAndBuilderOnlyThrowOnnxKfacException()
     {
         var crashes = new List<Crash>();
+        var slow = new List<(double Ms, string Name)>();
         int parsed = 0, built = 0, refused = 0;
         var watch = Stopwatch.StartNew();
         var task = Task.Run(() =>
@@ -98,17 +100,22 @@ public class ParseFuzzTests(ITestOutputHelper log)
             {
                 var kind = kinds[built % kinds.Length];
                 built++;
+                var t0 = Stopwatch.GetTimestamp();
                 try
                 {
                     TrainingGraphBuilder.Build(model, new TrainingGraphOptions(new LossOptions(kind)) { SampledFisher = built % 2 == 0, ConvPatches = true });
                 }
                 catch (OnnxKfacException) { refused++; }
                 catch (Exception e) { crashes.Add(new Crash($"build {name} ({kind})", e)); }
+                var took = Stopwatch.GetElapsedTime(t0);
+                slow.Add((took.TotalMilliseconds, name));
+                if (took > SlowBuild) crashes.Add(new Crash($"build {name} ({kind})", new TimeoutException($"took {took.TotalSeconds:F1} s")));
             }
         });
         Assert.True(await Task.WhenAny(task, Task.Delay(Limit)) == task, $"fuzzing did not finish within {Limit.TotalSeconds} s (a hang?)");
         await task;
         log.WriteLine($"{RandomCases + MutatedCases} byte arrays, {parsed} parsed; {built} built ({refused} refused) in {watch.Elapsed.TotalSeconds:F1} s");
+        foreach (var (ms, name) in slow.OrderByDescending(x => x.Ms).Take(3)) log.WriteLine($"slowest build: {ms:F0} ms {name}");
         foreach (var g in crashes.GroupBy(c => c.Key))
             log.WriteLine($"{g.Count()}x {g.Key}: first {g.First().Case}: {g.First().Error.Message}\n{g.First().Error.StackTrace}");
         Assert.True(crashes.Count == 0, $"{crashes.Count} inputs escaped with other exceptions: " +
@@ -121,6 +128,7 @@ public class ParseFuzzTests(ITestOutputHelper log)
         try
         {
             var m = OnnxModelIO.Parse(bytes, name);
+            if (Environment.GetEnvironmentVariable("ONNXKFAC_FUZZ_DUMP") is { } dump && name.EndsWith("#" + dump)) File.WriteAllBytes("/tmp/fuzzcase.onnx", bytes);
             parsed++;
             survivors.Add((name, m));
         }
