@@ -13,7 +13,7 @@ namespace OnnxKfac.Cli.Common;
 /// A tensor read from an ONNX TensorProto file: element type, shape and its values as
 /// little-endian bytes in the layout ONNX Runtime expects.
 /// </summary>
-public sealed record TensorFile(string Path, string Name, int ElemType, long[] Shape, byte[] Raw)
+internal sealed record TensorFile(string Path, string Name, int ElemType, long[] Shape, byte[] Raw)
 {
     public string TypeName => TensorData.TypeName(ElemType);
 
@@ -158,7 +158,7 @@ public sealed record TensorFile(string Path, string Name, int ElemType, long[] S
 }
 
 /// <summary>Shape formatting: -1 (or a negative dim) prints as the dim's symbolic name or '?'.</summary>
-public static class Shapes
+internal static class Shapes
 {
     public static string Format(IReadOnlyList<long>? shape, IReadOnlyList<string?>? names = null)
     {
