@@ -128,7 +128,7 @@ public class ParseFuzzTests(ITestOutputHelper log)
         try
         {
             var m = OnnxModelIO.Parse(bytes, name);
-            if (Environment.GetEnvironmentVariable("ONNXKFAC_FUZZ_DUMP") is { } dump && name.EndsWith("#" + dump)) File.WriteAllBytes("/tmp/fuzzcase.onnx", bytes);
+            if (Environment.GetEnvironmentVariable("ONNXKFAC_FUZZ_DUMP") is { } dump && name.EndsWith("#" + dump)) File.WriteAllBytes(Path.Combine(Path.GetTempPath(), "fuzzcase.onnx"), bytes);
             parsed++;
             survivors.Add((name, m));
         }
