@@ -196,7 +196,7 @@ public sealed class BackwardBuilder
                 if (k < lead) { axes.Add(k); continue; }
                 long xd = xs2[k - lead], gd = gs2[k];
                 if (xd == 1 && gd != 1) axes.Add(k);
-                else if (xd < 0) dynamic = true; // unknown input dim: could be a broadcast 1
+                else if (xd < 0 && !(TensorInfo.IsSymbol(xd) && xd == gd)) dynamic = true; // unknown input dim: could be a broadcast 1 (a shared symbol cannot)
             }
             if (!dynamic)
             {

@@ -85,7 +85,7 @@ public sealed class GradientContext
 
     /// <summary>The constant int64 values of input <paramref name="i"/> when known ahead of time.</summary>
     public long[]? ConstInput(int i) =>
-        HasInput(i) && Info(X(i))?.Value is { } v && v.All(x => x != TensorInfo.UnknownValue) ? v : null;
+        HasInput(i) && Info(X(i))?.Value is { } v && v.All(TensorInfo.IsConcrete) ? v : null;
 
     /// <summary>A scalar constant in the element type of <paramref name="like"/>.</summary>
     public string Scalar(double value, string like) => Emit.Scalar(value, ElemType(like));

@@ -50,8 +50,6 @@ public sealed class GraphIndex
     /// <summary>Position of the node in the (topologically sorted) node list.</summary>
     public int OrderOf(NodeProto node) => _order[node];
 
-    public bool IsInitializer(string tensor) => Initializers.ContainsKey(tensor) && !GraphInputs.ContainsKey(tensor);
-
     /// <summary>Follows Identity nodes upward to the tensor they copy (tied initializers).</summary>
     public string ThroughIdentity(string tensor)
     {

@@ -21,8 +21,9 @@ public static class ShapeInference
         var g = model.Graph;
         int opset = GraphIndex.OpsetOf(model);
         var known = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
+        var symbols = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var vi in g.Input.Concat(g.ValueInfo).Concat(g.Output))
-            if (FromValueInfo(vi) is { } info) known[vi.Name] = info;
+            if (FromValueInfo(vi, symbols) is { } info) known[vi.Name] = info;
         foreach (var t in g.Initializer)
             known[t.Name] = FromTensor(t);
         foreach (var n in g.Node)
@@ -49,10 +50,19 @@ public static class ShapeInference
         return known;
     }
 
-    public static TensorInfo? FromValueInfo(ValueInfoProto vi)
+    /// <summary>Type and shape from a value info; run-time dimensions as -1.</summary>
+    public static TensorInfo? FromValueInfo(ValueInfoProto vi) => FromValueInfo(vi, null);
+
+    private static TensorInfo? FromValueInfo(ValueInfoProto vi, Dictionary<string, long>? symbols)
     {
         if (vi.Type?.TensorType is not { } tt) return null;
-        long[]? shape = tt.Shape is null ? null : tt.Shape.Dim.Select(d => d.HasDimValue ? d.DimValue : -1).ToArray();
+        long[]? shape = tt.Shape?.Dim.Select(d =>
+        {
+            if (d.HasDimValue) return d.DimValue;
+            if (symbols is null || !d.HasDimParam || d.DimParam.Length == 0) return -1L;
+            if (!symbols.TryGetValue(d.DimParam, out long sym)) symbols[d.DimParam] = sym = TensorInfo.SymbolBase - symbols.Count;
+            return sym;
+        }).ToArray();
         return new TensorInfo(tt.ElemType, shape);
     }
 
@@ -153,13 +163,13 @@ public static class ShapeInference
         {
             if (i[0]?.Shape is not { } s) return [i[0]];
             var rep = i[1]?.Value;
-            return [new TensorInfo(i[0]!.ElemType, s.Select((d, k) => rep is null || d < 0 || rep[k] == TensorInfo.UnknownValue ? -1 : d * rep[k]).ToArray())];
+            return [new TensorInfo(i[0]!.ElemType, s.Select((d, k) => rep is null || d < 0 || !TensorInfo.IsConcrete(rep[k]) ? -1 : d * rep[k]).ToArray())];
         };
         r["Pad"] = (n, i, opset) =>
         {
             if (i[0]?.Shape is not { } s) return [i[0]];
             long[]? pads = opset >= 11 ? i.Length > 1 ? i[1]?.Value : null : n.GetInts("pads");
-            if (pads is null || pads.Any(p => p == TensorInfo.UnknownValue) || pads.Length != 2 * s.Length)
+            if (pads is null || pads.Any(p => !TensorInfo.IsConcrete(p)) || pads.Length != 2 * s.Length)
                 return [new TensorInfo(i[0]!.ElemType, s.Select(_ => -1L).ToArray())];
             return [new TensorInfo(i[0]!.ElemType, s.Select((d, k) => d < 0 ? -1 : d + pads[k] + pads[k + s.Length]).ToArray())];
         };
@@ -172,7 +182,7 @@ public static class ShapeInference
             if (i[0]?.Shape is not { } s) return [new TensorInfo(i.Length > 2 ? i[2]?.ElemType ?? 0 : 0, null)];
             int axis = (int)n.GetInt("axis", -1);
             var list = s.ToList();
-            long depth = i[1]?.Value is { Length: 1 } dv && dv[0] != TensorInfo.UnknownValue ? dv[0] : -1;
+            long depth = i[1]?.Value is { Length: 1 } dv && TensorInfo.IsConcrete(dv[0]) ? dv[0] : -1;
             list.Insert(axis < 0 ? list.Count + axis + 1 : axis, depth);
             return [new TensorInfo(i[2]?.ElemType ?? 0, list.ToArray())];
         };
@@ -186,6 +196,8 @@ public static class ShapeInference
 
     private static long Prod(IEnumerable<long> dims)
     {
+        var list = dims as long[] ?? dims.ToArray();
+        if (list.Length == 1) return list[0]; // keeps a symbolic dimension
         long p = 1;
         foreach (var d in dims) { if (d < 0) return -1; p *= d; }
         return p;
@@ -212,16 +224,19 @@ public static class ShapeInference
         for (int k = 0; k < rank; k++)
         {
             long d = 1;
+            long? symbol = null;
             bool unknown = false;
             foreach (var s in shapes)
             {
                 int j = k - (rank - s!.Length);
                 if (j < 0) continue;
                 long v = s[j];
-                if (v < 0) unknown = true;
+                if (TensorInfo.IsSymbol(v) && (symbol is null || symbol == v)) symbol = v;
+                else if (v < 0) unknown = true;
                 else if (v != 1) d = v;
             }
-            result[k] = d != 1 ? d : unknown ? -1 : 1;
+            // A static size wins; else one shared symbol; else unknown.
+            result[k] = d != 1 ? d : unknown ? -1 : symbol ?? 1;
         }
         return new TensorInfo(elemType, result, ElementwiseValue(ins, op, result));
     }
@@ -235,7 +250,7 @@ public static class ShapeInference
         for (int k = 0; k < len; k++)
         {
             long x = a[a.Length == 1 ? 0 : k], y = b[b.Length == 1 ? 0 : k];
-            if (x == TensorInfo.UnknownValue || y == TensorInfo.UnknownValue) { v[k] = TensorInfo.UnknownValue; continue; }
+            if (!TensorInfo.IsConcrete(x) || !TensorInfo.IsConcrete(y)) { v[k] = TensorInfo.UnknownValue; continue; }
             v[k] = op switch
             {
                 "Add" => x + y,
@@ -255,7 +270,7 @@ public static class ShapeInference
         int start = NormAxis((int)Math.Clamp(n.GetInt("start", 0), -rank, rank), rank);
         int end = NormAxis((int)Math.Clamp(n.GetInt("end", rank), -rank, rank), rank);
         var dims = s[start..Math.Max(start, end)];
-        return [new TensorInfo((int)DataType.Int64, [dims.Length], dims.Select(d => d < 0 ? TensorInfo.UnknownValue : d).ToArray())];
+        return [new TensorInfo((int)DataType.Int64, [dims.Length], dims.Select(d => TensorInfo.IsSymbol(d) ? d : d < 0 ? TensorInfo.UnknownValue : d).ToArray())];
     }
 
     /// <summary>A shape given by a 1-D integer tensor: its values where known, else its length in unknowns.</summary>
@@ -438,7 +453,7 @@ public static class ShapeInference
         {
             // Unknown bounds: every sliced axis becomes unknown; axes known or all.
             var which = axes ?? Enumerable.Range(0, s.Length).Select(x => (long)x).ToArray();
-            foreach (var a in which) if (a != TensorInfo.UnknownValue) shape[NormAxis((int)a, s.Length)] = -1;
+            foreach (var a in which) if (TensorInfo.IsConcrete(a)) shape[NormAxis((int)a, s.Length)] = -1;
             return [new TensorInfo(i[0]!.ElemType, shape)];
         }
         axes ??= Enumerable.Range(0, starts.Length).Select(x => (long)x).ToArray();
@@ -446,7 +461,7 @@ public static class ShapeInference
         {
             int ax = NormAxis((int)axes[k], s.Length);
             long dim = s[ax], step = steps?[k] ?? 1;
-            if (dim < 0 || starts[k] == TensorInfo.UnknownValue || ends[k] == TensorInfo.UnknownValue || step == TensorInfo.UnknownValue) { shape[ax] = -1; continue; }
+            if (dim < 0 || !TensorInfo.IsConcrete(starts[k]) || !TensorInfo.IsConcrete(ends[k]) || !TensorInfo.IsConcrete(step)) { shape[ax] = -1; continue; }
             shape[ax] = SliceLength(dim, starts[k], ends[k], step);
         }
         long[]? value = null;
@@ -479,7 +494,7 @@ public static class ShapeInference
         var shape = data[..axis].Concat(idx).Concat(data[(axis + 1)..]).ToArray();
         long[]? value = null;
         if (data.Length == 1 && i[0]!.Value is { } v && i[1]!.Value is { } ix)
-            value = ix.Select(k => k == TensorInfo.UnknownValue ? k : v[k < 0 ? k + v.Length : k]).ToArray();
+            value = ix.Select(k => !TensorInfo.IsConcrete(k) ? TensorInfo.UnknownValue : v[k < 0 ? k + v.Length : k]).ToArray();
         return [new TensorInfo(i[0]!.ElemType, shape, value)];
     }
 

@@ -28,7 +28,8 @@ public static class ParameterSelection
         var excluded = new List<ManifestExclusion>();
         foreach (var t in index.Graph.Initializer)
         {
-            if (index.GraphInputs.ContainsKey(t.Name)) continue;
+            // Initializers also listed as graph inputs (keep_initializers_as_inputs=True exports)
+            // are overridable defaults: still candidates.
             bool isFloat = TensorData.IsFloat(t.DataType);
             var matchT = trainGlobs.FirstOrDefault(g => g.IsMatch(t.Name));
             var matchF = frozenGlobs.FirstOrDefault(g => g.IsMatch(t.Name));

@@ -79,7 +79,7 @@ public static class TrainingGraphBuilder
         // Parameters become graph inputs: the runtime owns the weights.
         foreach (var p in parameters)
         {
-            graph.Input.Add(ValueInfos.Tensor(p.Name, p.DataType, p.Dims.ToArray()));
+            if (!g.Index.GraphInputs.ContainsKey(p.Name)) graph.Input.Add(ValueInfos.Tensor(p.Name, p.DataType, p.Dims.ToArray()));
             manifestInputs.Add(new ManifestTensor(p.Name, TensorRole.Parameter, TypeName(p.DataType), p.Dims.ToArray()));
         }
         if (!options.KeepInitialValues)
@@ -92,9 +92,9 @@ public static class TrainingGraphBuilder
         var outInfo = g.Infos.GetValueOrDefault(output);
         string target = g.State.UniqueName(TargetName);
         var targetInfo = TargetInfo(options.Loss.Kind, outInfo);
-        graph.Input.Add(ValueInfos.Tensor(target, targetInfo.ElemType, targetInfo.Shape));
+        graph.Input.Add(ValueInfos.Tensor(target, targetInfo.ElemType, targetInfo.PlainShape));
         g.SetInfo(target, targetInfo);
-        manifestInputs.Add(new ManifestTensor(target, TensorRole.Target, TypeName(targetInfo.ElemType), targetInfo.Shape));
+        manifestInputs.Add(new ManifestTensor(target, TensorRole.Target, TypeName(targetInfo.ElemType), targetInfo.PlainShape));
         string lossName = g.State.UniqueName(LossName);
         var loss = LossBuilder.Append(g, options.Loss, output, target, lossName);
 
@@ -111,9 +111,9 @@ public static class TrainingGraphBuilder
             var (distribution, noiseKind) = LossBuilder.FisherFor(options.Loss.Kind);
             string noise = g.State.UniqueName(NoiseName);
             int type = outInfo?.ElemType ?? (int)DataType.Float;
-            graph.Input.Add(ValueInfos.Tensor(noise, type, outInfo?.Shape));
+            graph.Input.Add(ValueInfos.Tensor(noise, type, outInfo?.PlainShape));
             g.SetInfo(noise, new TensorInfo(type, outInfo?.Shape));
-            manifestInputs.Add(new ManifestTensor(noise, TensorRole.Noise, TypeName(type), outInfo?.Shape) { Of = output });
+            manifestInputs.Add(new ManifestTensor(noise, TensorRole.Noise, TypeName(type), outInfo?.PlainShape) { Of = output });
             string dSampled = LossBuilder.AppendSampled(g, options.Loss.Kind, output, noise);
             var pre = layers.Select(l => l.PreActivation).Distinct(StringComparer.Ordinal).ToArray();
             sampled = new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [output] = dSampled }, pre, "sampled/");
@@ -129,7 +129,7 @@ public static class TrainingGraphBuilder
         {
             graph.Output.Add(o);
             var info = ShapeInference.FromValueInfo(o) ?? g.Infos.GetValueOrDefault(o.Name);
-            outputs.Add(new ManifestTensor(o.Name, TensorRole.ModelOutput, TypeName(info?.ElemType ?? 0), info?.Shape));
+            outputs.Add(new ManifestTensor(o.Name, TensorRole.ModelOutput, TypeName(info?.ElemType ?? 0), info?.PlainShape));
         }
         var manifestParams = new List<ManifestParameter>();
         var ties = selection.Ties.ToDictionary(t => t.Name, t => Math.Max(t.Readers.Count, 1), StringComparer.Ordinal);
@@ -219,8 +219,8 @@ public static class TrainingGraphBuilder
 
     private static void AddOutput(GraphProto graph, List<ManifestTensor> list, GraphBuildContext g, string name, TensorRole role, TensorInfo? info, string? of = null)
     {
-        graph.Output.Add(ValueInfos.Tensor(name, info?.ElemType ?? (int)DataType.Float, info?.Shape));
-        list.Add(new ManifestTensor(name, role, TypeName(info?.ElemType ?? 0), info?.Shape) { Of = of });
+        graph.Output.Add(ValueInfos.Tensor(name, info?.ElemType ?? (int)DataType.Float, info?.PlainShape));
+        list.Add(new ManifestTensor(name, role, TypeName(info?.ElemType ?? 0), info?.PlainShape) { Of = of });
     }
 
     private static string TypeName(int elemType) => elemType == 0 ? "unknown" : TensorData.TypeName(elemType);

@@ -40,6 +40,8 @@ public sealed record TrainingSessionOptions
         {
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            // Warnings (e.g. unused constants folded away) would clutter CLI output and CI logs.
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
         if (Threads is { } n) o.IntraOpNumThreads = n;
         if (Device.Kind == DeviceKind.Cuda)

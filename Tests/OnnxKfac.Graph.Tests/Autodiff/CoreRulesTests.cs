@@ -35,6 +35,27 @@ public class CoreRulesTests
     }
 
     [Fact]
+    public void SharedNamedBatchDimensionNeedsNoRuntimeUnbroadcast()
+    {
+        // Both operands are [batch, 3] with the same dim_param: their shapes are equal, so the
+        // gradient is passed through; a free dimension on one side would need the runtime path.
+        var nodes = new[] { new Proto.NodeProto { OpType = "Add", Name = "add", Input = { "a", "b" }, Output = { "y0" } } };
+        var a = Random(D, [2, 3], 1);
+        var b = Random(D, [2, 3], 2);
+        var inputs = new Dictionary<string, TestTensor> { ["a"] = a, ["b"] = b };
+        var model = TestModels.Graph(17, nodes, inputs, null, ["y0"]);
+        foreach (var vi in model.Graph.Input.Concat(model.Graph.Output)) vi.Type.TensorType.Shape.Dim[0].DimParam = "batch";
+        var named = OnnxKfac.Graph.Autodiff.GradientGraph.Build(model, ["y0"], ["a", "b"]);
+        Assert.DoesNotContain(named.Graph.Node, n => n.OpType is "NonZero" or "ReduceSum");
+        GradCheck.Check(model, inputs, ["a", "b"]);
+
+        model.Graph.Input[1].Type.TensorType.Shape.Dim[0].DimParam = "other";
+        var unnamed = OnnxKfac.Graph.Autodiff.GradientGraph.Build(model, ["y0"], ["a", "b"]);
+        Assert.Contains(unnamed.Graph.Node, n => n.OpType == "NonZero");
+        GradCheck.Check(model, inputs, ["a", "b"]);
+    }
+
+    [Fact]
     public void NegSumIdentity()
     {
         GradCheck.Op("Neg", ["x"], new Dictionary<string, TestTensor> { ["x"] = Random(D, [3, 2], 1) });

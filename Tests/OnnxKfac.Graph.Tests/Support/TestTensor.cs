@@ -29,6 +29,8 @@ public sealed record TestTensor(int ElemType, long[] Shape, double[] Data)
         return this with { Data = d };
     }
 
+    public static TestTensor FromProto(OnnxKfac.Graph.Proto.TensorProto t) => new(t.DataType, t.Dims.ToArray(), TensorData.ToDoubles(t));
+
     public OrtValue ToOrtValue() => ElemType switch
     {
         (int)DataType.Double => OrtValue.CreateTensorValueFromMemory(Data.ToArray(), Shape),

@@ -228,3 +228,68 @@ public class ConvPatchTests
         }
     }
 }
+
+public class MoreTapsTests
+{
+    [Theory]
+    [InlineData(1, 0, 0.5f, 2.0f)]
+    [InlineData(0, 1, 1.5f, 1.0f)]
+    [InlineData(1, 1, -1.0f, 0.5f)]
+    public void GemmTapsHonourTransposesAlphaAndBeta(int transA, int transB, float alpha, float beta)
+    {
+        long n = 4, din = 3, dout = 2;
+        var x = TestTensor.Random(1, transA == 1 ? [din, n] : [n, din], 1);
+        var w = TestTensor.Random(1, transB == 1 ? [dout, din] : [din, dout], 2);
+        var b = TestTensor.Random(1, [dout], 3);
+        var node = new Proto.NodeProto { OpType = "Gemm", Name = "fc", Input = { "x", "fc.weight", "fc.bias" }, Output = { "y" } };
+        node.Attribute.Add(Model.Attributes.Int("transA", transA));
+        node.Attribute.Add(Model.Attributes.Int("transB", transB));
+        node.Attribute.Add(Model.Attributes.Float("alpha", alpha));
+        node.Attribute.Add(Model.Attributes.Float("beta", beta));
+        var model = TestModels.Graph(17, [node], new Dictionary<string, TestTensor> { ["x"] = x },
+            new Dictionary<string, TestTensor> { ["fc.weight"] = w, ["fc.bias"] = b }, ["y"]);
+        var tg = TrainingGraphBuilder.Build(model, new TrainingGraphOptions(new LossOptions(LossKind.Mse)));
+        var layer = Assert.Single(tg.Manifest.Layers);
+        Assert.Equal("fc", layer.Name);
+        Assert.Equal(din, layer.InFeatures);
+        Assert.Equal(dout, layer.OutFeatures);
+        using var ort = new Ort(tg.Model);
+        var outs = ort.Run(new Dictionary<string, TestTensor> { ["x"] = x, [tg.Manifest.Loss.Target] = TestTensor.Random(1, [n, dout], 4) });
+        var a = outs[layer.Input];
+        Assert.Equal(new long[] { n, din }, a.Shape); // exposed as [N, in] whatever transA
+        var g = outs[layer.PreactivationGradient].Data;
+        var dW = outs[tg.Manifest.Parameters.First(p => p.Name == "fc.weight").Gradient].Data;
+        var dB = outs[tg.Manifest.Parameters.First(p => p.Name == "fc.bias").Gradient].Data;
+        for (int o = 0; o < dout; o++)
+        {
+            double sb = 0;
+            for (int r = 0; r < n; r++) sb += g[r * dout + o];
+            Assert.Equal(beta * sb, dB[o], 4);
+            for (int i = 0; i < din; i++)
+            {
+                double s = 0;
+                for (int r = 0; r < n; r++) s += g[r * dout + o] * a.Data[r * din + i];
+                Assert.Equal(alpha * s, layer.WeightTransposed ? dW[o * din + i] : dW[i * dout + o], 4);
+            }
+        }
+    }
+
+    [Fact]
+    public void EmbeddingGradientIsTheScatterSumOfItsPreactivationGradients()
+    {
+        var f = Fixture.Load("transformer_opset13");
+        var tg = TrainingGraphBuilder.Build(f.Model, new TrainingGraphOptions(f.LossOptions));
+        var emb = Assert.Single(tg.Manifest.Layers, l => l.Kind == Layers.LayerKind.Embedding);
+        using var ort = new Ort(tg.Model);
+        var outs = ort.Run(new Dictionary<string, TestTensor>(f.Inputs) { [tg.Manifest.Loss.Target] = f.Target });
+        var ids = outs[emb.Input].Data;
+        var g = outs[emb.PreactivationGradient].Data;
+        var dW = outs[tg.Manifest.Parameters.First(p => p.Name == emb.Weight).Gradient].Data;
+        int d = (int)emb.OutFeatures;
+        var expected = new double[dW.Length];
+        for (int t = 0; t < ids.Length; t++)
+            for (int k = 0; k < d; k++) expected[(int)ids[t] * d + k] += g[t * d + k];
+        double scale = dW.Max(Math.Abs);
+        for (int k = 0; k < dW.Length; k++) Assert.True(Math.Abs(expected[k] - dW[k]) <= 1e-5 * scale, $"dW[{k}]");
+    }
+}
