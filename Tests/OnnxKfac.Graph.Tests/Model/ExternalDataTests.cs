@@ -3,7 +3,7 @@ using OnnxKfac.Graph.Model;
 using OnnxKfac.Graph.Proto;
 using OnnxKfac.Graph.Tests.Support;
 
-namespace OnnxKfac.Graph.Tests.Model;
+namespace OnnxKfac.Graph.Tests.ModelIO;
 
 /// <summary>External data: written and read back exactly, and never read from outside the model's folder (CVE-2024-27318).</summary>
 public class ExternalDataTests

@@ -4,7 +4,7 @@ using OnnxKfac.Graph.Model;
 using OnnxKfac.Graph.Proto;
 using OnnxKfac.Graph.Training;
 
-namespace OnnxKfac.Graph.Tests.Model;
+namespace OnnxKfac.Graph.Tests.ModelIO;
 
 /// <summary>Minimal reproductions of what the fuzz test found: malformed models end in an OnnxKfacException, never a crash.</summary>
 public class MalformedModelTests

@@ -3,7 +3,7 @@ using OnnxKfac.Graph.Model;
 using OnnxKfac.Graph.Proto;
 using OnnxKfac.Graph.Tests.Support;
 
-namespace OnnxKfac.Graph.Tests.Model;
+namespace OnnxKfac.Graph.Tests.ModelIO; // not ".Model": that would shadow OnnxKfac.Graph.Model for "Model.X" in sibling test namespaces
 
 /// <summary>Models and folders for the load/save tests.</summary>
 internal static class ModelFiles

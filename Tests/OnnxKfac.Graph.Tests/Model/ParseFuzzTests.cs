@@ -6,7 +6,7 @@ using OnnxKfac.Graph.Proto;
 using OnnxKfac.Graph.Training;
 using Xunit.Abstractions;
 
-namespace OnnxKfac.Graph.Tests.Model;
+namespace OnnxKfac.Graph.Tests.ModelIO;
 
 /// <summary>
 /// Random and mutated bytes never escape the loader as anything but an

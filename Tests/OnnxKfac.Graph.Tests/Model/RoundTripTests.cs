@@ -2,7 +2,7 @@ using Google.Protobuf;
 using OnnxKfac.Graph.Model;
 using OnnxKfac.Graph.Proto;
 
-namespace OnnxKfac.Graph.Tests.Model;
+namespace OnnxKfac.Graph.Tests.ModelIO;
 
 /// <summary>Load + save keeps everything, including fields this version of onnx.proto does not know.</summary>
 public class RoundTripTests
