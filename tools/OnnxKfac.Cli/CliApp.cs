@@ -6,7 +6,7 @@ using OnnxKfac.Graph;
 namespace OnnxKfac.Cli;
 
 /// <summary>Process exit codes of <c>onnx-kfac</c>.</summary>
-public static class ExitCodes
+internal static class ExitCodes
 {
     public const int Ok = 0;
     /// <summary>Something the toolkit did not expect (a bug): the message, and the stack with --verbose.</summary>
@@ -16,7 +16,7 @@ public static class ExitCodes
 }
 
 /// <summary>Where a command writes, and whether standard output is a terminal (tables) or a pipe (plain text).</summary>
-public sealed class CliContext(TextWriter output, TextWriter error, bool isTerminal)
+internal sealed class CliContext(TextWriter output, TextWriter error, bool isTerminal)
 {
     public TextWriter Out { get; } = output;
     public TextWriter Error { get; } = error;
@@ -27,7 +27,7 @@ public sealed class CliContext(TextWriter output, TextWriter error, bool isTermi
 /// The <c>onnx-kfac</c> command line: builds the command tree, parses, runs, and turns
 /// every failure into one line on standard error with exit code 2 (user error) or 1 (bug).
 /// </summary>
-public static class CliApp
+internal static class CliApp
 {
     /// <summary>The global <c>--verbose</c> option (a new instance per command tree).</summary>
     public static Option<bool> VerboseOption() => new("--verbose")
@@ -60,7 +60,7 @@ public static class CliApp
         var ctx = new CliContext(output, error, isTerminal);
         var root = build(ctx);
         ParseResult parse = root.Parse(args);
-        bool verbose = args.Contains("--verbose", StringComparer.Ordinal);
+        bool verbose = root.Options.OfType<Option<bool>>().FirstOrDefault(o => o.Name == "--verbose") is { } v && parse.GetValue(v);
         if (parse.Action is ParseErrorAction)
         {
             string where = string.Join(' ', CommandPath(parse));

@@ -2,7 +2,7 @@ using System.CommandLine;
 
 namespace OnnxKfac.Cli.Tests.Support;
 
-public sealed record CliResult(int Code, string Out, string Err)
+internal sealed record CliResult(int Code, string Out, string Err)
 {
     /// <summary>Standard error's lines (without the trailing empty one).</summary>
     public string[] ErrLines => Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -11,7 +11,7 @@ public sealed record CliResult(int Code, string Out, string Err)
 }
 
 /// <summary>Runs the CLI in-process with captured standard output and error.</summary>
-public static class CliRunner
+internal static class CliRunner
 {
     public static CliResult Run(params string[] args)
     {
@@ -49,7 +49,7 @@ public static class CliRunner
 }
 
 /// <summary>A temporary folder deleted on dispose.</summary>
-public sealed class TempDir : IDisposable
+internal sealed class TempDir : IDisposable
 {
     public TempDir()
     {

@@ -6,7 +6,7 @@ using DataType = OnnxKfac.Graph.Proto.TensorProto.Types.DataType;
 namespace OnnxKfac.Cli.Tests.Support;
 
 /// <summary>Tiny models built from ops that have gradient rules on every branch (MatMul, Add, Gemm, Identity).</summary>
-public static class Models
+internal static class Models
 {
     public const int F = (int)DataType.Float;
 

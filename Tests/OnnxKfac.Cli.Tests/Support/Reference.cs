@@ -4,7 +4,7 @@ using OnnxKfac.Graph.Proto;
 namespace OnnxKfac.Cli.Tests.Support;
 
 /// <summary>Hand-written loss and gradients of <see cref="Models.Linear2"/> in double precision.</summary>
-public static class Reference
+internal static class Reference
 {
     public sealed record Result(double Loss, Dictionary<string, double[]> Grads);
 

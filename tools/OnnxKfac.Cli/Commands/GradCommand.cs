@@ -15,7 +15,7 @@ namespace OnnxKfac.Cli.Commands;
 /// loss and the gradient of every trainable initializer, computed by the training graph
 /// on ONNX Runtime and written as TensorProto files.
 /// </summary>
-public static class GradCommand
+internal static class GradCommand
 {
     public const string LossFile = "loss.json";
     public const string IndexFile = "index.json";

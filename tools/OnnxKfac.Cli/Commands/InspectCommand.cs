@@ -6,7 +6,7 @@ using OnnxKfac.Graph.Model;
 namespace OnnxKfac.Cli.Commands;
 
 /// <summary><c>onnx-kfac inspect MODEL</c>: what the toolkit sees in a model and what it would train.</summary>
-public static class InspectCommand
+internal static class InspectCommand
 {
     public static Command Create(CliContext ctx)
     {

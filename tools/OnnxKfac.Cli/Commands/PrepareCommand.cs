@@ -8,7 +8,7 @@ using OnnxKfac.Graph.Training;
 namespace OnnxKfac.Cli.Commands;
 
 /// <summary><c>onnx-kfac prepare MODEL --loss KIND -o training.onnx</c>: writes the training graph and its manifest.</summary>
-public static class PrepareCommand
+internal static class PrepareCommand
 {
     public static Command Create(CliContext ctx)
     {

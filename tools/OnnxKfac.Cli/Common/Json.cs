@@ -5,7 +5,7 @@ using System.Text.Json.Serialization;
 namespace OnnxKfac.Cli.Common;
 
 /// <summary>The JSON the commands write: snake_case, indented, every key always present.</summary>
-public static class Json
+internal static class Json
 {
     public static JsonSerializerOptions Options { get; } = new()
     {

@@ -9,7 +9,7 @@ namespace OnnxKfac.Cli.Common;
 /// The loss options shared by the commands that build a training graph:
 /// <c>--loss --output --reduction --ignore-index --label-smoothing --class-weights</c>.
 /// </summary>
-public sealed class LossArguments
+internal sealed class LossArguments
 {
     public LossArguments(bool lossRequired, bool details = true)
     {
@@ -107,7 +107,7 @@ public sealed class LossArguments
 }
 
 /// <summary>Which initializers train: <c>--trainable GLOB... --frozen GLOB...</c>.</summary>
-public sealed class SelectionArguments
+internal sealed class SelectionArguments
 {
     public Option<string[]> Trainable { get; } = new("--trainable")
     {

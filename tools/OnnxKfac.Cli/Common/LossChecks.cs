@@ -7,7 +7,7 @@ using OnnxKfac.Graph.Training;
 namespace OnnxKfac.Cli.Common;
 
 /// <summary>Checks of loss options and target tensors against the model output the loss reads.</summary>
-public static class LossChecks
+internal static class LossChecks
 {
     /// <summary>Class weights must be one per class when the class count is known statically.</summary>
     public static void CheckClassWeights(ModelProto model, LossOptions loss)

@@ -9,7 +9,7 @@ using OnnxKfac.Graph.Training;
 namespace OnnxKfac.Cli.Common;
 
 /// <summary>What <c>inspect</c> reports about a model; serialized as snake_case JSON (format below).</summary>
-public sealed record InspectReport
+internal sealed record InspectReport
 {
     public const string CurrentFormat = "onnx-kfac/inspect/1";
 
@@ -38,29 +38,29 @@ public sealed record InspectReport
     public required IReadOnlyList<string> Notes { get; init; }
 }
 
-public sealed record OpsetEntry(string Domain, long Version);
+internal sealed record OpsetEntry(string Domain, long Version);
 
 /// <summary>A graph input or output. Shape entries: a number, a symbolic name, or null (unknown); null shape: unknown rank.</summary>
-public sealed record TensorEntry(string Name, string ElemType, IReadOnlyList<object?>? Shape);
+internal sealed record TensorEntry(string Name, string ElemType, IReadOnlyList<object?>? Shape);
 
-public sealed record LossEntry(string Kind, TensorEntry Target);
+internal sealed record LossEntry(string Kind, TensorEntry Target);
 
-public sealed record ParameterEntry(string Name, string ElemType, long[] Shape, long Elements);
+internal sealed record ParameterEntry(string Name, string ElemType, long[] Shape, long Elements);
 
-public sealed record ExclusionEntry(string Name, string Reason, long Elements);
+internal sealed record ExclusionEntry(string Name, string Reason, long Elements);
 
-public sealed record LayerEntry(string Name, string Kind, string Node, string OpType, string Weight, string? Bias, long InFeatures, long OutFeatures);
+internal sealed record LayerEntry(string Name, string Kind, string Node, string OpType, string Weight, string? Bias, long InFeatures, long OutFeatures);
 
-public sealed record RejectionEntry(string Node, string OpType, string Reason);
+internal sealed record RejectionEntry(string Node, string OpType, string Reason);
 
-public sealed record TieEntry(string Name, IReadOnlyList<string> Readers, int IdentityCopies);
+internal sealed record TieEntry(string Name, IReadOnlyList<string> Readers, int IdentityCopies);
 
-public sealed record OpEntry(string Domain, string OpType, int Count);
+internal sealed record OpEntry(string Domain, string OpType, int Count);
 
-public sealed record UnsupportedOpEntry(string Domain, string OpType, int Count, IReadOnlyList<string> Nodes, bool OnGradientPath);
+internal sealed record UnsupportedOpEntry(string Domain, string OpType, int Count, IReadOnlyList<string> Nodes, bool OnGradientPath);
 
 /// <summary>Builds an <see cref="InspectReport"/>; diagnoses rather than fails where it can.</summary>
-public static class ModelInspector
+internal static class ModelInspector
 {
     public static InspectReport Inspect(ModelProto model, string path, LossOptions? loss, string? output, GradientRegistry? registry = null)
     {

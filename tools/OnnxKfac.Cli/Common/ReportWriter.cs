@@ -6,7 +6,7 @@ namespace OnnxKfac.Cli.Common;
 /// Human-readable command output: Spectre.Console tables on a terminal, plain aligned
 /// columns (easy to grep and diff) when standard output is redirected.
 /// </summary>
-public abstract class ReportWriter
+internal abstract class ReportWriter
 {
     public static ReportWriter For(CliContext ctx) => ctx.IsTerminal ? new SpectreReportWriter(ctx.Out) : new PlainReportWriter(ctx.Out);
 
@@ -17,7 +17,7 @@ public abstract class ReportWriter
     public abstract void Table(IReadOnlyList<string> headers, IEnumerable<IReadOnlyList<string>> rows);
 }
 
-public sealed class PlainReportWriter(TextWriter output) : ReportWriter
+internal sealed class PlainReportWriter(TextWriter output) : ReportWriter
 {
     private bool _first = true;
 
@@ -50,7 +50,7 @@ public sealed class PlainReportWriter(TextWriter output) : ReportWriter
     }
 }
 
-public sealed class SpectreReportWriter : ReportWriter
+internal sealed class SpectreReportWriter : ReportWriter
 {
     private readonly IAnsiConsole _console;
 

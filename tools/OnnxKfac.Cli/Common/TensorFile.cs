@@ -13,7 +13,7 @@ namespace OnnxKfac.Cli.Common;
 /// A tensor read from an ONNX TensorProto file: element type, shape and its values as
 /// little-endian bytes in the layout ONNX Runtime expects.
 /// </summary>
-public sealed record TensorFile(string Path, string Name, int ElemType, long[] Shape, byte[] Raw)
+internal sealed record TensorFile(string Path, string Name, int ElemType, long[] Shape, byte[] Raw)
 {
     public string TypeName => TensorData.TypeName(ElemType);
 
@@ -115,7 +115,7 @@ public sealed record TensorFile(string Path, string Name, int ElemType, long[] S
             r[i] = (DataType)ElemType switch
             {
                 DataType.Int64 => BitConverter.ToInt64(s[(i * 8)..]),
-                DataType.Uint64 => checked((long)BitConverter.ToUInt64(s[(i * 8)..])),
+                DataType.Uint64 => (long)Math.Min(BitConverter.ToUInt64(s[(i * 8)..]), long.MaxValue), // huge labels stay out of range
                 DataType.Int32 => BitConverter.ToInt32(s[(i * 4)..]),
                 DataType.Uint32 => BitConverter.ToUInt32(s[(i * 4)..]),
                 DataType.Int16 => BitConverter.ToInt16(s[(i * 2)..]),
@@ -158,7 +158,7 @@ public sealed record TensorFile(string Path, string Name, int ElemType, long[] S
 }
 
 /// <summary>Shape formatting: -1 (or a negative dim) prints as the dim's symbolic name or '?'.</summary>
-public static class Shapes
+internal static class Shapes
 {
     public static string Format(IReadOnlyList<long>? shape, IReadOnlyList<string?>? names = null)
     {
