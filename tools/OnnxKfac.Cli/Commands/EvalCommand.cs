@@ -15,7 +15,7 @@ namespace OnnxKfac.Cli.Commands;
 /// cross-entropy, the accuracy) of a model over a data set, with a report and CI gates.
 /// With neither MODEL nor --data it evaluates the embedded default on its test subset.
 /// </summary>
-public static class EvalCommand
+internal static class EvalCommand
 {
     private const SettingType S = SettingType.String, I = SettingType.Int, D = SettingType.Double, L = SettingType.List;
 

@@ -15,7 +15,7 @@ namespace OnnxKfac.Cli.Commands;
 /// <c>onnx-kfac export --checkpoint CKPT [--model MODEL] -o OUT.onnx</c>: the original graph
 /// with the checkpoint's weights. A checkpoint of another model is refused with the reason.
 /// </summary>
-public static class ExportCommand
+internal static class ExportCommand
 {
     public static Command Create(CliContext ctx)
     {

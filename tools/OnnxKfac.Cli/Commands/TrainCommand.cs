@@ -17,7 +17,7 @@ namespace OnnxKfac.Cli.Commands;
 /// set with SGD or AdamW, with validation, checkpoints, a report, a loss plot and CI gates.
 /// With neither MODEL nor --train it fine-tunes the embedded default (tools/default).
 /// </summary>
-public static class TrainCommand
+internal static class TrainCommand
 {
     /// <summary>Exit code of a run stopped by Ctrl+C (after writing its checkpoint and report).</summary>
     public const int Cancelled = 130;

@@ -11,7 +11,7 @@ namespace OnnxKfac.Cli.Training;
 /// file), anything else IDX (raw or gzip; labels in a second file). Every failure becomes one
 /// line that names the flag and the file.
 /// </summary>
-public static class DataSources
+internal static class DataSources
 {
     public enum Format { Csv, Npz, Npy, TensorProto, Idx }
 

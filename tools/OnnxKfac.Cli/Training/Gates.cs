@@ -9,7 +9,7 @@ namespace OnnxKfac.Cli.Training;
 /// <see cref="Gates.ExitCode"/>) when the metric satisfies the comparison. A metric that is
 /// NaN or was not measured fails its gate.
 /// </summary>
-public sealed record Gate(string Expression, string Metric, string Operator, double Threshold)
+internal sealed record Gate(string Expression, string Metric, string Operator, double Threshold)
 {
     /// <summary>True when the gate fails for <paramref name="value"/>.</summary>
     public bool Fails(double? value) => value is not { } v || double.IsNaN(v) || Operator switch
@@ -23,9 +23,9 @@ public sealed record Gate(string Expression, string Metric, string Operator, dou
 }
 
 /// <summary>The outcome of one gate, as the report stores it.</summary>
-public sealed record GateResult(string Expression, string Metric, double? Value, bool Passed);
+internal sealed record GateResult(string Expression, string Metric, double? Value, bool Passed);
 
-public static partial class Gates
+internal static partial class Gates
 {
     /// <summary>Exit code of a run whose training succeeded but a <c>--fail-if</c> gate failed.</summary>
     public const int ExitCode = 3;

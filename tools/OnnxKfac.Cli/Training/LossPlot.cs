@@ -4,7 +4,7 @@ using ScottPlot;
 namespace OnnxKfac.Cli.Training;
 
 /// <summary>The loss curve as a PNG (ScottPlot): training loss per update, its moving average, validation points.</summary>
-public static class LossPlot
+internal static class LossPlot
 {
     public const int Width = 900;
     public const int Height = 500;

@@ -11,7 +11,7 @@ using OnnxKfac.Toolkit.Runtime;
 namespace OnnxKfac.Cli.Training;
 
 /// <summary>The embedded default: tools/default, copied next to the CLI as default/.</summary>
-public static class DefaultJob
+internal static class DefaultJob
 {
     public static string Dir => Path.Combine(AppContext.BaseDirectory, "default");
     public static string Model => Path.Combine(Dir, "fashion_mlp.onnx");
@@ -46,7 +46,7 @@ public static class DefaultJob
 /// The parts shared by <c>train</c> and <c>eval</c>: the loss from the settings, a training
 /// session over the model, and the data options that fit its input and output.
 /// </summary>
-public sealed class ModelSetup : IDisposable
+internal sealed class ModelSetup : IDisposable
 {
     private ModelSetup(string path, TrainingSession session, LossOptions loss, ManifestTensor input, long[] exampleShape, int? classes)
     {

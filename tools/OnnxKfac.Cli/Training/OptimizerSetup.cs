@@ -5,7 +5,7 @@ using OnnxKfac.Toolkit.Optim;
 namespace OnnxKfac.Cli.Training;
 
 /// <summary>Builds the optimizer, its learning-rate schedule and parameter groups from the settings.</summary>
-public static class OptimizerSetup
+internal static class OptimizerSetup
 {
     public const string DefaultOptimizer = "adamw";
     public const double DefaultLearningRate = 1e-3;

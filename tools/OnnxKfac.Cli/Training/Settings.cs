@@ -7,13 +7,13 @@ using OnnxKfac.Graph;
 namespace OnnxKfac.Cli.Training;
 
 /// <summary>The JSON type of a setting's value.</summary>
-public enum SettingType { String, Int, Double, Bool, List }
+internal enum SettingType { String, Int, Double, Bool, List }
 
 /// <summary>
 /// One setting of a command: a flag (<c>--batch-size</c>) and the same value as a config-file
 /// key (<c>batch_size</c>: the flag's name without dashes, '-' becoming '_').
 /// </summary>
-public sealed record Setting(string Key, SettingType Type, string Help, string? HelpName = null)
+internal sealed record Setting(string Key, SettingType Type, string Help, string? HelpName = null)
 {
     public string Flag => "--" + Key.Replace('_', '-');
 
@@ -41,7 +41,7 @@ public sealed record Setting(string Key, SettingType Type, string Help, string? 
 /// stored config, a JSON config file, the command line; later layers win). Every value
 /// remembers where it came from, so errors name the flag or the config key at fault.
 /// </summary>
-public sealed class SettingTable
+internal sealed class SettingTable
 {
     private readonly Dictionary<string, (Setting Setting, Option? Option)> _byKey = new(StringComparer.Ordinal);
 
@@ -200,7 +200,7 @@ public sealed class SettingTable
 /// accessors records the value in effect (default included) in <see cref="Resolved"/>,
 /// which is what the report and the checkpoint store.
 /// </summary>
-public sealed class Config
+internal sealed class Config
 {
     private readonly Dictionary<string, (object Value, string Origin)> _values = new(StringComparer.Ordinal);
 

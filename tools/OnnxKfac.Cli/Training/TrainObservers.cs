@@ -5,17 +5,17 @@ using Spectre.Console;
 
 namespace OnnxKfac.Cli.Training;
 
-public readonly record struct StepRecord(long Step, int Epoch, double Loss, bool Skipped);
+internal readonly record struct StepRecord(long Step, int Epoch, double Loss, bool Skipped);
 
-public readonly record struct ValidationRecord(long Step, int Epoch, double Loss, double? Accuracy, bool Improved);
+internal readonly record struct ValidationRecord(long Step, int Epoch, double Loss, double? Accuracy, bool Improved);
 
-public readonly record struct EpochRecord(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy);
+internal readonly record struct EpochRecord(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy);
 
 /// <summary>What the run looks like: its planned length, for progress and ETA.</summary>
-public sealed record RunPlan(long TotalSteps, int? Epochs, int BatchSize, long StartStep, bool ValidateEveryStep, long EpochExamples);
+internal sealed record RunPlan(long TotalSteps, int? Epochs, int BatchSize, long StartStep, bool ValidateEveryStep, long EpochExamples);
 
 /// <summary>Counts the examples trained on from the batches reported (per epoch, first to last batch seen).</summary>
-public sealed class ExampleCounter
+internal sealed class ExampleCounter
 {
     private readonly SortedDictionary<int, (int First, int Last)> _batches = [];
 
@@ -27,7 +27,7 @@ public sealed class ExampleCounter
 }
 
 /// <summary>Records every event of a run (for the report and the plot) and forwards it to a display.</summary>
-public sealed class RunRecorder(ITrainingObserver? display) : ITrainingObserver
+internal sealed class RunRecorder(ITrainingObserver? display) : ITrainingObserver
 {
     public List<StepRecord> Steps { get; } = [];
     public List<ValidationRecord> Validations { get; } = [];
@@ -62,7 +62,7 @@ public sealed class RunRecorder(ITrainingObserver? display) : ITrainingObserver
 }
 
 /// <summary>Shared formatting of progress values.</summary>
-public static class ProgressText
+internal static class ProgressText
 {
     public static string Loss(double x) => double.IsFinite(x) ? x.ToString("F4", CultureInfo.InvariantCulture) : x.ToString(CultureInfo.InvariantCulture);
 
@@ -83,7 +83,7 @@ public static class ProgressText
 }
 
 /// <summary>Plain log lines for CI logs and pipes: every N updates, and at each validation and epoch end.</summary>
-public sealed class PlainLog(TextWriter output, RunPlan plan, int every) : ITrainingObserver
+internal sealed class PlainLog(TextWriter output, RunPlan plan, int every) : ITrainingObserver
 {
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly ExampleCounter _examples = new();
@@ -135,7 +135,7 @@ public sealed class PlainLog(TextWriter output, RunPlan plan, int every) : ITrai
 }
 
 /// <summary>A Spectre.Console progress bar with loss, throughput and ETA, for terminals.</summary>
-public sealed class SpectreProgress(IAnsiConsole console, RunPlan plan) : ITrainingObserver
+internal sealed class SpectreProgress(IAnsiConsole console, RunPlan plan) : ITrainingObserver
 {
     private ProgressTask? _task;
     private readonly Stopwatch _clock = new();

@@ -4,10 +4,10 @@ using OnnxKfac.Graph.Model;
 
 namespace OnnxKfac.Cli.Training;
 
-public sealed record DataSummary(string Source, int Examples);
+internal sealed record DataSummary(string Source, int Examples);
 
 /// <summary>The JSON report of a train or eval run (snake_case keys; every key always present).</summary>
-public sealed record TrainReport
+internal sealed record TrainReport
 {
     public int Version { get; init; } = 1;
     public required string Command { get; init; }

@@ -4,7 +4,7 @@ namespace OnnxKfac.Cli.Training;
 /// Every setting of <c>onnx-kfac train</c>. Each is a flag and, with the same name in
 /// snake_case, a key of the JSON config file (<c>--batch-size 64</c> = <c>"batch_size": 64</c>).
 /// </summary>
-public static class TrainSettings
+internal static class TrainSettings
 {
     private const SettingType S = SettingType.String, I = SettingType.Int, D = SettingType.Double, B = SettingType.Bool, L = SettingType.List;
 
