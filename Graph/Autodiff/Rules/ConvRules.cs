@@ -114,14 +114,7 @@ internal sealed record Window(long[] Kernel, long[] Strides, long[] Dilations, l
         var (strides, dil) = (Ints(c, "strides", sp, 1), Ints(c, "dilations", sp, 1));
         long[]? inSize = Spatial.StaticSpatial(c, c.X(0));
         Check(c, sp, kernel, strides, dil, inSize);
-        string autoPad = c.AttrString("auto_pad", "NOTSET");
-        long[] pads = autoPad switch
-        {
-            "SAME_UPPER" or "SAME_LOWER" => SamePads(c, inSize, kernel, strides, autoPad == "SAME_LOWER"),
-            "VALID" => new long[2 * sp],
-            _ => c.AttrInts("pads") ?? new long[2 * sp],
-        };
-        CheckPads(c, sp, pads);
+        long[] pads = ResolvePads(c, sp, inSize, kernel, strides);
         var w = new Window(kernel, strides, dil, pads, inSize, null);
         return w with { Out = inSize?.Select((s, k) => (s + pads[k] + pads[sp + k] - w.Extent(k)) / strides[k] + 1).ToArray() };
     }
@@ -174,15 +167,8 @@ internal sealed record Window(long[] Kernel, long[] Strides, long[] Dilations, l
         var (strides, dil) = (Ints(c, "strides", sp, 1), Ints(c, "dilations", sp, 1));
         long[]? inSize = Spatial.StaticSpatial(c, c.X(0));
         Check(c, sp, kernel, strides, dil, inSize);
-        string autoPad = c.AttrString("auto_pad", "NOTSET");
         bool ceil = c.AttrInt("ceil_mode", 0) == 1;
-        long[] pads = autoPad switch
-        {
-            "SAME_UPPER" or "SAME_LOWER" => SamePads(c, inSize, kernel, strides, autoPad == "SAME_LOWER"),
-            "VALID" => new long[2 * sp],
-            _ => c.AttrInts("pads") ?? new long[2 * sp],
-        };
-        CheckPads(c, sp, pads);
+        long[] pads = ResolvePads(c, sp, inSize, kernel, strides);
         var w = new Window(kernel, strides, dil, pads, inSize, null);
         if (inSize is null)
         {
@@ -230,6 +216,20 @@ internal sealed record Window(long[] Kernel, long[] Strides, long[] Dilations, l
             throw c.Unsupported($"kernel_shape, strides, dilations and the input's spatial axes disagree on the spatial rank ({sp})");
         if (kernel.Any(k => k < 1) || strides.Any(v => v < 1) || dil.Any(d => d < 1))
             throw c.Unsupported("kernel_shape, strides and dilations must be positive");
+    }
+
+    /// <summary>The begin/end pads of a conv or pool window: explicit, VALID (none) or SAME_* (from the input size).</summary>
+    private static long[] ResolvePads(GradientContext c, int sp, long[]? inSize, long[] kernel, long[] strides)
+    {
+        string autoPad = c.AttrString("auto_pad", "NOTSET");
+        long[] pads = autoPad switch
+        {
+            "SAME_UPPER" or "SAME_LOWER" => SamePads(c, inSize, kernel, strides, autoPad == "SAME_LOWER"),
+            "VALID" => new long[2 * sp],
+            _ => c.AttrInts("pads") ?? new long[2 * sp],
+        };
+        CheckPads(c, sp, pads);
+        return pads;
     }
 
     private static void CheckPads(GradientContext c, int sp, long[] pads)
