@@ -41,7 +41,15 @@ public sealed class GradientContext
     public string Y(int i = 0) => Node.Output[i];
 
     /// <summary>The gradient flowing into output <paramref name="i"/>, or null when none does.</summary>
-    public string? DY(int i = 0) => i < _outputGrads.Length ? _outputGrads[i] : null;
+    public string? DY(int i) => i < _outputGrads.Length ? _outputGrads[i] : null;
+
+    /// <summary>
+    /// The gradient of output 0, which the rules of single-output ops require: when a
+    /// gradient reaches only another output (an op given outputs it does not have), the
+    /// node is refused instead of the rule failing on a missing tensor.
+    /// </summary>
+    public string DY() => DY(0) ?? throw Unsupported(
+        $"a gradient reaches output '{Node.Output.Skip(1).FirstOrDefault(o => o.Length > 0)}' but not output 0, and the rule differentiates output 0 only");
 
     /// <summary>The gradient of output <paramref name="i"/>, zeros when none flows (multi-output ops).</summary>
     public string DYOrZeros(int i) => DY(i) ?? Emit.ZerosLike(Y(i), ElemType(Y(i)));
@@ -96,6 +104,10 @@ public sealed class GradientContext
     /// MaxPool's Indices, LayerNormalization's InvStdDev) and returns its name.
     /// </summary>
     public string RequestForwardOutput(int index) => _builder.RequestForwardOutput(Node, index);
+
+    /// <summary>An axis attribute in [-rank, rank), made non-negative; anything else is an error naming the node.</summary>
+    public int Axis(long axis, int rank) =>
+        axis >= -rank && axis < rank ? (int)(axis < 0 ? axis + rank : axis) : throw Unsupported($"axis {axis} is out of range for rank {rank}");
 
     /// <summary>An error naming this node, for forms of an op the rule does not support.</summary>
     public UnsupportedOpException Unsupported(string why) =>

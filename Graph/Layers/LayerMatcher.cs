@@ -19,6 +19,7 @@ public static class LayerMatcher
         foreach (var n in index.Graph.Node)
         {
             if (n.Domain is not ("" or "ai.onnx")) continue;
+            if (n.Input.Count < 2 || n.Output.Count < 1 || n.Output[0].Length == 0) continue; // malformed: the gradient rule reports it
             string? why = null;
             LayerInfo? layer = n.OpType switch
             {
@@ -65,6 +66,7 @@ public static class LayerMatcher
         string? b = n.Input.Count > 2 && n.Input[2].Length > 0 ? Param(index, n.Input[2], p) : null;
         bool tb = n.GetInt("transB", 0) == 1;
         var ws = Shape(infos, w);
+        if (ws is not null && ws.Length != 2) { why = $"B '{w}' is not a matrix"; return null; }
         if (b is not null && Shape(infos, b) is { } bs && bs.Length > 1 && !(bs.Length == 2 && bs[0] == 1))
             b = null; // a full [M, N] bias matrix is not a per-output bias: leave it to a diagonal block
         return new LayerInfo
@@ -93,7 +95,7 @@ public static class LayerMatcher
         string pre = n.Output[0];
         string? bias = null;
         var consumers = index.Consumers(pre);
-        if (consumers.Count == 1 && consumers[0].OpType == "Add")
+        if (consumers.Count == 1 && consumers[0].OpType == "Add" && consumers[0].Input.Count == 2 && consumers[0].Output.Count > 0)
         {
             var add = consumers[0];
             string other = add.Input[0] == pre ? add.Input[1] : add.Input[0];

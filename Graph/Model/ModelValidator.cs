@@ -14,12 +14,16 @@ internal static class ModelValidator
         if (!model.HasIrVersion || model.IrVersion < 3 || model.IrVersion > 64)
             throw new OnnxKfacException($"{source}: not an ONNX model (ir_version {(model.HasIrVersion ? model.IrVersion : "missing")})");
         if (model.OpsetImport.Count == 0) throw new OnnxKfacException($"{source}: not an ONNX model (no opset_import)");
+        foreach (var o in model.OpsetImport)
+            if (o.Version is < 1 or > int.MaxValue)
+                throw new OnnxKfacException($"{source}: not an ONNX model (opset_import version {o.Version} for domain '{o.Domain}')");
         var g = model.Graph;
         var defined = new HashSet<string>(StringComparer.Ordinal) { "" };
         foreach (var i in g.Input) defined.Add(i.Name);
         foreach (var t in g.Initializer)
         {
             if (string.IsNullOrEmpty(t.Name)) throw new OnnxKfacException($"{source}: an initializer has no name");
+            CheckDims(t, source);
             defined.Add(t.Name);
         }
         foreach (var s in g.SparseInitializer) if (s.Values is not null) defined.Add(s.Values.Name);
@@ -36,5 +40,16 @@ internal static class ModelValidator
         foreach (var o in g.Output)
             if (!defined.Contains(o.Name))
                 throw new OnnxKfacException($"{source}: graph output '{o.Name}' is not produced by any node, input or initializer");
+    }
+
+    private static void CheckDims(TensorProto t, string source)
+    {
+        long n = 1;
+        foreach (long d in t.Dims)
+        {
+            if (d < 0 || (d > 0 && n > long.MaxValue / d))
+                throw new OnnxKfacException($"{source}: initializer '{t.Name}' has an invalid shape [{string.Join(",", t.Dims)}]");
+            n *= d;
+        }
     }
 }

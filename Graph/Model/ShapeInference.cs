@@ -34,7 +34,7 @@ public static class ShapeInference
             {
                 outs = (n.Domain is "" or "ai.onnx") && Rules.TryGetValue(n.OpType, out var rule) ? rule(n, ins, opset) : [];
             }
-            catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or OverflowException or InvalidOperationException)
+            catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or OverflowException or InvalidOperationException or DivideByZeroException)
             {
                 outs = []; // malformed attributes: leave unknown, the gradient rule reports the node.
             }

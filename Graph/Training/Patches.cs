@@ -20,6 +20,9 @@ internal static class Patches
         long channels = xInfo?.Shape is { Length: > 1 } s && s[1] > 0 ? s[1]
             : throw new OnnxKfacException($"conv patches for layer '{layer.Name}' need the input's channel count, which is unknown");
         long k = geo.Kernel.Aggregate(1L, (a, b) => a * b);
+        // The one-hot kernel holds C·k² values; refuse sizes no real conv layer has before allocating.
+        if (geo.Kernel.Any(d => d < 1) || k > 1 << 20 || channels > 1 << 20 || channels * k * k > 1 << 28)
+            throw new OnnxKfacException($"conv patches for layer '{layer.Name}': kernel [{string.Join(",", geo.Kernel)}] over {channels} channels is too large to expand into patches (build without conv patches)");
         int type = EmitterState.FloatType(xInfo.ElemType);
         var kernelShape = new long[] { channels * k, 1 }.Concat(geo.Kernel).ToArray();
         var values = new double[channels * k * k];

@@ -84,6 +84,9 @@ public sealed class Trainer
         while (true)
         {
             if (cancel.IsCancellationRequested) { stop = "cancelled"; break; }
+            // A run resumed from a checkpoint that already spent the step budget trains no further.
+            if (_options.MaxSteps is { } budget && _step >= budget) { stop = "max steps"; break; }
+            if (_options.MaxSteps is null && loader.Epoch >= _options.Epochs) break;
             int epoch = loader.Epoch;
             bool got = _classes
                 ? loader.TryNextBatch(features, full.Input<long>(_target.Name), out int count)
@@ -135,13 +138,16 @@ public sealed class Trainer
             if (EarlyStop) { stop = "early stopping"; break; }
         }
         var final = validation is not null ? Evaluate(validation) : (Metrics?)null;
-        if (_options.KeepBest && _bestMetrics is not null && final is { } f && f.Loss > _bestLoss)
+        bool restoreBest = _options.KeepBest && _bestMetrics is not null && final is { } f && f.Loss > _bestLoss;
+        // The last checkpoint holds the last weights (a resumed run continues the trajectory) and
+        // says whether the run's result is the best weights it also holds.
+        if (_options.CheckpointPath is { } cp) SaveCheckpoint(cp, loader.Position, resultIsBest: restoreBest);
+        if (restoreBest)
         {
             for (int k = 0; k < _best.Length; k++) _best[k].AsSpan().CopyTo(_session.Parameters[k].Value);
             final = _bestMetrics;
             _observer.OnMessage($"restored the best weights (validation loss {_bestLoss:G5})");
         }
-        if (_options.CheckpointPath is { } cp) SaveCheckpoint(cp, loader.Position);
         return new TrainingResult
         {
             Steps = _step, Epochs = loader.Epoch, SkippedSteps = _skipped, WallTime = clock.Elapsed,
@@ -281,12 +287,17 @@ public sealed class Trainer
 
     // ---- checkpoints ------------------------------------------------------------------------------
 
-    public void SaveCheckpoint(string path, LoaderPosition position)
+    /// <summary>
+    /// Writes a checkpoint. <paramref name="resultIsBest"/> marks the final checkpoint of a run
+    /// whose result is its best validated weights (stored as <c>best/NAME</c> tensors, with
+    /// <c>result_is_best</c> = 1) rather than its last weights (the parameters).
+    /// </summary>
+    public void SaveCheckpoint(string path, LoaderPosition position, bool resultIsBest = false)
     {
         foreach (var p in _session.Parameters)
             foreach (var v in p.Value)
                 if (!float.IsFinite(v)) throw new OnnxKfacException($"parameter '{p.Name}' holds a non-finite value; refusing to write a poisoned checkpoint to {path}");
-        var cp = new Checkpoint { ModelFingerprint = _fingerprint, Parameters = _session.Parameters, Optimizer = _optimizer.SaveState() };
+        var cp = new Checkpoint { ModelFingerprint = _fingerprint, Parameters = _session.Parameters, Optimizer = _optimizer.SaveState(), Config = _options.CheckpointConfig };
         cp.Longs["step"] = _step;
         cp.Longs["skipped"] = _skipped;
         cp.Longs["since_improvement"] = _sinceImprovement;
@@ -296,6 +307,7 @@ public sealed class Trainer
         cp.Words["loader_rng"] = [position.Rng0, position.Rng1, position.Rng2, position.Rng3];
         cp.Words["noise_rng"] = _session.NoiseState;
         cp.Doubles["best_loss"] = _bestLoss;
+        if (resultIsBest) cp.Longs["result_is_best"] = 1;
         if (_bestMetrics is { } bm)
         {
             cp.Doubles["best_accuracy"] = bm.Accuracy ?? double.NaN;

@@ -42,6 +42,9 @@ public sealed record TrainerOptions
 
     public int? CheckpointEvery { get; init; }
 
+    /// <summary>The run's resolved configuration (JSON), stored in every checkpoint (<see cref="Checkpoints.Checkpoint.Config"/>).</summary>
+    public string CheckpointConfig { get; init; } = "";
+
     public void Validate()
     {
         static void Check(bool ok, string option, object? value, string rule)

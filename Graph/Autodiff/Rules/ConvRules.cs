@@ -108,18 +108,13 @@ internal sealed record Window(long[] Kernel, long[] Strides, long[] Dilations, l
 
     public static Window OfConv(GradientContext c)
     {
-        int sp = c.Rank(c.X(0)) - 2;
+        int sp = SpatialRank(c);
         long[] kernel = c.AttrInts("kernel_shape") ?? Spatial.StaticSpatial(c, c.X(1))
             ?? throw c.Unsupported($"the gradient needs the kernel size: add kernel_shape or give '{c.X(1)}' a static shape");
         var (strides, dil) = (Ints(c, "strides", sp, 1), Ints(c, "dilations", sp, 1));
         long[]? inSize = Spatial.StaticSpatial(c, c.X(0));
-        string autoPad = c.AttrString("auto_pad", "NOTSET");
-        long[] pads = autoPad switch
-        {
-            "SAME_UPPER" or "SAME_LOWER" => SamePads(c, inSize, kernel, strides, autoPad == "SAME_LOWER"),
-            "VALID" => new long[2 * sp],
-            _ => c.AttrInts("pads") ?? new long[2 * sp],
-        };
+        Check(c, sp, kernel, strides, dil, inSize);
+        long[] pads = ResolvePads(c, sp, inSize, kernel, strides);
         var w = new Window(kernel, strides, dil, pads, inSize, null);
         return w with { Out = inSize?.Select((s, k) => (s + pads[k] + pads[sp + k] - w.Extent(k)) / strides[k] + 1).ToArray() };
     }
@@ -131,17 +126,20 @@ internal sealed record Window(long[] Kernel, long[] Strides, long[] Dilations, l
     /// </summary>
     public static Window OfConvTranspose(GradientContext c, out long[] outputPadding)
     {
-        int sp = c.Rank(c.X(0)) - 2;
+        int sp = SpatialRank(c);
         long[] kernel = c.AttrInts("kernel_shape") ?? Spatial.StaticSpatial(c, c.X(1))
             ?? throw c.Unsupported($"the gradient needs the kernel size: add kernel_shape or give '{c.X(1)}' a static shape");
         var (strides, dil) = (Ints(c, "strides", sp, 1), Ints(c, "dilations", sp, 1));
         long[] outPad = outputPadding = Ints(c, "output_padding", sp, 0);
         long[]? inSize = Spatial.StaticSpatial(c, c.X(0));
+        Check(c, sp, kernel, strides, dil, inSize);
+        if (outPad.Length != sp || outPad.Any(p => p < 0)) throw c.Unsupported($"output_padding must hold {sp} non-negative entries");
         string autoPad = c.AttrString("auto_pad", "NOTSET");
-        long[]? target = c.AttrInts("output_shape") is { Length: > 0 } os ? os[^sp..]
+        long[]? target = c.AttrInts("output_shape") is { Length: > 0 } os ? (os.Length >= sp ? os[^sp..] : throw c.Unsupported($"output_shape must end with {sp} spatial sizes"))
             : autoPad is "SAME_UPPER" or "SAME_LOWER" ? inSize?.Select((s, k) => s * strides[k]).ToArray() ?? throw NeedsStatic(c, autoPad)
             : null;
         long[] pads = autoPad == "VALID" && target is null ? new long[2 * sp] : c.AttrInts("pads") ?? new long[2 * sp];
+        CheckPads(c, sp, pads);
         var w = new Window(kernel, strides, dil, pads, inSize, null);
         if (target is not null)
         {
@@ -168,14 +166,9 @@ internal sealed record Window(long[] Kernel, long[] Strides, long[] Dilations, l
         int sp = kernel.Length;
         var (strides, dil) = (Ints(c, "strides", sp, 1), Ints(c, "dilations", sp, 1));
         long[]? inSize = Spatial.StaticSpatial(c, c.X(0));
-        string autoPad = c.AttrString("auto_pad", "NOTSET");
+        Check(c, sp, kernel, strides, dil, inSize);
         bool ceil = c.AttrInt("ceil_mode", 0) == 1;
-        long[] pads = autoPad switch
-        {
-            "SAME_UPPER" or "SAME_LOWER" => SamePads(c, inSize, kernel, strides, autoPad == "SAME_LOWER"),
-            "VALID" => new long[2 * sp],
-            _ => c.AttrInts("pads") ?? new long[2 * sp],
-        };
+        long[] pads = ResolvePads(c, sp, inSize, kernel, strides);
         var w = new Window(kernel, strides, dil, pads, inSize, null);
         if (inSize is null)
         {
@@ -208,6 +201,40 @@ internal sealed record Window(long[] Kernel, long[] Strides, long[] Dilations, l
             pads[sp + k] = total - pads[k];
         }
         return pads;
+    }
+
+    private static int SpatialRank(GradientContext c)
+    {
+        int sp = c.Rank(c.X(0)) - 2;
+        return sp >= 1 ? sp : throw c.Unsupported($"input '{c.X(0)}' has rank {sp + 2}; it needs (N, C, spatial...)");
+    }
+
+    // Malformed attributes (a hand-edited or corrupt model) fail here, naming the node, not deep in the arithmetic.
+    private static void Check(GradientContext c, int sp, long[] kernel, long[] strides, long[] dil, long[]? inSize)
+    {
+        if (sp < 1 || kernel.Length != sp || strides.Length != sp || dil.Length != sp || (inSize is not null && inSize.Length != sp))
+            throw c.Unsupported($"kernel_shape, strides, dilations and the input's spatial axes disagree on the spatial rank ({sp})");
+        if (kernel.Any(k => k < 1) || strides.Any(v => v < 1) || dil.Any(d => d < 1))
+            throw c.Unsupported("kernel_shape, strides and dilations must be positive");
+    }
+
+    /// <summary>The begin/end pads of a conv or pool window: explicit, VALID (none) or SAME_* (from the input size).</summary>
+    private static long[] ResolvePads(GradientContext c, int sp, long[]? inSize, long[] kernel, long[] strides)
+    {
+        string autoPad = c.AttrString("auto_pad", "NOTSET");
+        long[] pads = autoPad switch
+        {
+            "SAME_UPPER" or "SAME_LOWER" => SamePads(c, inSize, kernel, strides, autoPad == "SAME_LOWER"),
+            "VALID" => new long[2 * sp],
+            _ => c.AttrInts("pads") ?? new long[2 * sp],
+        };
+        CheckPads(c, sp, pads);
+        return pads;
+    }
+
+    private static void CheckPads(GradientContext c, int sp, long[] pads)
+    {
+        if (pads.Length != 2 * sp || pads.Any(p => p < 0)) throw c.Unsupported($"pads must hold {2 * sp} non-negative entries");
     }
 
     private static long[] Ints(GradientContext c, string name, int count, long fallback) =>

@@ -41,6 +41,8 @@ internal static class CoreRules
         var e = c.Emit;
         string a = c.X(0), b = c.X(1), dy = c.DY()!;
         int ra = c.Rank(a), rb = c.Rank(b);
+        if (ra == 0 || rb == 0)
+            throw new UnsupportedOpException($"{GraphIndex.Describe(c.Node)}: MatMul operands must have rank >= 1, but '{(ra == 0 ? a : b)}' is a scalar");
         if (ra == 1 || rb == 1)
         {
             // Promote the vector operand(s) to matrices so one code path serves.

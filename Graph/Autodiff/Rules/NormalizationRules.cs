@@ -47,8 +47,7 @@ internal static class NormalizationRules
         var e = c.Emit;
         string x = c.X(0), dy = c.DY()!;
         int rank = c.Rank(x);
-        int axis = (int)c.AttrInt("axis", -1);
-        if (axis < 0) axis += rank;
+        int axis = c.Axis(c.AttrInt("axis", -1), rank);
         long[] normAxes = Enumerable.Range(axis, rank - axis).Select(k => (long)k).ToArray();
         long[] leadAxes = Enumerable.Range(0, axis).Select(k => (long)k).ToArray();
         float eps = c.AttrFloat("epsilon", 1e-5f);

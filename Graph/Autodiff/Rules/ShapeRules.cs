@@ -62,7 +62,7 @@ internal static class ShapeRules
     private static string Zeros(GradientContext c, string shape, int elemType) =>
         c.Emit.Op("ConstantOfShape", [shape], Attributes.Tensor("value", TensorData.Scalar("value", elemType, 0, asVector: true)));
 
-    private static int NormAxis(GradientContext c, long axis, string tensor) => (int)(axis < 0 ? axis + c.Rank(tensor) : axis);
+    private static int NormAxis(GradientContext c, long axis, string tensor) => c.Axis(axis, c.Rank(tensor));
 
     /// <summary>
     /// The adjoint of an index-moving op by running the forward op itself on the grid of flat
@@ -95,7 +95,10 @@ internal static class ShapeRules
         // No perm: the forward reversed the axes, and reversing again is the inverse.
         if (c.AttrInts("perm") is not { } perm) { c.SetGrad(0, c.Emit.Op("Transpose", [c.DY()!])); return; }
         var inverse = new long[perm.Length];
-        for (int k = 0; k < perm.Length; k++) inverse[perm[k] < 0 ? perm[k] + perm.Length : perm[k]] = k;
+        var axes = perm.Select(p => p < 0 ? p + perm.Length : p).ToArray();
+        if (axes.Any(a => a < 0 || a >= perm.Length) || axes.Distinct().Count() != perm.Length)
+            throw c.Unsupported($"perm [{string.Join(",", perm)}] is not a permutation of the axes");
+        for (int k = 0; k < perm.Length; k++) inverse[axes[k]] = k;
         c.SetGrad(0, c.Emit.Transpose(c.DY()!, inverse));
     }
 

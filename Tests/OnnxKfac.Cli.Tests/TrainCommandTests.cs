@@ -1,0 +1,288 @@
+using System.Text.Json;
+using OnnxKfac.Cli.Tests.Support;
+using OnnxKfac.Graph.Model;
+using OnnxKfac.Toolkit.Checkpoints;
+using static OnnxKfac.Cli.Tests.Support.CliRunner;
+
+namespace OnnxKfac.Cli.Tests;
+
+/// <summary>onnx-kfac train: the embedded default, config files, determinism, resume, gates, reports and plots.</summary>
+public sealed class TrainCommandTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+    private readonly string _model;
+    private readonly string _train;
+    private readonly string _val;
+
+    public TrainCommandTests()
+    {
+        _model = Models.Save(Models.Linear2(), _dir["linear2.onnx"]);
+        _train = TrainData.Csv(_dir["train.csv"], 96, 1);
+        _val = TrainData.Csv(_dir["val.csv"], 40, 2);
+    }
+
+    public void Dispose() => _dir.Dispose();
+
+    private CliResult Train(params string[] extra) =>
+        Run(["train", _model, "--train", _train, "--val", _val, "--batch-size", "8", "--threads", "1", "--quiet", .. extra]);
+
+    [Fact]
+    public void WithNoArgumentsTheEmbeddedDefaultIsFineTunedAndTheTestAccuracyPrintedBeforeAndAfter()
+    {
+        var r = AssertOk(Run("train", "--max-steps", "40", "--report", _dir["r.json"], "--plot", _dir["loss.png"]));
+        Assert.Contains("fine-tuning the embedded default", r.Out);
+        Assert.Contains("test before: accuracy 72.80%", r.Out); // as tools/default/README.md measured in PyTorch
+        Assert.Contains("test after:", r.Out);
+        var report = TrainData.Report(_dir["r.json"]);
+        Assert.True(report.GetProperty("default_job").GetBoolean());
+        Assert.Equal("max steps", report.GetProperty("stop_reason").GetString());
+        Assert.Equal(40, TrainData.StepLosses(report).Length);
+        var metrics = report.GetProperty("metrics");
+        Assert.Equal(0.728, metrics.GetProperty("test_accuracy_before").GetDouble(), 6);
+        Assert.True(metrics.GetProperty("test_accuracy").GetDouble() > 0.728, report.ToString());
+        Assert.Equal(3600, report.GetProperty("data").GetProperty("train").GetProperty("examples").GetInt32());
+        Assert.Equal(255, report.GetProperty("config").GetProperty("scale").GetDouble());
+        var png = File.ReadAllBytes(_dir["loss.png"]);
+        Assert.True(png.Length > 10_000);
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, png[..4]);
+    }
+
+    [Fact]
+    public void TheSameSeedGivesTheSameLossesAndAnotherSeedOthers()
+    {
+        AssertOk(Train("--epochs", "2", "--seed", "5", "--report", _dir["a.json"]));
+        AssertOk(Train("--epochs", "2", "--seed", "5", "--report", _dir["b.json"]));
+        AssertOk(Train("--epochs", "2", "--seed", "6", "--report", _dir["c.json"]));
+        var a = TrainData.StepLosses(TrainData.Report(_dir["a.json"]));
+        Assert.Equal(24, a.Length);
+        Assert.Equal(a, TrainData.StepLosses(TrainData.Report(_dir["b.json"])));
+        Assert.NotEqual(a, TrainData.StepLosses(TrainData.Report(_dir["c.json"])));
+    }
+
+    [Fact]
+    public void FlagsOverrideTheConfigFileAndTheResolvedConfigGoesIntoReportAndCheckpoint()
+    {
+        File.WriteAllText(_dir["run.json"], """
+            {
+              // comments and trailing commas are fine
+              "optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "epochs": 2,
+              "batch-size": 16, "fail_if": ["val_loss>100"],
+            }
+            """);
+        var r = AssertOk(Train("--config", _dir["run.json"], "--lr", "0.05", "--report", _dir["r.json"], "--checkpoint", _dir["ck"]));
+        var config = TrainData.Report(_dir["r.json"]).GetProperty("config");
+        Assert.Equal("sgd", config.GetProperty("optimizer").GetString());
+        Assert.Equal(0.05, config.GetProperty("lr").GetDouble());
+        Assert.Equal(0.9, config.GetProperty("momentum").GetDouble());
+        Assert.Equal(8, config.GetProperty("batch_size").GetInt32()); // the flag beats the file
+        Assert.Equal(2, config.GetProperty("epochs").GetInt32());
+        Assert.Contains("gate passed", r.Out);
+        var stored = JsonDocument.Parse(Checkpoint.Load(_dir["ck"]).Config).RootElement;
+        Assert.Equal(0.05, stored.GetProperty("lr").GetDouble());
+        Assert.Equal("sgd", stored.GetProperty("optimizer").GetString());
+    }
+
+    [Fact]
+    public void AResumedRunFollowsTheUninterruptedTrajectory()
+    {
+        string[] common = ["--epochs", "3", "--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05", "--seed", "3"];
+        AssertOk(Train([.. common, "--report", _dir["full.json"]]));
+        AssertOk(Train([.. common, "--max-steps", "7", "--checkpoint", _dir["ck"], "--report", _dir["first.json"]]));
+        var resumed = AssertOk(Train([.. common, "--checkpoint", _dir["ck"], "--resume", "--report", _dir["second.json"]]));
+        var full = TrainData.StepLosses(TrainData.Report(_dir["full.json"]));
+        var first = TrainData.StepLosses(TrainData.Report(_dir["first.json"]));
+        var second = TrainData.Report(_dir["second.json"]);
+        Assert.Equal(7, second.GetProperty("resumed_from_step").GetInt32());
+        Assert.Equal(36, full.Length);
+        Assert.Equal(full, first.Concat(TrainData.StepLosses(second)));
+
+        // With only --resume, the settings come from the checkpoint (which now says: finished).
+        var again = AssertOk(Run("train", "--resume", "--checkpoint", _dir["ck"], "--quiet", "--report", _dir["third.json"]));
+        Assert.Empty(TrainData.StepLosses(TrainData.Report(_dir["third.json"])));
+        Assert.Equal("sgd", TrainData.Report(_dir["third.json"]).GetProperty("config").GetProperty("optimizer").GetString());
+    }
+
+    [Fact]
+    public void AFailedGateExitsWith3NamingTheGateAndTheValueAndStillWritesTheReport()
+    {
+        var r = Train("--epochs", "1", "--fail-if", "val_accuracy>=0", "--fail-if", "train_loss>1000", "--report", _dir["r.json"], "--plot", _dir["p.png"]);
+        Assert.True(r.Code == 3, r.ToString());
+        var line = Assert.Single(r.ErrLines);
+        Assert.StartsWith("gate failed: --fail-if \"val_accuracy>=0\": val_accuracy = ", line);
+        Assert.Contains("gate passed: --fail-if \"train_loss>1000\"", r.Out);
+        var report = TrainData.Report(_dir["r.json"]);
+        Assert.False(report.GetProperty("gates_passed").GetBoolean());
+        var gates = report.GetProperty("gates").EnumerateArray().ToArray();
+        Assert.False(gates[0].GetProperty("passed").GetBoolean());
+        Assert.True(gates[1].GetProperty("passed").GetBoolean());
+        Assert.True(File.Exists(_dir["p.png"]));
+    }
+
+    [Fact]
+    public void ReportHoldsPerStepLossesEpochsValidationsTimingAndFinalMetrics()
+    {
+        AssertOk(Train("--epochs", "2", "--validate-every", "5", "--report", _dir["r.json"]));
+        var r = TrainData.Report(_dir["r.json"]);
+        Assert.Equal(24, r.GetProperty("steps").GetInt32());
+        Assert.Equal(2, r.GetProperty("epoch_metrics").GetArrayLength());
+        Assert.Equal(4, r.GetProperty("validations").GetArrayLength()); // steps 5, 10, 15, 20
+        Assert.True(r.GetProperty("steps_per_second").GetDouble() > 0);
+        Assert.True(r.GetProperty("wall_seconds").GetDouble() > 0);
+        Assert.Equal("completed", r.GetProperty("stop_reason").GetString());
+        var m = r.GetProperty("metrics");
+        foreach (var key in new[] { "train_loss", "val_loss", "val_accuracy", "best_val_loss", "steps_per_second", "examples_per_second" })
+            Assert.Equal(JsonValueKind.Number, m.GetProperty(key).ValueKind);
+        Assert.Equal(JsonValueKind.Null, m.GetProperty("test_accuracy").ValueKind);
+        // 96 examples per epoch, 2 epochs: the throughput counts examples, not batches.
+        Assert.Equal(192, r.GetProperty("examples_per_second").GetDouble() * r.GetProperty("train_seconds").GetDouble(), 3);
+    }
+
+    [Fact]
+    public void WithoutATerminalProgressIsPlainLogLines()
+    {
+        var r = AssertOk(Run("train", _model, "--train", _train, "--val-split", "0.25", "--batch-size", "8", "--epochs", "2", "--log-every", "3"));
+        var lines = r.Out.Split('\n');
+        Assert.Contains(lines, l => l.StartsWith("step 3/18  epoch 1/2  loss ", StringComparison.Ordinal) && l.Contains(" ex/s  eta ", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.StartsWith("epoch 1/2 done: mean train loss ", StringComparison.Ordinal) && l.Contains("val accuracy", StringComparison.Ordinal));
+        Assert.DoesNotContain('\u001b', r.Out);
+    }
+
+    [Fact]
+    public void OnATerminalAProgressBarRuns()
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        int code = CliApp.Run(["train", _model, "--train", _train, "--batch-size", "8", "--epochs", "1"], o, e, isTerminal: true);
+        Assert.True(code == 0, o + "\n" + e);
+        Assert.Contains("100%", o.ToString());
+        Assert.Contains("done: 12 updates", o.ToString());
+    }
+
+    [Fact]
+    public void ExportWritesTheOriginalGraphWithTrainedWeightsAndEvalMeasuresIt()
+    {
+        AssertOk(Train("--epochs", "2", "--export", _dir["tuned.onnx"], "--checkpoint", _dir["ck"], "--report", _dir["r.json"]));
+        var original = OnnxModelIO.Load(_model);
+        var tuned = OnnxModelIO.Load(_dir["tuned.onnx"]);
+        Assert.Equal(original.Graph.Node.Select(n => n.ToString()), tuned.Graph.Node.Select(n => n.ToString()));
+        Assert.NotEqual(original.Graph.Initializer[0].ToString(), tuned.Graph.Initializer[0].ToString());
+
+        // export from the checkpoint gives the same file as --export
+        var ex = AssertOk(Run("export", "--checkpoint", _dir["ck"], "-o", _dir["again.onnx"]));
+        Assert.Contains(" of " + _dir["ck"], ex.Out);
+        Assert.Equal(File.ReadAllBytes(_dir["tuned.onnx"]), File.ReadAllBytes(_dir["again.onnx"]));
+
+        var val = TrainData.Report(_dir["r.json"]).GetProperty("metrics");
+        AssertOk(Run("eval", _dir["tuned.onnx"], "--data", _val, "--report", _dir["e.json"]));
+        var m = TrainData.Report(_dir["e.json"]).GetProperty("metrics");
+        Assert.Equal(val.GetProperty("val_loss").GetDouble(), m.GetProperty("loss").GetDouble(), 5);
+        Assert.Equal(val.GetProperty("val_accuracy").GetDouble(), m.GetProperty("accuracy").GetDouble(), 9);
+    }
+
+    [Fact]
+    public void EvalWithNoArgumentsMeasuresTheEmbeddedDefaultAndGatesIt()
+    {
+        var r = AssertOk(Run("eval", "--fail-if", "accuracy<0.7"));
+        Assert.Contains("accuracy 72.80%", r.Out);
+        Assert.Contains("gate passed", r.Out);
+        var failed = Run("eval", "--fail-if", "accuracy<75%");
+        Assert.Equal(3, failed.Code);
+        Assert.Equal("gate failed: --fail-if \"accuracy<75%\": accuracy = 0.728", Assert.Single(failed.ErrLines));
+    }
+
+    [Fact]
+    public void FrozenGroupsAndFrozenGlobsKeepTheirWeights()
+    {
+        AssertOk(Train("--epochs", "1", "--group", "fc1.*:frozen", "--export", _dir["g.onnx"]));
+        AssertOk(Train("--epochs", "1", "--frozen", "fc2.bias", "--export", _dir["f.onnx"]));
+        static Dictionary<string, float[]> Weights(string path) =>
+            OnnxModelIO.Load(path).Graph.Initializer.ToDictionary(t => t.Name, t => TensorData.ToFloats(t).ToArray());
+        var original = Weights(_model);
+        var g = Weights(_dir["g.onnx"]);
+        var f = Weights(_dir["f.onnx"]);
+        Assert.Equal(original["fc1.weight"], g["fc1.weight"]);
+        Assert.Equal(original["fc1.bias"], g["fc1.bias"]);
+        Assert.NotEqual(original["fc2.weight"], g["fc2.weight"]);
+        Assert.Equal(original["fc2.bias"], f["fc2.bias"]);
+        Assert.NotEqual(original["fc2.weight"], f["fc2.weight"]);
+    }
+
+    [Fact]
+    public void NpyNpzAndTensorProtoDataTrainLikeCsv()
+    {
+        var (x, y) = TrainData.Make(48, 4);
+        File.WriteAllBytes(_dir["x.npy"], TrainData.Npy(x, 48, 4));
+        File.WriteAllBytes(_dir["y.npy"], TrainData.Npy(y, 48));
+        TrainData.Npz(_dir["d.npz"], ("features", TrainData.Npy(x, 48, 4)), ("labels", TrainData.Npy(y, 48)));
+        Models.SaveTensor(Models.Floats("x", [48, 4], x), _dir["x.pb"]);
+        Models.SaveTensor(Models.Int64s("y", [48], y), _dir["y.pb"]);
+        TrainData.Csv(_dir["d.csv"], x, y);
+        string[] common = ["--batch-size", "8", "--epochs", "1", "--threads", "1", "--quiet"];
+        AssertOk(Run(["train", _model, "--train", _dir["d.csv"], "--report", _dir["csv.json"], .. common]));
+        AssertOk(Run(["train", _model, "--train", _dir["x.npy"], "--train-labels", _dir["y.npy"], "--report", _dir["npy.json"], .. common]));
+        AssertOk(Run(["train", _model, "--train", _dir["d.npz"], "--npz-keys", "features,labels", "--report", _dir["npz.json"], .. common]));
+        AssertOk(Run(["train", _model, "--train", _dir["x.pb"], "--train-labels", _dir["y.pb"], "--report", _dir["pb.json"], .. common]));
+        var csv = TrainData.StepLosses(TrainData.Report(_dir["csv.json"]));
+        Assert.Equal(csv, TrainData.StepLosses(TrainData.Report(_dir["npy.json"])));
+        Assert.Equal(csv, TrainData.StepLosses(TrainData.Report(_dir["npz.json"])));
+        Assert.Equal(csv, TrainData.StepLosses(TrainData.Report(_dir["pb.json"])));
+    }
+
+    [Fact]
+    public void AutoNormalizationAndSchedulesAreRecorded()
+    {
+        AssertOk(Train("--epochs", "2", "--normalize", "auto", "--schedule", "cosine", "--warmup", "3", "--clip-grad-norm", "1", "--accumulate", "2", "--report", _dir["r.json"]));
+        var r = TrainData.Report(_dir["r.json"]);
+        var n = r.GetProperty("normalization");
+        Assert.Equal(4, n.GetProperty("mean").GetArrayLength()); // 1-D features: one per feature
+        Assert.Equal(12, r.GetProperty("steps").GetInt32());    // 12 batches per epoch, 2 per update
+        Assert.Equal("cosine", r.GetProperty("config").GetProperty("schedule").GetString());
+    }
+
+    [Fact]
+    public void RegressionWithMseOnANamedCsvTargetColumn()
+    {
+        string model = Models.Save(Models.Linear2(classes: 1), _dir["reg.onnx"]);
+        var (x, _) = TrainData.Make(64, 8);
+        var csv = new System.Text.StringBuilder("f0,f1,target,f2,f3\n");
+        for (int i = 0; i < 64; i++)
+        {
+            float t = 0.5f * x[i * 4] - x[i * 4 + 3];
+            csv.AppendLine(string.Join(",", new[] { x[i * 4], x[i * 4 + 1], t, x[i * 4 + 2], x[i * 4 + 3] }.Select(v => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture))));
+        }
+        File.WriteAllText(_dir["reg.csv"], csv.ToString());
+        var r = AssertOk(Run("train", model, "--train", _dir["reg.csv"], "--label-column", "target", "--loss", "mse", "--val-split", "0.25",
+            "--epochs", "20", "--batch-size", "8", "--lr", "0.01", "--quiet", "--report", _dir["r.json"], "--fail-if", "val_loss>0.1"));
+        var report = TrainData.Report(_dir["r.json"]);
+        var losses = TrainData.StepLosses(report);
+        Assert.True(losses[^1] < losses[0] / 5, $"{losses[0]} -> {losses[^1]}");
+        Assert.Equal(JsonValueKind.Null, report.GetProperty("metrics").GetProperty("val_accuracy").ValueKind);
+        AssertUserError(Run("train", model, "--train", _dir["reg.csv"], "--label-column", "target", "--loss", "mse", "--fail-if", "val_accuracy<1"),
+            "--fail-if", "not measured");
+    }
+
+    [Fact]
+    public void PatienceStopsEarlyWhenValidationStopsImproving()
+    {
+        // Validation labels unrelated to the features: the loss there soon stops improving.
+        var (x, y) = TrainData.Make(40, 2);
+        string noise = TrainData.Csv(_dir["noise.csv"], x, y.Select((_, i) => (long)(i * 7 % 3)).ToArray());
+        AssertOk(Run("train", _model, "--train", _train, "--val", noise, "--batch-size", "8", "--epochs", "20", "--lr", "0.05",
+            "--validate-every", "2", "--patience", "2", "--quiet", "--report", _dir["r.json"]));
+        var r = TrainData.Report(_dir["r.json"]);
+        Assert.Equal("early stopping", r.GetProperty("stop_reason").GetString());
+        Assert.True(r.GetProperty("steps").GetInt32() < 240);
+    }
+
+    [Fact]
+    public void DynamicInputDimensionsNeedAnInputShape()
+    {
+        var m = Models.Linear2();
+        var dims = m.Graph.Input[0].Type.TensorType.Shape.Dim;
+        dims[1].ClearValue();
+        dims[1].DimParam = "F";
+        string model = Models.Save(m, _dir["dynamic.onnx"]);
+        AssertUserError(Run("train", model, "--train", _train), "input 'x'", "--input-shape x=");
+        AssertOk(Run("train", model, "--train", _train, "--input-shape", "x=4", "--epochs", "1", "--quiet"));
+    }
+}

@@ -1,0 +1,98 @@
+using System.Diagnostics;
+using OnnxKfac.Cli.Tests.Support;
+using OnnxKfac.Toolkit.Checkpoints;
+
+namespace OnnxKfac.Cli.Tests;
+
+/// <summary>
+/// kill -9 at random moments of a run that checkpoints after every update: the checkpoint on
+/// disk always loads (atomic writes), holds finite weights, and a run resumes from it.
+/// </summary>
+public sealed class TrainKillTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private static string Dotnet() =>
+        Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
+
+    private Process Start(params string[] args)
+    {
+        var psi = new ProcessStartInfo(Dotnet())
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "onnx-kfac.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        var process = Process.Start(psi)!;
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return process;
+    }
+
+    [Fact]
+    public void TheCheckpointSurvivesKillMinus9AtRandomMomentsAndTheRunResumes()
+    {
+        string ck = _dir["run.ckpt"];
+        string[] run =
+        [
+            "train", TrainData.Default("fashion_mlp.onnx"),
+            "--train", TrainData.Default("train-images-idx3-ubyte.gz"), "--train-labels", TrainData.Default("train-labels-idx1-ubyte.gz"),
+            "--scale", "255", "--epochs", "50", "--checkpoint", ck, "--checkpoint-every", "1", "--resume", "--quiet",
+        ];
+        var rng = new Random(Environment.TickCount);
+        long lastStep = 0;
+        int loaded = 0;
+        for (int kill = 0; kill < 4; kill++)
+        {
+            using var p = Start(run);
+            if (kill == 0)
+            {
+                // The first time, wait for the first checkpoint (start-up time varies with load).
+                var wait = Stopwatch.StartNew();
+                while (!File.Exists(ck) && wait.Elapsed < TimeSpan.FromSeconds(30) && !p.HasExited) Thread.Sleep(20);
+                Thread.Sleep(rng.Next(1000));
+            }
+            else Thread.Sleep(500 + rng.Next(2000));
+            Assert.False(p.HasExited, "the run ended before it was killed");
+            p.Kill(); // SIGKILL on Linux
+            p.WaitForExit();
+            if (!File.Exists(ck)) continue; // killed before the first update
+            var c = Checkpoint.Load(ck);
+            foreach (var param in c.Parameters) Assert.All(param.Value, v => Assert.True(float.IsFinite(v)));
+            long step = c.Longs["step"];
+            Assert.True(step >= lastStep, $"update {step} after {lastStep}");
+            lastStep = step;
+            loaded++;
+        }
+        Assert.True(loaded > 0, "no checkpoint was ever written");
+
+        // The last checkpoint continues: a few more updates, then a clean exit.
+        using var finish = Start([.. run, "--max-steps", (lastStep + 3).ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        Assert.True(finish.WaitForExit(60_000));
+        Assert.Equal(0, finish.ExitCode);
+        Assert.Equal(lastStep + 3, Checkpoint.Load(ck).Longs["step"]);
+    }
+
+    [Fact]
+    public void CtrlCStopsAfterTheCurrentUpdateWritesCheckpointAndReportAndExits130()
+    {
+        string ck = _dir["int.ckpt"], report = _dir["int.json"];
+        using var p = Start("train", "--epochs", "50", "--checkpoint", ck, "--checkpoint-every", "25", "--report", report, "--quiet");
+        var wait = Stopwatch.StartNew();
+        while (!File.Exists(ck) && wait.Elapsed < TimeSpan.FromSeconds(30) && !p.HasExited) Thread.Sleep(20);
+        Assert.False(p.HasExited, "the run ended before it was interrupted");
+        using (var kill = Process.Start("kill", ["-INT", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) kill.WaitForExit();
+        Assert.True(p.WaitForExit(30_000));
+        Assert.Equal(130, p.ExitCode);
+        var r = TrainData.Report(report);
+        Assert.Equal("cancelled", r.GetProperty("stop_reason").GetString());
+        Assert.Equal(r.GetProperty("steps").GetInt64(), Checkpoint.Load(ck).Longs["step"]);
+    }
+}

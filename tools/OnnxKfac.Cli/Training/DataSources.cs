@@ -1,0 +1,185 @@
+using System.Globalization;
+using OnnxKfac.Graph;
+using OnnxKfac.Toolkit.Data;
+
+namespace OnnxKfac.Cli.Training;
+
+/// <summary>
+/// Opens the data files named on the command line as <see cref="Dataset"/>s. The format is
+/// chosen by the file name: <c>.csv</c>/<c>.tsv</c> (label in a column), <c>.npz</c> (features
+/// and labels under two keys), <c>.npy</c> and <c>.pb</c> (ONNX TensorProto; labels in a second
+/// file), anything else IDX (raw or gzip; labels in a second file). Every failure becomes one
+/// line that names the flag and the file.
+/// </summary>
+internal static class DataSources
+{
+    public enum Format { Csv, Npz, Npy, TensorProto, Idx }
+
+    public static Format Detect(string path)
+    {
+        string name = Path.GetFileName(path).ToLowerInvariant();
+        if (name.EndsWith(".csv", StringComparison.Ordinal) || name.EndsWith(".tsv", StringComparison.Ordinal)) return Format.Csv;
+        if (name.EndsWith(".npz", StringComparison.Ordinal)) return Format.Npz;
+        if (name.EndsWith(".npy", StringComparison.Ordinal)) return Format.Npy;
+        if (name.EndsWith(".pb", StringComparison.Ordinal)) return Format.TensorProto;
+        return Format.Idx;
+    }
+
+    /// <summary>Fails early, before a model is loaded, when a data file does not exist.</summary>
+    public static void CheckExists(Config cfg, string key)
+    {
+        if (cfg.String(key) is { } path && !File.Exists(path))
+            throw cfg.Error(key, Directory.Exists(path) ? $"{path} is a folder; name the data file" : $"{path}: no such file");
+    }
+
+    /// <summary>
+    /// Opens the data set named by setting <paramref name="key"/> (e.g. "train") with its labels
+    /// from <paramref name="labelsKey"/> where the format needs a second file.
+    /// </summary>
+    public static Dataset Open(Config cfg, string key, string labelsKey, DataOptions options)
+    {
+        string path = cfg.String(key) ?? throw new InvalidOperationException($"no {key} data");
+        string? labels = cfg.String(labelsKey);
+        string flag = cfg.Where(key);
+        var format = Detect(path);
+        CheckExists(cfg, key);
+        CheckExists(cfg, labelsKey);
+        try
+        {
+            switch (format)
+            {
+                case Format.Csv:
+                {
+                    if (labels is not null)
+                        throw cfg.Error(labelsKey, $"{path} is CSV: its labels are one of its columns (--label-column NAME|INDEX; default the last), not a second file");
+                    var csv = new CsvOptions { Delimiter = path.EndsWith(".tsv", StringComparison.OrdinalIgnoreCase) ? '\t' : ',' };
+                    if (cfg.String("label_column") is { } column)
+                        csv = int.TryParse(column, NumberStyles.None, CultureInfo.InvariantCulture, out int index)
+                            ? csv with { LabelColumnIndex = index }
+                            : csv with { LabelColumn = column };
+                    return Csv.OpenDataset(path, csv, options);
+                }
+                case Format.Npz:
+                {
+                    if (labels is not null)
+                        throw cfg.Error(labelsKey, $"{path} is NPZ: its labels are an entry of the archive (--npz-keys FEATURES,LABELS; default x,y), not a second file");
+                    var (xKey, yKey) = NpzKeys(cfg);
+                    var tensors = Npz.ReadTensors(path);
+                    string have = string.Join(", ", tensors.Keys.Order(StringComparer.Ordinal));
+                    if (!tensors.TryGetValue(xKey, out var x))
+                        throw new OnnxKfacException($"{flag} {path}: the archive has no entry '{xKey}' for the features (it holds: {have}); name the entries with --npz-keys FEATURES,LABELS");
+                    if (!tensors.TryGetValue(yKey, out var y))
+                        throw new OnnxKfacException($"{flag} {path}: the archive has no entry '{yKey}' for the labels (it holds: {have}); name the entries with --npz-keys FEATURES,LABELS");
+                    return Dataset.FromTensors(x, y, options);
+                }
+                default:
+                {
+                    if (labels is null)
+                        throw new OnnxKfacException($"{flag} {path}: {Describe(format)} file holds the features only; give the labels with {LabelsFlag(key)} FILE");
+                    var labelFormat = Detect(labels);
+                    if (format == Format.Idx && labelFormat == Format.Idx) return Idx.OpenDataset(path, labels, options);
+                    if (labelFormat is Format.Csv or Format.Npz)
+                        throw cfg.Error(labelsKey, $"{labels}: labels must be an IDX, .npy or .pb tensor file");
+                    return Dataset.FromTensors(ReadTensor(path, format), ReadTensor(labels, labelFormat), options);
+                }
+            }
+        }
+        catch (DataException e)
+        {
+            throw new OnnxKfacException($"{flag}: {e.Message.TrimEnd('.')}", e);
+        }
+        catch (ArgumentException e)
+        {
+            throw new OnnxKfacException($"{flag} {path}: {e.Message.TrimEnd('.')}", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new OnnxKfacException($"{flag} {path}: cannot read: {e.Message}", e);
+        }
+    }
+
+    private static string LabelsFlag(string key) => "--" + key.Replace('_', '-') + "-labels";
+
+    private static string Describe(Format f) => f switch
+    {
+        Format.Npy => "a .npy",
+        Format.TensorProto => "a TensorProto (.pb)",
+        _ => "an IDX",
+    };
+
+    private static DataTensor ReadTensor(string path, Format format) => format switch
+    {
+        Format.Npy => Npy.ReadTensor(path),
+        Format.TensorProto => TensorProtoFile.ReadTensor(path),
+        _ => Idx.ReadTensor(path),
+    };
+
+    private static (string X, string Y) NpzKeys(Config cfg)
+    {
+        string text = cfg.String("npz_keys", "x,y")!;
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        if (parts.Length != 2 || parts.Any(p => p.Length == 0))
+            throw cfg.Error("npz_keys", $"'{text}' should be two entry names, FEATURES,LABELS (e.g. x,y)");
+        return (parts[0], parts[1]);
+    }
+
+    /// <summary>
+    /// The normalization from <c>--scale</c> and <c>--normalize</c> (none | auto | MEAN,STD), or
+    /// null for none. <c>auto</c> computes per-channel means and deviations on <paramref name="training"/>.
+    /// </summary>
+    public static Normalization? ResolveNormalization(Config cfg, Dataset? training)
+    {
+        double scale = cfg.Double("scale", 1)!.Value;
+        if (!(scale > 0)) throw cfg.Error("scale", $"{scale}: the divisor must be positive (e.g. 255 for bytes)");
+        string mode = cfg.String("normalize", "none")!.Trim();
+        Normalization? n;
+        try
+        {
+            switch (mode.ToLowerInvariant())
+            {
+                case "none":
+                    n = scale == 1 ? null : Normalization.DivideBy((float)scale);
+                    break;
+                case "auto":
+                    if (training is null) throw cfg.Error("normalize", "'auto' computes the statistics from training data; give MEAN,STD or none here");
+                    n = Normalization.Compute(training, NormalizationAxis.PerChannel, (float)(1 / scale));
+                    break;
+                default:
+                    var parts = mode.Split(',', StringSplitOptions.TrimEntries);
+                    if (parts.Length != 2 ||
+                        !float.TryParse(parts[0], NumberStyles.Float, CultureInfo.InvariantCulture, out float mean) ||
+                        !float.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out float std))
+                        throw cfg.Error("normalize", $"'{mode}' is not none, auto or MEAN,STD (e.g. 0.2860,0.3530)");
+                    if (!(std > 0) || !float.IsFinite(std) || !float.IsFinite(mean))
+                        throw cfg.Error("normalize", $"'{mode}': the standard deviation must be positive and both numbers finite");
+                    n = new Normalization { Scale = (float)(1 / scale), Mean = [mean], Std = [std] };
+                    break;
+            }
+        }
+        catch (DataException e)
+        {
+            throw new OnnxKfacException($"{cfg.Where("normalize")}: {e.Message.TrimEnd('.')}", e);
+        }
+        return n;
+    }
+
+    /// <summary>A normalization as JSON-friendly values for the report.</summary>
+    public static object? DescribeNormalization(Normalization? n) => n is null ? null : new
+    {
+        scale = n.Scale,
+        axis = n.Axis == NormalizationAxis.PerChannel ? "channel" : "feature",
+        mean = n.Mean?.ToArray(),
+        std = n.Std?.ToArray(),
+    };
+
+    /// <summary>Applies <paramref name="n"/> (a new view; the caller disposes both).</summary>
+    public static Dataset Apply(Dataset data, Normalization? n, Config cfg)
+    {
+        if (n is null) return data;
+        try { return data.WithNormalization(n); }
+        catch (ArgumentException e)
+        {
+            throw new OnnxKfacException($"{cfg.Where("normalize")}: {e.Message.TrimEnd('.')}", e);
+        }
+    }
+}

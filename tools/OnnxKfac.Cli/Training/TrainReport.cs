@@ -1,0 +1,56 @@
+using System.Text.Json.Nodes;
+using OnnxKfac.Cli.Common;
+using OnnxKfac.Graph.Model;
+
+namespace OnnxKfac.Cli.Training;
+
+internal sealed record DataSummary(string Source, int Examples);
+
+/// <summary>The JSON report of a train or eval run (snake_case keys; every key always present).</summary>
+internal sealed record TrainReport
+{
+    public int Version { get; init; } = 1;
+    public required string Command { get; init; }
+    public required string Model { get; init; }
+    public bool DefaultJob { get; init; }
+    public required JsonNode? Config { get; init; }
+    public required string StartedAt { get; init; }
+    public required Dictionary<string, DataSummary?> Data { get; init; }
+    public object? Normalization { get; init; }
+    public int Parameters { get; init; }
+    public long ParameterValues { get; init; }
+    public long? ResumedFromStep { get; init; }
+    public double WallSeconds { get; init; }
+    public double TrainSeconds { get; init; }
+    public long Steps { get; init; }
+    public long SkippedSteps { get; init; }
+    public int Epochs { get; init; }
+    public double StepsPerSecond { get; init; }
+    public double ExamplesPerSecond { get; init; }
+    public string StopReason { get; init; } = "";
+    public string? Error { get; init; }
+    public IReadOnlyList<StepRecord> StepLosses { get; init; } = [];
+    public IReadOnlyList<EpochRecord> EpochMetrics { get; init; } = [];
+    public IReadOnlyList<ValidationRecord> Validations { get; init; } = [];
+    public IReadOnlyList<string> Messages { get; init; } = [];
+
+    /// <summary>Every metric a gate can name (null: not measured in this run).</summary>
+    public required SortedDictionary<string, double?> Metrics { get; init; }
+    public IReadOnlyList<GateResult> Gates { get; init; } = [];
+    public bool GatesPassed { get; init; } = true;
+    public Dictionary<string, string?> Outputs { get; init; } = [];
+
+    public void Write(string path)
+    {
+        CreateParent(path);
+        Commands.PrepareCommand.Write(() => AtomicFile.WriteAllText(path, Json.Serialize(this) + "\n"), path);
+    }
+
+    /// <summary>Creates the folder a file is written into (report, plot, checkpoint, export).</summary>
+    public static void CreateParent(string path)
+    {
+        string? dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
+        if (dir is null || Directory.Exists(dir)) return;
+        Commands.PrepareCommand.Write(() => Directory.CreateDirectory(dir), dir);
+    }
+}

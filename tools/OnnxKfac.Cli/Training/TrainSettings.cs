@@ -1,0 +1,82 @@
+namespace OnnxKfac.Cli.Training;
+
+/// <summary>
+/// Every setting of <c>onnx-kfac train</c>. Each is a flag and, with the same name in
+/// snake_case, a key of the JSON config file (<c>--batch-size 64</c> = <c>"batch_size": 64</c>).
+/// </summary>
+internal static class TrainSettings
+{
+    private const SettingType S = SettingType.String, I = SettingType.Int, D = SettingType.Double, B = SettingType.Bool, L = SettingType.List;
+
+    public static IReadOnlyList<Setting> All { get; } =
+    [
+        // model and loss
+        new("model", S, "The ONNX model to fine-tune (the MODEL argument)") { Positional = true },
+        new("loss", S, "Loss appended to the output: cross-entropy (default), mse, l1, bce-with-logits", "KIND"),
+        new("output", S, "The model output the loss reads (default: the model's only output)", "NAME"),
+        new("reduction", S, "Loss reduction: mean (default) or sum", "mean|sum"),
+        new("ignore_index", I, "Cross-entropy: targets equal to this are ignored (default -100, as PyTorch)"),
+        new("label_smoothing", D, "Cross-entropy label smoothing in [0, 1] (default 0)"),
+        new("class_weights", S, "Cross-entropy class weights, comma-separated, one per class", "a,b,c"),
+        new("trainable", L, "Train only initializers matching this glob (repeatable; * ? [abc]); default: every float initializer that reaches the loss", "GLOB"),
+        new("frozen", L, "Keep initializers matching this glob fixed (repeatable)", "GLOB"),
+        new("input_shape", L, "Per-example shape of a data input with dynamic dimensions besides the batch (repeatable)", "NAME=d1,d2"),
+
+        // data
+        new("train", S, "Training data: .csv/.tsv (label column), .npz (two entries), or features .npy/.pb/IDX with --train-labels", "PATH"),
+        new("train_labels", S, "Labels of --train for .npy, .pb and IDX files", "PATH"),
+        new("val", S, "Validation data (same formats as --train); validated each epoch, best weights kept", "PATH"),
+        new("val_labels", S, "Labels of --val for .npy, .pb and IDX files", "PATH"),
+        new("val_split", D, "Hold out this fraction of --train for validation (seeded), e.g. 0.1", "FRACTION"),
+        new("test", S, "Test data, evaluated before and after training and never used to choose weights", "PATH"),
+        new("test_labels", S, "Labels of --test for .npy, .pb and IDX files", "PATH"),
+        new("label_column", S, "CSV: the label column by header name or 0-based index (default: the last)", "NAME|INDEX"),
+        new("npz_keys", S, "NPZ: the entries holding features and labels (default x,y)", "X,Y"),
+        new("scale", D, "Divide every feature by this first (255 maps bytes to [0,1]); default 1", "S"),
+        new("normalize", S, "Then normalize: none (default), auto (per-channel mean/std of the training data) or MEAN,STD", "auto|none|MEAN,STD"),
+
+        // optimizer
+        new("optimizer", S, "sgd or adamw (default adamw); K-FAC is the next milestone", "sgd|adamw"),
+        new("lr", D, "Learning rate (default 0.001)"),
+        new("momentum", D, "SGD momentum (default 0)"),
+        new("nesterov", B, "SGD: Nesterov momentum"),
+        new("weight_decay", D, "Weight decay: decoupled for AdamW (default 0.01), L2 for SGD (default 0)"),
+        new("beta1", D, "AdamW first-moment decay (default 0.9)"),
+        new("beta2", D, "AdamW second-moment decay (default 0.999)"),
+        new("eps", D, "AdamW denominator epsilon (default 1e-8)"),
+        new("schedule", S, "Learning-rate schedule: constant (default), step, cosine (over the planned updates)", "constant|step|cosine"),
+        new("step_size", I, "Step schedule: updates between decays (default one epoch)"),
+        new("gamma", D, "Step schedule: decay factor (default 0.1)"),
+        new("min_lr_factor", D, "Cosine schedule: final rate as a fraction of --lr (default 0)"),
+        new("warmup", I, "Linear warm-up over this many updates before the schedule (default 0)"),
+        new("clip_grad_norm", D, "Clip gradients to this global L2 norm"),
+        new("accumulate", I, "Average gradients over K batches per update (default 1)", "K"),
+        new("group", L, "Parameter group settings, first match wins (repeatable), e.g. \"net.1.*:lr=0.0001,wd=0\" or \"*.bias:frozen\"", "GLOB:lr=X,wd=X,momentum=X,frozen"),
+
+        // loop
+        new("epochs", I, "Passes over the training data (default 3)"),
+        new("max_steps", I, "Stop after this many updates in all (with --epochs too: whichever comes first); not inherited by --resume") { RunSpecific = true },
+        new("batch_size", I, "Examples per batch (default 32)"),
+        new("drop_last", B, "Drop each epoch's last partial batch"),
+        new("seed", I, "Seed of shuffling, the validation split and sampling (default 42): the same seed gives the same losses"),
+        new("validate_every", I, "Validate every N updates instead of at each epoch end"),
+        new("patience", I, "Stop when the validation loss has not improved for N validations"),
+        new("no_keep_best", B, "Keep the last weights instead of those of the best validation"),
+        new("skip_nonfinite", B, "Skip updates whose loss or gradient is NaN/inf instead of stopping"),
+
+        // state
+        new("checkpoint", S, "Write a checkpoint here (atomically) at the end and every --checkpoint-every updates", "PATH") { RunSpecific = true },
+        new("checkpoint_every", I, "Checkpoint every N updates") { RunSpecific = true },
+        new("resume", B, "Continue from --checkpoint (same trajectory as an uninterrupted run); settings default to the checkpoint's") { RunSpecific = true },
+        new("export", S, "Write the fine-tuned model (the original graph with the new weights)", "OUT.onnx") { RunSpecific = true },
+
+        // output
+        new("report", S, "Write a JSON report: config, per-step losses, epochs, validations, timing, final metrics, gates", "PATH") { RunSpecific = true },
+        new("plot", S, "Write the loss curve as a PNG", "PATH") { RunSpecific = true },
+        new("fail_if", L, "CI gate, e.g. \"val_accuracy<0.85\" (repeatable): exit 3 when true", "METRIC<X") { RunSpecific = true },
+        new("device", S, "cpu (default), cuda or cuda:N (needs the GPU build)", "cpu|cuda[:N]") { RunSpecific = true },
+        new("threads", I, "ONNX Runtime intra-op threads (default: one per core)") { RunSpecific = true },
+        new("quiet", B, "Print only the summary") { RunSpecific = true },
+        new("log_every", I, "Without a terminal: a log line every N updates (default 50)") { RunSpecific = true },
+    ];
+}
