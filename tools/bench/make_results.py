@@ -159,7 +159,8 @@ def main():
       "PyTorch: forward under `no_grad`); **Fisher** = step with the sampled-Fisher backward pass "
       "(`SampledFisher = true`) and its overhead over the plain step; **no taps** = `LayerTaps = false`; "
       "**static N** = the same model with the batch dimension fixed (no run-time shape arithmetic in the backward graph); "
-      "**alloc** = managed bytes allocated over the timed steps (`GC.GetAllocatedBytesForCurrentThread`).")
+      "**SGD ms** = the `Sgd.Step` part of the step; **alloc** = managed bytes allocated by 100 untimed steps "
+      "(`GC.GetAllocatedBytesForCurrentThread`; see Allocation).")
     w("")
 
     models = []
@@ -250,8 +251,9 @@ def main():
     if experiments:
         w("## Experiments")
         w("")
-        w("A/B runs of the training graph directly on ONNX Runtime (same inputs, outputs allocated by ORT for both variants); "
-          "median (min) ms.")
+        w("A/B runs of the training graph (or, for MaxPool, the original model) directly on ONNX Runtime: same inputs, "
+          "outputs allocated by ORT for both variants, A and B alternating in blocks of 10 runs. Median (min) ms; "
+          "B vs A below 0 means B is faster.")
         w("")
         w("| model | batch | threads | experiment | A | B | B vs A | others |")
         w("|---|---:|---:|---|---:|---:|---:|---:|")

@@ -11,7 +11,8 @@ namespace OnnxKfac.Bench;
 
 /// <summary>
 /// Diagnostic A/B timings of a session's training graph run directly on ONNX Runtime
-/// (inputs bound once; outputs left to ONNX Runtime, the same for both variants):
+/// (inputs bound once; outputs left to ONNX Runtime, the same for both variants; A and B
+/// alternate in blocks of 10 timed runs):
 /// the graph as built versus a patched copy, and session settings the toolkit does not expose.
 /// </summary>
 internal static class Experiments
@@ -39,8 +40,7 @@ internal static class Experiments
             count++;
         }
         if (count == 0) return null;
-        var original = Time(session.TrainingModel, session, batch, threads, spinning: true, warmup, steps, out var before);
-        var after = Time(patched, session, batch, threads, spinning: true, warmup, steps, out var outputs);
+        var (original, after) = Compare(session.TrainingModel, patched, session, batch, threads, warmup, steps, out var before, out var outputs);
         double maxDiff = 0;
         foreach (var (name, v) in before)
             for (int i = 0; i < v.Length; i++) maxDiff = Math.Max(maxDiff, Math.Abs(v[i] - outputs[name][i]));
@@ -57,8 +57,7 @@ internal static class Experiments
     /// <summary>The training graph with ONNX Runtime's intra-op thread spinning on (its default) and off.</summary>
     public static JsonObject Spinning(TrainingSession session, BatchBinding batch, int threads, int warmup, int steps)
     {
-        var on = Time(session.TrainingModel, session, batch, threads, spinning: true, warmup, steps, out _);
-        var off = Time(session.TrainingModel, session, batch, threads, spinning: false, warmup, steps, out _);
+        var (on, off) = Compare(session.TrainingModel, session.TrainingModel, session, batch, threads, warmup, steps, out _, out _, spinningB: false);
         return new JsonObject { ["experiment"] = "intra_op_spinning", ["spinning_on"] = on.Json(), ["spinning_off"] = off.Json() };
     }
 
@@ -84,8 +83,7 @@ internal static class Experiments
             count++;
         }
         if (count == 0) return null;
-        var plain = Time(source, session, batch, threads, spinning: true, warmup, steps, out _, dataOnly: true);
-        var indices = Time(withIndices, session, batch, threads, spinning: true, warmup, steps, out _, dataOnly: true);
+        var (plain, indices) = Compare(source, withIndices, session, batch, threads, warmup, steps, out _, out _, dataOnly: true);
         return new JsonObject
         {
             ["experiment"] = "maxpool_indices",
@@ -160,8 +158,7 @@ internal static class Experiments
         }
         if (count == 0) return null;
         Graph.Model.Pruning.RemoveDeadNodes(g);
-        var original = Time(session.TrainingModel, session, batch, threads, spinning: true, warmup, steps, out var before);
-        var after = Time(patched, session, batch, threads, spinning: true, warmup, steps, out var outputs);
+        var (original, after) = Compare(session.TrainingModel, patched, session, batch, threads, warmup, steps, out var before, out var outputs);
         double maxRel = 0;
         foreach (var p in session.Manifest.Parameters)
         {
@@ -203,61 +200,112 @@ internal static class Experiments
         public JsonObject Json() => new() { ["median_ms"] = Median, ["p90_ms"] = P90, ["min_ms"] = Min };
     }
 
-    private static Result Time(ModelProto model, TrainingSession session, BatchBinding batch, int threads, bool spinning,
-        int warmup, int steps, out Dictionary<string, float[]> floatOutputs, bool dataOnly = false)
+    /// <summary>One model in its own ORT session with every input bound once; outputs are ORT-allocated.</summary>
+    private sealed class Runner : IDisposable
     {
-        using var options = new SessionOptions
+        private readonly InferenceSession _session;
+        private readonly OrtIoBinding _binding;
+        private readonly RunOptions _runOptions = new();
+        private readonly List<OrtValue> _owned = [];
+        private readonly string[] _names;
+
+        public Runner(ModelProto model, TrainingSession session, BatchBinding batch, int threads, bool spinning, bool dataOnly)
         {
-            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-            IntraOpNumThreads = threads,
-        };
-        options.AddSessionConfigEntry("session.intra_op.allow_spinning", spinning ? "1" : "0");
-        var owned = new List<OrtValue>();
-        using var s = new InferenceSession(model.ToByteArray(), options);
-        using var binding = s.CreateIoBinding();
-        using var runOptions = new RunOptions();
-        try
-        {
-            foreach (var p in dataOnly ? [] : session.Parameters)
+            using var options = new SessionOptions
             {
-                var v = OrtValue.CreateTensorValueFromMemory(p.Value, p.Shape);
-                owned.Add(v);
-                binding.BindInput(p.Name, v);
-            }
+                GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+                ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+                IntraOpNumThreads = threads,
+            };
+            options.AddSessionConfigEntry("session.intra_op.allow_spinning", spinning ? "1" : "0");
+            _session = new InferenceSession(model.ToByteArray(), options);
+            _binding = _session.CreateIoBinding();
+            foreach (var p in dataOnly ? [] : session.Parameters)
+                Bind(p.Name, OrtValue.CreateTensorValueFromMemory(p.Value, p.Shape));
             foreach (var input in session.Manifest.Inputs.Where(i => dataOnly ? i.Role is TensorRole.Data : i.Role is not TensorRole.Parameter))
             {
                 long[] shape = [.. batch.InputShape(input.Name)];
-                OrtValue v = input.ElemType switch
+                Bind(input.Name, input.ElemType switch
                 {
                     "float" => OrtValue.CreateTensorValueFromMemory(batch.Input<float>(input.Name).ToArray(), shape),
                     "int64" => OrtValue.CreateTensorValueFromMemory(batch.Input<long>(input.Name).ToArray(), shape),
                     _ => throw new InvalidOperationException(input.ElemType),
-                };
-                owned.Add(v);
-                binding.BindInput(input.Name, v);
+                });
             }
-            var names = s.OutputMetadata.Keys.ToArray();
-            foreach (var name in names) binding.BindOutputToDevice(name, OrtMemoryInfo.DefaultInstance);
-            for (int k = 0; k < warmup; k++) s.RunWithBinding(runOptions, binding);
-            var samples = new Samples(20000);
-            long start = Stopwatch.GetTimestamp();
-            for (int k = 0; k < steps || (k < 20000 && Stopwatch.GetElapsedTime(start).TotalSeconds < StepBench.MinSeconds); k++)
-            {
-                long t0 = Stopwatch.GetTimestamp();
-                s.RunWithBinding(runOptions, binding);
-                samples.Add(Stopwatch.GetTimestamp() - t0);
-            }
-            floatOutputs = new Dictionary<string, float[]>(StringComparer.Ordinal);
-            using (var values = binding.GetOutputValues())
-                for (int k = 0; k < names.Length; k++)
-                    if (values[k].GetTensorTypeAndShape().ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float)
-                        floatOutputs[names[k]] = values[k].GetTensorDataAsSpan<float>().ToArray();
-            return new Result(samples.Median, samples.P90, samples.Min);
+            _names = _session.OutputMetadata.Keys.ToArray();
+            foreach (var name in _names) _binding.BindOutputToDevice(name, OrtMemoryInfo.DefaultInstance);
         }
-        finally
+
+        public Samples Samples { get; } = new(20000);
+
+        private void Bind(string name, OrtValue value)
         {
-            foreach (var v in owned) v.Dispose();
+            _owned.Add(value);
+            _binding.BindInput(name, value);
         }
+
+        public void Run() => _session.RunWithBinding(_runOptions, _binding);
+
+        public long TimedRun()
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            Run();
+            long dt = Stopwatch.GetTimestamp() - t0;
+            Samples.Add(dt);
+            return dt;
+        }
+
+        /// <summary>The float outputs of the last run.</summary>
+        public Dictionary<string, float[]> Outputs()
+        {
+            var result = new Dictionary<string, float[]>(StringComparer.Ordinal);
+            using var values = _binding.GetOutputValues();
+            for (int k = 0; k < _names.Length; k++)
+                if (values[k].GetTensorTypeAndShape().ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float)
+                    result[_names[k]] = values[k].GetTensorDataAsSpan<float>().ToArray();
+            return result;
+        }
+
+        public Result Result() => new(Samples.Median, Samples.P90, Samples.Min);
+
+        public void Dispose()
+        {
+            _binding.Dispose();
+            _session.Dispose();
+            _runOptions.Dispose();
+            foreach (var v in _owned) v.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Times A and B in alternating blocks of 1 untimed + 10 timed runs (so drifts in the
+    /// machine's speed hit both alike) until each has at least <paramref name="steps"/> runs and 2 × MinSeconds have passed.
+    /// </summary>
+    private static (Result A, Result B) Compare(Runner a, Runner b, int warmup, int steps)
+    {
+        for (int k = 0; k < warmup; k++) { a.Run(); b.Run(); }
+        long start = Stopwatch.GetTimestamp();
+        while (a.Samples.Count < steps || (a.Samples.Count < 19990 && Stopwatch.GetElapsedTime(start).TotalSeconds < 2 * StepBench.MinSeconds))
+        {
+            // Each block starts with one untimed run: switching sessions evicts caches and
+            // parks the other session's worker threads, which would bias the first run.
+            a.Run();
+            for (int k = 0; k < 10; k++) a.TimedRun();
+            b.Run();
+            for (int k = 0; k < 10; k++) b.TimedRun();
+        }
+        return (a.Result(), b.Result());
+    }
+
+    private static (Result A, Result B) Compare(ModelProto modelA, ModelProto modelB, TrainingSession session, BatchBinding batch, int threads,
+        int warmup, int steps, out Dictionary<string, float[]> outputsA, out Dictionary<string, float[]> outputsB,
+        bool dataOnly = false, bool spinningA = true, bool spinningB = true)
+    {
+        using var a = new Runner(modelA, session, batch, threads, spinningA, dataOnly);
+        using var b = new Runner(modelB, session, batch, threads, spinningB, dataOnly);
+        var r = Compare(a, b, warmup, steps);
+        outputsA = a.Outputs();
+        outputsB = b.Outputs();
+        return r;
     }
 }
