@@ -31,8 +31,9 @@ internal static class GraphProfile
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
             IntraOpNumThreads = threads,
             OptimizedModelFilePath = optimizedPath,
-            EnableProfiling = true,
+            // The prefix first: the EnableProfiling setter passes the current prefix to ORT.
             ProfileOutputPathPrefix = Path.Combine(workDir, "profile"),
+            EnableProfiling = true,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
         var owned = new List<OrtValue>();
