@@ -68,6 +68,20 @@ public sealed class BackwardBuilder
     internal TensorInfo? Info(string tensor) => _g.Infos.GetValueOrDefault(tensor);
 
     /// <summary>
+    /// The values of a small constant tensor (an initializer that is not a graph input, or a
+    /// Constant node's output), or null. Callers use it only for inputs that need no gradient,
+    /// so a trained initializer is never mistaken for a constant.
+    /// </summary>
+    internal double[]? ConstantValues(string tensor)
+    {
+        Proto.TensorProto? t = null;
+        if (_g.Index.Initializers.TryGetValue(tensor, out var init) && !_g.Index.GraphInputs.ContainsKey(tensor)) t = init;
+        else if (_g.Index.Producer(tensor) is { OpType: "Constant" } node) t = node.GetTensor("value");
+        if (t is null || TensorData.ElementCount(t.Dims) > 16) return null;
+        return TensorData.ToDoubles(t);
+    }
+
+    /// <summary>
     /// Builds d(seeded outputs)/d(<paramref name="wrt"/>). <paramref name="seeds"/> maps
     /// each output tensor to the tensor holding its incoming gradient. Returns, for every
     /// tensor of <paramref name="wrt"/>, the name of its gradient (zeros when it does not

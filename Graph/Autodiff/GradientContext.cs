@@ -87,6 +87,12 @@ public sealed class GradientContext
     public long[]? ConstInput(int i) =>
         HasInput(i) && Info(X(i))?.Value is { } v && v.All(TensorInfo.IsConcrete) ? v : null;
 
+    /// <summary>
+    /// The values of input <paramref name="i"/> when it is a small constant (initializer or
+    /// Constant node) that needs no gradient; null otherwise.
+    /// </summary>
+    public double[]? ConstValues(int i) => HasInput(i) && !Needs(i) ? _builder.ConstantValues(X(i)) : null;
+
     /// <summary>A scalar constant in the element type of <paramref name="like"/>.</summary>
     public string Scalar(double value, string like) => Emit.Scalar(value, ElemType(like));
 

@@ -43,7 +43,16 @@ internal static class ElementwiseRules
         string bA = tb == ta ? b : e.Cast(b, ta);
         if (c.Needs(0))
         {
-            string slope = e.Mul(bA, e.Op("Pow", [a, e.Sub(bA, c.Scalar(1, a))]));
+            // A constant exponent (x² in exported LayerNorm and variance code) folds at build
+            // time: 2x for B = 2 avoids a generic Pow kernel, which is slow in ONNX Runtime.
+            string slope = c.ConstValues(1) is [double p]
+                ? p switch
+                {
+                    1 => e.Op("Expand", [c.Scalar(1, a), e.Shape(a)]),
+                    2 => e.Mul(a, c.Scalar(2, a)),
+                    _ => e.Mul(e.Op("Pow", [a, c.Scalar(p - 1, a)]), c.Scalar(p, a)),
+                }
+                : e.Mul(bA, e.Op("Pow", [a, e.Sub(bA, c.Scalar(1, a))]));
             c.SetGrad(0, c.Unbroadcast(e.Mul(dy, slope), a));
         }
         if (c.Needs(1) && TensorData.IsFloat(tb))
