@@ -53,11 +53,21 @@ public sealed record TrainingSessionOptions
             catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
             {
                 o.Dispose();
-                throw new OnnxKfacException(
-                    $"device {Device}: the CUDA execution provider is not available ({e.Message.Split('\n')[0]}). " +
-                    "Build the CLI with -p:OnnxKfacGpu=true (Microsoft.ML.OnnxRuntime.Gpu, needs CUDA 13 and cuDNN 9) and check that a GPU is visible", e);
+                string why = HasCudaProvider()
+                    ? "this is the CUDA build, but its libraries could not be loaded: it needs an NVIDIA driver, CUDA 13 and cuDNN 9 on the library path (--verbose shows ONNX Runtime's log)"
+                    : "this build has no CUDA provider: build the CLI with -p:OnnxKfacGpu=true (Microsoft.ML.OnnxRuntime.Gpu, needs CUDA 13 and cuDNN 9)";
+                throw new OnnxKfacException($"device {Device}: the CUDA execution provider is not available; {why}", e);
             }
         }
         return o;
+    }
+
+    /// <summary>Whether ONNX Runtime's CUDA provider library ships with this build.</summary>
+    private static bool HasCudaProvider()
+    {
+        string baseDir = AppContext.BaseDirectory;
+        return File.Exists(Path.Combine(baseDir, "libonnxruntime_providers_cuda.so"))
+            || (Directory.Exists(Path.Combine(baseDir, "runtimes"))
+                && Directory.EnumerateFiles(Path.Combine(baseDir, "runtimes"), "*onnxruntime_providers_cuda*", SearchOption.AllDirectories).Any());
     }
 }

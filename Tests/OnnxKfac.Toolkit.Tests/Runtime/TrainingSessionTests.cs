@@ -135,6 +135,16 @@ public class TrainingSessionTests
     }
 
     [Fact]
+    public void CudaOnTheCpuBuildIsOneClearError()
+    {
+        var e = Assert.Throws<OnnxKfacException>(() => TrainingSession.Create(RuntimeFixture.Fashion(),
+            new TrainingGraphOptions(new LossOptions(LossKind.CrossEntropy)), new TrainingSessionOptions { Device = Device.Parse("cuda:0") }));
+        Assert.Contains("device cuda:0", e.Message);
+        Assert.Contains("-p:OnnxKfacGpu=true", e.Message);
+        Assert.Throws<OnnxKfacException>(() => Device.Parse("tpu"));
+    }
+
+    [Fact]
     public void DoubleParametersAreRefusedWithTheirName()
     {
         var model = RuntimeFixture.Fashion();
