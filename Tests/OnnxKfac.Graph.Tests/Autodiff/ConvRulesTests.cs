@@ -1,3 +1,4 @@
+using OnnxKfac.Graph.Autodiff;
 using OnnxKfac.Graph.Model;
 using OnnxKfac.Graph.Proto;
 using OnnxKfac.Graph.Tests.Support;
@@ -104,6 +105,76 @@ public class ConvRulesTests(ITestOutputHelper log)
             Attributes.Int("group", group), Attributes.Ints("strides", [3, 2]), Attributes.Ints("dilations", [1, 2]), Attributes.Ints("pads", [1, 0, 2, 1]));
         foreach (int k in new[] { 0, 2, 3 }) model.Graph.Input[0].Type.TensorType.Shape.Dim[k].ClearDimValue();
         model.Graph.Output[0].Type = null;
+        RuleCheck.Log(log, "Conv", 17, GradCheck.Check(model, inputs, ["x", "w", "b"], Linear));
+    }
+
+    [Fact]
+    public void Conv2dGroupsDilationStrideAsymmetricPads() =>
+        Conv([2, 6, 9, 8], [4, 3, 3, 2], true, Attributes.Int("group", 2), Attributes.Ints("dilations", [2, 3]),
+            Attributes.Ints("strides", [2, 1]), Attributes.Ints("pads", [2, 0, 1, 3]));
+
+    [Fact]
+    public void Conv1dGroupsDilationAsymmetricPads() =>
+        Conv([2, 4, 13], [6, 2, 3], true, Attributes.Int("group", 2), Attributes.Ints("dilations", [2]),
+            Attributes.Ints("strides", [2]), Attributes.Ints("pads", [0, 3]));
+
+    [Fact]
+    public void Conv1dDepthwise() =>
+        Conv([2, 3, 10], [3, 1, 4], false, Attributes.Int("group", 3), Attributes.Ints("pads", [2, 1]));
+
+    // Pointwise windows: the weight gradient is a batched MatMul of dY and X.
+
+    [Fact]
+    public void Conv2dPointwise() =>
+        Conv([2, 3, 4, 5], [4, 3, 1, 1], true);
+
+    [Fact]
+    public void Conv2dPointwiseGroups() =>
+        Conv([2, 6, 3, 4], [4, 3, 1, 1], true, Attributes.Int("group", 2), Attributes.Ints("dilations", [2, 2]));
+
+    [Fact]
+    public void Conv2dPointwiseDepthwise() =>
+        Conv([2, 3, 4, 3], [6, 1, 1, 1], false, Attributes.Int("group", 3));
+
+    [Fact]
+    public void Conv1dPointwise() =>
+        Conv([2, 3, 7], [2, 3, 1], true);
+
+    [Fact]
+    public void Conv3dPointwise() =>
+        Conv([2, 2, 3, 2, 3], [3, 2, 1, 1, 1], true);
+
+    [Fact]
+    public void Conv2dPointwiseStride2() =>
+        Conv([2, 3, 5, 4], [4, 3, 1, 1], false, Attributes.Ints("strides", [2, 2]));
+
+    [Fact]
+    public void Conv2dPointwisePadded() =>
+        Conv([2, 3, 4, 4], [2, 3, 1, 1], false, Attributes.Ints("pads", [1, 0, 0, 1]));
+
+    [Theory]
+    [InlineData(new long[] { 2, 3, 4, 5 }, new long[] { 4, 3, 1, 1 }, 1, 0, true)]
+    [InlineData(new long[] { 2, 4, 7 }, new long[] { 4, 2, 1 }, 1, 0, true)]
+    [InlineData(new long[] { 2, 3, 4, 5 }, new long[] { 4, 3, 1, 1 }, 2, 0, false)]
+    [InlineData(new long[] { 2, 3, 4, 5 }, new long[] { 4, 3, 1, 1 }, 1, 1, false)]
+    [InlineData(new long[] { 2, 3, 6, 5 }, new long[] { 4, 3, 3, 3 }, 1, 1, false)]
+    public void WeightGradientIsAMatMulForPointwiseWindowsOnly(long[] x, long[] w, long stride, long pad, bool matMul)
+    {
+        int sp = x.Length - 2;
+        var model = TestModels.SingleOp("Conv", 17, ["x", "w"], Inputs(x, w), null, 1, Attributes.Int("group", x[1] / w[1]),
+            Attributes.Ints("strides", [.. Enumerable.Repeat(stride, sp)]), Attributes.Ints("pads", [.. Enumerable.Repeat(pad, 2 * sp)]));
+        var ops = GradientGraph.Build(model, [model.Graph.Output[0].Name], ["w"]).Graph.Node.Select(n => n.OpType).ToList();
+        Assert.Equal(matMul, ops.Contains("MatMul"));
+        Assert.Equal(matMul ? 1 : 2, ops.Count(o => o == "Conv"));
+    }
+
+    [Fact]
+    public void ConvPointwiseUnknownWeightShapeKeepsTheConv()
+    {
+        var inputs = Inputs([2, 3, 4, 5], [4, 3, 1, 1], 4);
+        var model = TestModels.SingleOp("Conv", 17, ["x", "w", "b"], inputs, null, 1, Attributes.Ints("kernel_shape", [1, 1]));
+        model.Graph.Input[1].Type.TensorType.Shape.Dim[0].ClearDimValue();
+        Assert.DoesNotContain(GradientGraph.Build(model, [model.Graph.Output[0].Name], ["w"]).Graph.Node, n => n.OpType == "MatMul");
         RuleCheck.Log(log, "Conv", 17, GradCheck.Check(model, inputs, ["x", "w", "b"], Linear));
     }
 

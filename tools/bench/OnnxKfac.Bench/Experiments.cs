@@ -177,6 +177,34 @@ internal static class Experiments
         };
     }
 
+    /// <summary>
+    /// A/B of two builds of the toolkit: the training graph another build wrote with <c>--dump</c>
+    /// (A, <c>--baseline DIR</c>) against this build's (B), same bindings, runs interleaved in
+    /// blocks. Null when the file is missing.
+    /// </summary>
+    public static JsonObject? Baseline(string path, TrainingSession session, BatchBinding batch, int threads, int warmup, int steps)
+    {
+        if (!File.Exists(path)) return null;
+        var baseline = Graph.Model.OnnxModelIO.Load(path);
+        var (a, b) = Compare(baseline, session.TrainingModel, session, batch, threads, warmup, steps, out var before, out var after);
+        double maxRel = 0;
+        foreach (var p in session.Manifest.Parameters)
+        {
+            var x = before[p.Gradient];
+            var y = after[p.Gradient];
+            double scale = x.Max(v => Math.Abs(v)) + 1e-12;
+            for (int i = 0; i < x.Length; i++) maxRel = Math.Max(maxRel, Math.Abs(x[i] - y[i]) / scale);
+        }
+        return new JsonObject
+        {
+            ["experiment"] = "baseline_build",
+            ["baseline"] = path,
+            ["original"] = a.Json(),
+            ["patched"] = b.Json(),
+            ["max_gradient_difference"] = maxRel,
+        };
+    }
+
     private static NodeProto Node(string op, string name, string[] inputs, string output) =>
         new() { OpType = op, Name = name, Input = { inputs }, Output = { output } };
 

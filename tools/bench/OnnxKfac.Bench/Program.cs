@@ -16,7 +16,7 @@ namespace OnnxKfac.Bench;
 /// onnx-kfac-bench [--models fashion_mlp,mlp,...] [--batches 32,256] [--threads 1,2]
 ///                 [--steps 100] [--warmup 20] [--out results.jsonl] [--attempts 3] [--quiet-cores 0.3]
 ///                 [--profile fashion_mlp:256:1,...] [--profile-out profile.json] [--profile-runs 50]
-///                 [--experiments transformer:256:2,...] [--experiments-out experiments.json]
+///                 [--experiments transformer:256:2,...] [--experiments-out experiments.json] [--baseline DIR]
 /// (--models none: only the profile and experiments; --dump DIR: write the training graphs and stop)
 /// </code>
 /// One JSON object per (model, batch, threads) goes to --out (JSON lines); a summary to stdout.
@@ -74,6 +74,7 @@ internal static class Program
                     Contention.Quietest<JsonObject?>(() => threads > 1 ? Experiments.Spinning(session, b, threads, opt.Warmup, opt.Steps) : null, opt.Attempts, opt.QuietCores),
                     Contention.Quietest(() => Experiments.ConvWeightGradPatches(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
                     Contention.Quietest(() => Experiments.MaxPoolIndices(source, session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
+                    Contention.Quietest(() => opt.Baseline is null ? null : Experiments.Baseline(Path.Combine(opt.Baseline, $"{spec.Name}.train.onnx"), session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
                 })
                 {
                     if (m.Value is not { } r) continue;
@@ -299,6 +300,7 @@ internal static class Program
         public int Warmup { get; private set; } = 20;
         public string? Out { get; private set; }
         public string? Dump { get; private set; }
+        public string? Baseline { get; private set; }
         public List<(string, int, int)> Profile { get; } = [];
         public string? ProfileOut { get; private set; }
         public List<(string, int, int)> Experiments { get; } = [];
@@ -326,6 +328,7 @@ internal static class Program
                     case "--warmup": o.Warmup = int.Parse(Next()); break;
                     case "--out": o.Out = Next(); break;
                     case "--dump": o.Dump = Next(); break;
+                    case "--baseline": o.Baseline = Next(); break;
                     case "--attempts": o.Attempts = int.Parse(Next()); break;
                     case "--quiet-cores": o.QuietCores = double.Parse(Next(), System.Globalization.CultureInfo.InvariantCulture); break;
                     case "--profile": o.Profile.AddRange(Configs(Next())); break;
