@@ -88,10 +88,7 @@ public sealed class Trainer
             if (_options.MaxSteps is { } budget && _step >= budget) { stop = "max steps"; break; }
             if (_options.MaxSteps is null && loader.Epoch >= _options.Epochs) break;
             int epoch = loader.Epoch;
-            bool got = _classes
-                ? loader.TryNextBatch(features, full.Input<long>(_target.Name), out int count)
-                : loader.TryNextBatch(features, full.Input<float>(_target.Name), out count);
-            if (!got)
+            if (!NextBatch(loader, full, features, featureLength, out var binding, out int count))
             {
                 if (accumulator is not null && accumulator.Pending > 0 && accumulator.Flush()) ApplyUpdate(double.NaN);
                 Metrics? val = validation is not null && _options.ValidateEvery is null ? Validate(validation, epoch) : null;
@@ -102,9 +99,6 @@ public sealed class Trainer
                 if (_options.MaxSteps is null && loader.Epoch >= _options.Epochs) break;
                 continue;
             }
-            var binding = count == batch ? full : CopyToPartial(full, count, featureLength);
-            if (binding == full) StageInput(full, featureLength * batch);
-            CheckLabels(binding, count, loader.Position.Index - count);
             double loss = _session.Run(binding);
             batchInEpoch++;
             examplesSinceTick += count;
@@ -194,12 +188,8 @@ public sealed class Trainer
         long correct = 0, counted = 0, examples = 0;
         bool sum = _session.Manifest.Loss.Reduction == "sum";
         string output = _session.Manifest.Loss.Output;
-        while (_classes ? loader.TryNextBatch(features, full.Input<long>(_target.Name), out int count)
-                        : loader.TryNextBatch(features, full.Input<float>(_target.Name), out count))
+        while (NextBatch(loader, full, features, data.FeatureLength, out var binding, out int count))
         {
-            var binding = count == batch ? full : CopyToPartial(full, count, data.FeatureLength);
-            if (binding == full) StageInput(full, data.FeatureLength * batch);
-            CheckLabels(binding, count, (int)examples);
             double loss = _session.Evaluate(binding);
             lossSum += sum ? loss : loss * count;
             examples += count;
@@ -224,6 +214,24 @@ public sealed class Trainer
     }
 
     // ---- data plumbing --------------------------------------------------------------------------
+
+    /// <summary>
+    /// Reads the loader's next batch into the full-size binding (or, for a short last batch,
+    /// a binding of its own size), converts token ids for int64 inputs and checks the labels.
+    /// False at the end of the epoch.
+    /// </summary>
+    private bool NextBatch(DataLoader loader, BatchBinding full, Span<float> features, int featureLength, out BatchBinding binding, out int count)
+    {
+        bool got = _classes
+            ? loader.TryNextBatch(features, full.Input<long>(_target.Name), out count)
+            : loader.TryNextBatch(features, full.Input<float>(_target.Name), out count);
+        binding = full;
+        if (!got) return false;
+        if (count == full.BatchSize) StageInput(full, featureLength * count);
+        else binding = CopyToPartial(full, count, featureLength);
+        CheckLabels(binding, count, loader.Position.Index - count);
+        return true;
+    }
 
     /// <summary>The span the loader fills: the input buffer itself for float inputs, a staging buffer for int64.</summary>
     private Span<float> FeatureBuffer(BatchBinding full, int length)
