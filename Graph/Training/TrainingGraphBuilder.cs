@@ -135,13 +135,9 @@ public static class TrainingGraphBuilder
         var ties = selection.Ties.ToDictionary(t => t.Name, t => Math.Max(t.Readers.Count, 1), StringComparer.Ordinal);
         foreach (var p in parameters)
         {
-            if (options.LossOnly)
-            {
-                manifestParams.Add(new ManifestParameter(p.Name, TypeName(p.DataType), p.Dims.ToArray(), "") { Uses = ties.GetValueOrDefault(p.Name, 1) });
-                continue;
-            }
-            string gname = grads[p.Name];
-            AddOutput(graph, outputs, g, gname, TensorRole.Gradient, new TensorInfo(p.DataType, p.Dims.ToArray()), p.Name);
+            // A loss-only graph lists its parameters with no gradient output.
+            string gname = options.LossOnly ? "" : grads[p.Name];
+            if (!options.LossOnly) AddOutput(graph, outputs, g, gname, TensorRole.Gradient, new TensorInfo(p.DataType, p.Dims.ToArray()), p.Name);
             manifestParams.Add(new ManifestParameter(p.Name, TypeName(p.DataType), p.Dims.ToArray(), gname) { Uses = ties.GetValueOrDefault(p.Name, 1) });
         }
         var manifestLayers = new List<ManifestLayer>();
