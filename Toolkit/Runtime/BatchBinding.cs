@@ -71,20 +71,20 @@ public sealed class BatchBinding : IDisposable
 
     /// <summary>A data input, target or noise buffer to fill before a run.</summary>
     public Span<T> Input<T>(string name) where T : unmanaged =>
-        (_inputs.TryGetValue(name, out var b) ? b : throw new KeyNotFoundException($"the training graph has no data input '{name}'")).Span<T>();
+        Find(_inputs, name, "the training graph has no data input").Span<T>();
 
     public IReadOnlyList<long> InputShape(string name) => _inputs[name].Shape;
 
     /// <summary>A training-graph output from the last <see cref="TrainingSession.Run"/> (model outputs, taps).</summary>
-    public ReadOnlySpan<float> Output(string name) =>
-        (_outputs.TryGetValue(name, out var b) ? b : throw new KeyNotFoundException($"the training graph has no output '{name}'")).Span<float>();
+    public ReadOnlySpan<float> Output(string name) => Find(_outputs, name, "the training graph has no output").Span<float>();
 
-    public IReadOnlyList<long> OutputShape(string name) =>
-        (_outputs.TryGetValue(name, out var b) ? b : throw new KeyNotFoundException($"the training graph has no output '{name}'")).Shape;
+    public IReadOnlyList<long> OutputShape(string name) => Find(_outputs, name, "the training graph has no output").Shape;
 
     /// <summary>A model output from the last <see cref="TrainingSession.Evaluate"/>.</summary>
-    public ReadOnlySpan<float> EvalOutput(string name) =>
-        (_evalOutputs.TryGetValue(name, out var b) ? b : throw new KeyNotFoundException($"the evaluation graph has no output '{name}'")).Span<float>();
+    public ReadOnlySpan<float> EvalOutput(string name) => Find(_evalOutputs, name, "the evaluation graph has no output").Span<float>();
+
+    private static TensorBuffer Find(Dictionary<string, TensorBuffer> buffers, string name, string missing) =>
+        buffers.TryGetValue(name, out var b) ? b : throw new KeyNotFoundException($"{missing} '{name}'");
 
     private static long[] NoiseShape(TrainingManifest m, ManifestTensor noise, int batchSize)
     {
