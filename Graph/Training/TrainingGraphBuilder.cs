@@ -30,6 +30,22 @@ public sealed record TrainingGraphOptions
     public bool ConvPatches { get; init; }
 
     /// <summary>
+    /// Emit each layer's Kronecker-factor statistics of the batch (A and G, see
+    /// <c>Toolkit/Kfac/README.md</c>) as outputs: from the sampled-target pass when
+    /// <see cref="SampledFisher"/> is on (true Fisher), else from the real loss's gradients
+    /// (empirical Fisher).
+    /// </summary>
+    public bool FactorStatistics { get; init; }
+
+    /// <summary>The fraction of each batch (its first ⌈f·N⌉ examples) the factor statistics see, in (0, 1]. Default 1.</summary>
+    public double StatisticsFraction
+    {
+        get;
+        init => field = value is > 0 and <= 1 ? value
+            : throw new OnnxKfacException($"the statistics fraction must lie in (0, 1], got {value}");
+    } = 1;
+
+    /// <summary>
     /// Keep the trainable initializers in the graph as default values of their inputs, so
     /// the file is self-contained (default). The runtime turns this off and feeds weights
     /// from its own buffers, which avoids a second copy inside ONNX Runtime.
@@ -86,7 +102,7 @@ public static class TrainingGraphBuilder
             foreach (var p in parameters) graph.Initializer.Remove(p);
 
         var (layers, _) = LayerMatcher.Match(g.Index, g.Infos, paramNames);
-        if (!options.LayerTaps || options.LossOnly) layers = [];
+        if (!(options.LayerTaps || options.FactorStatistics) || options.LossOnly) layers = [];
 
         // Loss and its closed-form output gradient.
         var outInfo = g.Infos.GetValueOrDefault(output);
@@ -144,28 +160,38 @@ public static class TrainingGraphBuilder
         foreach (var l in layers)
         {
             var e = g.Emitter(l.Name + "/kfac");
-            string a = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/a"), l.InputTransposed ? "Transpose" : "Identity", [l.Input]);
-            var aInfo = g.Infos.GetValueOrDefault(l.Input);
-            if (l.InputTransposed && aInfo?.Shape is { Length: 2 } s) aInfo = aInfo with { Shape = [s[1], s[0]] };
-            AddOutput(graph, outputs, g, a, TensorRole.LayerInput, aInfo, l.Name);
-            string gl = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/g"), "Identity", [grads[l.PreActivation]]);
-            AddOutput(graph, outputs, g, gl, TensorRole.PreactivationGradient, g.Infos.GetValueOrDefault(l.PreActivation), l.Name);
-            string? gs = null;
-            if (sampled is not null)
+            string? a = null, gl = null, gs = null, patches = null;
+            if (options.LayerTaps)
             {
-                gs = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/g_sampled"), "Identity", [sampled[l.PreActivation]]);
-                AddOutput(graph, outputs, g, gs, TensorRole.SampledPreactivationGradient, g.Infos.GetValueOrDefault(l.PreActivation), l.Name);
+                a = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/a"), l.InputTransposed ? "Transpose" : "Identity", [l.Input]);
+                var aInfo = g.Infos.GetValueOrDefault(l.Input);
+                if (l.InputTransposed && aInfo?.Shape is { Length: 2 } s) aInfo = aInfo with { Shape = [s[1], s[0]] };
+                AddOutput(graph, outputs, g, a, TensorRole.LayerInput, aInfo, l.Name);
+                gl = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/g"), "Identity", [grads[l.PreActivation]]);
+                AddOutput(graph, outputs, g, gl, TensorRole.PreactivationGradient, g.Infos.GetValueOrDefault(l.PreActivation), l.Name);
+                if (sampled is not null)
+                {
+                    gs = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/g_sampled"), "Identity", [sampled[l.PreActivation]]);
+                    AddOutput(graph, outputs, g, gs, TensorRole.SampledPreactivationGradient, g.Infos.GetValueOrDefault(l.PreActivation), l.Name);
+                }
+                if (options.ConvPatches && l.Kind == LayerKind.Conv)
+                {
+                    patches = Patches.Emit(g, l, g.State.UniqueName(l.Name + "/kfac/patches"));
+                    AddOutput(graph, outputs, g, patches, TensorRole.Patches, g.Infos.GetValueOrDefault(patches), l.Name);
+                }
             }
-            string? patches = null;
-            if (options.ConvPatches && l.Kind == LayerKind.Conv)
+            FactorOutputs? factors = null;
+            if (options.FactorStatistics)
             {
-                patches = Patches.Emit(g, l, g.State.UniqueName(l.Name + "/kfac/patches"));
-                AddOutput(graph, outputs, g, patches, TensorRole.Patches, g.Infos.GetValueOrDefault(patches), l.Name);
+                factors = FactorStatistics.Emit(g, l, (sampled ?? grads)[l.PreActivation], output, options.StatisticsFraction);
+                AddOutput(graph, outputs, g, factors.A, TensorRole.FactorA, g.Infos.GetValueOrDefault(factors.A), l.Name);
+                AddOutput(graph, outputs, g, factors.G, TensorRole.FactorG, g.Infos.GetValueOrDefault(factors.G), l.Name);
             }
             manifestLayers.Add(new ManifestLayer
             {
                 Name = l.Name, Kind = l.Kind, Node = l.Node, Weight = l.Weight, Bias = l.Bias, Input = a,
                 PreactivationGradient = gl, SampledPreactivationGradient = gs, Patches = patches,
+                FactorA = factors?.A, FactorG = factors?.G, Groups = factors?.Groups ?? l.Conv?.Group ?? 1,
                 InFeatures = l.InFeatures, OutFeatures = l.OutFeatures, WeightTransposed = l.WeightTransposed,
                 Alpha = l.Alpha, Beta = l.Beta, InputRank = l.InputRank, Conv = l.Conv,
             });

@@ -9,6 +9,7 @@ public enum TensorRole
 {
     Data, Target, Noise, Parameter,
     Loss, ModelOutput, Gradient, LayerInput, PreactivationGradient, SampledPreactivationGradient, Patches,
+    FactorA, FactorG,
 }
 
 /// <summary>One input or output of the training graph. Shape: -1 for a dimension known only at run time.</summary>
@@ -31,10 +32,17 @@ public sealed record ManifestLayer
     public required string Node { get; init; }
     public required string Weight { get; init; }
     public string? Bias { get; init; }
-    public required string Input { get; init; }
-    public required string PreactivationGradient { get; init; }
+    /// <summary>The layer-input tap a_l (null when the graph was built without taps).</summary>
+    public string? Input { get; init; }
+    /// <summary>The pre-activation-gradient tap g_l (null without taps).</summary>
+    public string? PreactivationGradient { get; init; }
     public string? SampledPreactivationGradient { get; init; }
     public string? Patches { get; init; }
+    /// <summary>The factor-statistics outputs A ([groups, d_A, d_A]; embedding: [V]) and G ([groups, d_G, d_G]).</summary>
+    public string? FactorA { get; init; }
+    public string? FactorG { get; init; }
+    /// <summary>Conv groups (block-diagonal factors); 1 for other layers.</summary>
+    public long Groups { get; init; } = 1;
     public long InFeatures { get; init; }
     public long OutFeatures { get; init; }
     public bool WeightTransposed { get; init; }

@@ -48,8 +48,8 @@ public class TapsTests
         Assert.NotEmpty(dense);
         foreach (var l in dense)
         {
-            var a = outs[l.Input];
-            var g = outs[l.PreactivationGradient];
+            var a = outs[l.Input!];
+            var g = outs[l.PreactivationGradient!];
             int din = (int)l.InFeatures, dout = (int)l.OutFeatures;
             int rows = a.Data.Length / din;
             Assert.Equal(rows * dout, g.Data.Length); // one g row per a row (positions count as examples)
@@ -205,7 +205,7 @@ public class ConvPatchTests
         foreach (var l in convs)
         {
             var patches = outs[l.Patches!];        // [N, C·K, positions...]
-            var g = outs[l.PreactivationGradient]; // [N, O, positions...]
+            var g = outs[l.PreactivationGradient!]; // [N, O, positions...]
             var w = tg.Manifest.Parameters.First(p => p.Name == l.Weight);
             var dW = outs[w.Gradient].Data;        // [O, C/G, k...] = [O, perGroup]
             long groups = l.Conv!.Group, outCh = l.OutFeatures, perGroup = l.InFeatures;
@@ -255,9 +255,9 @@ public class MoreTapsTests
         Assert.Equal(dout, layer.OutFeatures);
         using var ort = new Ort(tg.Model);
         var outs = ort.Run(new Dictionary<string, TestTensor> { ["x"] = x, [tg.Manifest.Loss.Target] = TestTensor.Random(1, [n, dout], 4) });
-        var a = outs[layer.Input];
+        var a = outs[layer.Input!];
         Assert.Equal(new long[] { n, din }, a.Shape); // exposed as [N, in] whatever transA
-        var g = outs[layer.PreactivationGradient].Data;
+        var g = outs[layer.PreactivationGradient!].Data;
         var dW = outs[tg.Manifest.Parameters.First(p => p.Name == "fc.weight").Gradient].Data;
         var dB = outs[tg.Manifest.Parameters.First(p => p.Name == "fc.bias").Gradient].Data;
         for (int o = 0; o < dout; o++)
@@ -282,8 +282,8 @@ public class MoreTapsTests
         var emb = Assert.Single(tg.Manifest.Layers, l => l.Kind == Layers.LayerKind.Embedding);
         using var ort = new Ort(tg.Model);
         var outs = ort.Run(new Dictionary<string, TestTensor>(f.Inputs) { [tg.Manifest.Loss.Target] = f.Target });
-        var ids = outs[emb.Input].Data;
-        var g = outs[emb.PreactivationGradient].Data;
+        var ids = outs[emb.Input!].Data;
+        var g = outs[emb.PreactivationGradient!].Data;
         var dW = outs[tg.Manifest.Parameters.First(p => p.Name == emb.Weight).Gradient].Data;
         int d = (int)emb.OutFeatures;
         var expected = new double[dW.Length];

@@ -1,0 +1,137 @@
+using OnnxKfac.Graph.Autodiff;
+using OnnxKfac.Graph.Layers;
+using OnnxKfac.Graph.Model;
+using DataType = OnnxKfac.Graph.Proto.TensorProto.Types.DataType;
+
+namespace OnnxKfac.Graph.Training;
+
+/// <summary>The names of one layer's factor-statistics outputs.</summary>
+public sealed record FactorOutputs(string A, string G, long Groups, long DimA, long DimG);
+
+/// <summary>
+/// A layer's Kronecker-factor statistics of one batch, emitted as graph outputs so that only
+/// d×d matrices leave ONNX Runtime (Toolkit/Kfac/README.md has the formulas):
+/// <c>A = ĀᵀĀ / R</c> and <c>G = N (R_all / R) ĜᵀĜ</c>, per group, as [groups, d, d] tensors,
+/// with Ā the layer-input rows (conv: patches) with a homogeneous column for the bias, Ĝ the
+/// pre-activation-gradient rows of a batch-mean loss (g/N), R the rows the statistics see
+/// (all R_all of them, or those of the first ⌈f·D⌉ entries of the layer's leading axis D),
+/// N the batch: the first dimension of the loss's output. The leading axis of a layer need
+/// not be the batch (seq-first attention), which is why N comes from the output.
+/// Embedding tables get a diagonal A: id frequencies, a [V] vector.
+/// </summary>
+internal static class FactorStatistics
+{
+    public static FactorOutputs Emit(GraphBuildContext g, LayerInfo layer, string preactivationGradient, string lossOutput, double fraction)
+    {
+        var e = g.Emitter(layer.Name + "/kfac/stats");
+        int type = EmitterState.FloatType(g.Infos.GetValueOrDefault(layer.PreActivation)?.ElemType ?? 0);
+        string aName = g.State.UniqueName(layer.Name + "/kfac/A");
+        string gName = g.State.UniqueName(layer.Name + "/kfac/G");
+        var gradient = preactivationGradient;
+        string gScale = e.Cast(e.Op("Gather", [e.Shape(lossOutput), e.Int64s(0)]), type);   // [1]: N
+        if (fraction < 1)
+        {
+            string all = e.Cast(e.Op("Size", [gradient]), type);
+            gradient = SliceExamples(e, gradient, fraction);
+            gScale = e.Mul(gScale, e.Div(all, e.Cast(e.Op("Size", [gradient]), type)));
+        }
+        return layer.Kind switch
+        {
+            LayerKind.Dense => Dense(g, e, layer, gradient, gScale, fraction, aName, gName, type),
+            LayerKind.Conv => Conv(g, e, layer, gradient, gScale, fraction, aName, gName, type),
+            LayerKind.Embedding => Embedding(g, e, layer, gradient, gScale, fraction, aName, gName, type),
+            _ => throw new OnnxKfacException($"layer '{layer.Name}': no factor statistics for kind {layer.Kind}"),
+        };
+    }
+
+    /// <summary>⌈f·N⌉ (at least 1) as an int64 [1] tensor, N the first dimension of <paramref name="x"/>.</summary>
+    private static string FirstExamples(NodeEmitter e, string x, double fraction)
+    {
+        string n = e.Cast(e.Op("Gather", [e.Shape(x), e.Int64s(0)]), (int)DataType.Double);
+        string k = e.Cast(e.Op("Ceil", [e.Mul(n, e.Scalar(fraction, (int)DataType.Double))]), (int)DataType.Int64);
+        return e.Op("Max", [k, e.Int64s(1)]);
+    }
+
+    private static string Rows(NodeEmitter e, string x, int type) => e.Cast(e.Op("Gather", [e.Shape(x), e.Int64s(0)]), type);
+
+    /// <summary>XᵀX for rows X [R, d], as [1, d, d].</summary>
+    private static string Gram(NodeEmitter e, string x) =>
+        e.Op("Unsqueeze", [e.Op("Gemm", [x, x], Attributes.Int("transA", 1)), e.Int64s(0)]);
+
+    /// <summary>Appends a column of <paramref name="value"/> to rows [.., d] (the bias's homogeneous coordinate).</summary>
+    private static string WithConstantColumn(NodeEmitter e, string rows, double value, int type)
+    {
+        string lead = e.Op("Slice", [e.Shape(rows), e.Int64s(0), e.Int64s(-1), e.Int64s(0)]);
+        string shape = e.Op("Concat", [lead, e.Int64s(1)], Attributes.Int("axis", 0));
+        string column = e.Op("Expand", [e.Scalar(value, type), shape]);
+        return e.Op("Concat", [rows, column], Attributes.Int("axis", -1));
+    }
+
+    private static string SliceExamples(NodeEmitter e, string x, double fraction) =>
+        fraction < 1 ? e.Op("Slice", [x, e.Int64s(0), FirstExamples(e, x, fraction), e.Int64s(0)]) : x;
+
+    private static FactorOutputs Dense(GraphBuildContext g, NodeEmitter e, LayerInfo l, string grad, string gScale, double fraction,
+        string aName, string gName, int type)
+    {
+        string a = l.InputTransposed ? e.Transpose(l.Input, [1, 0]) : l.Input;
+        a = SliceExamples(e, a, fraction);
+        string rows = e.Op("Flatten", [a], Attributes.Int("axis", -1));
+        if (l.Alpha != 1) rows = e.Mul(rows, e.Scalar(l.Alpha, type));
+        if (l.Bias is not null) rows = WithConstantColumn(e, rows, l.Beta, type);
+        e.OpNamed(aName, "Div", [Gram(e, rows), Rows(e, rows, type)]);
+        string gRows = e.Op("Flatten", [grad], Attributes.Int("axis", -1));
+        e.OpNamed(gName, "Mul", [Gram(e, gRows), gScale]);
+        long dA = l.InFeatures < 0 ? -1 : l.InFeatures + (l.Bias is null ? 0 : 1);
+        Declare(g, aName, type, [1, dA, dA]);
+        Declare(g, gName, type, [1, l.OutFeatures, l.OutFeatures]);
+        return new FactorOutputs(aName, gName, 1, dA, l.OutFeatures);
+    }
+
+    /// <summary>KFC: patch rows per output position, block-diagonal over groups ([G, R, d] then batched XᵀX).</summary>
+    private static FactorOutputs Conv(GraphBuildContext g, NodeEmitter e, LayerInfo l, string grad, string gScale, double fraction,
+        string aName, string gName, int type)
+    {
+        var geo = l.Conv!;
+        long groups = geo.Group;
+        string patches = Patches.Emit(g, l, g.State.UniqueName(l.Name + "/kfac/patches_for_a"));
+        patches = SliceExamples(e, patches, fraction);
+        int rank = g.Infos.GetValueOrDefault(l.PreActivation)?.Rank ?? geo.Kernel.Length + 2;
+        var toLast = new long[rank];
+        toLast[0] = 0;
+        for (int k = 1; k < rank - 1; k++) toLast[k] = k + 1;
+        toLast[rank - 1] = 1;
+        // Patches are channel-major and InFeatures is C_in/G · Πk, so group g owns a contiguous column range.
+        string aRows = e.Reshape(e.Transpose(patches, toLast), e.Int64s(-1, groups, l.InFeatures));
+        if (l.Bias is not null) aRows = WithConstantColumn(e, aRows, 1, type);
+        string aGroups = e.Transpose(aRows, [1, 0, 2]);                                     // [G, R, dA]
+        string aGram = e.MatMul(e.Transpose(aGroups, [0, 2, 1]), aGroups);
+        e.OpNamed(aName, "Div", [aGram, Rows(e, aRows, type)]);
+        long dG = l.OutFeatures / groups;
+        string gRows = e.Reshape(e.Transpose(grad, toLast), e.Int64s(-1, groups, dG));
+        string gGroups = e.Transpose(gRows, [1, 0, 2]);
+        e.OpNamed(gName, "Mul", [e.MatMul(e.Transpose(gGroups, [0, 2, 1]), gGroups), gScale]);
+        long dA = l.InFeatures + (l.Bias is null ? 0 : 1);
+        Declare(g, aName, type, [groups, dA, dA]);
+        Declare(g, gName, type, [groups, dG, dG]);
+        return new FactorOutputs(aName, gName, groups, dA, dG);
+    }
+
+    /// <summary>Embedding: A is diagonal, the frequency of each id among the rows seen.</summary>
+    private static FactorOutputs Embedding(GraphBuildContext g, NodeEmitter e, LayerInfo l, string grad, string gScale, double fraction,
+        string aName, string gName, int type)
+    {
+        string ids = e.Reshape(SliceExamples(e, l.Input, fraction), e.Int64s(-1));
+        string ones = e.Op("Expand", [e.Scalar(1, type), e.Shape(ids)]);
+        string zeros = e.Op("Expand", [e.Scalar(0, type), e.Int64s(l.InFeatures)]);
+        string counts = e.Op("ScatterElements", [zeros, ids, ones], Attributes.Int("axis", 0), Attributes.String("reduction", "add"));
+        e.OpNamed(aName, "Div", [counts, Rows(e, ids, type)]);
+        string gRows = e.Op("Flatten", [grad], Attributes.Int("axis", -1));
+        e.OpNamed(gName, "Mul", [Gram(e, gRows), gScale]);
+        Declare(g, aName, type, [l.InFeatures]);
+        Declare(g, gName, type, [1, l.OutFeatures, l.OutFeatures]);
+        return new FactorOutputs(aName, gName, 1, l.InFeatures, l.OutFeatures);
+    }
+
+    private static void Declare(GraphBuildContext g, string name, int type, long[] shape) =>
+        g.SetInfo(name, new TensorInfo(type, shape.Any(d => d < 0) ? null : shape));
+}

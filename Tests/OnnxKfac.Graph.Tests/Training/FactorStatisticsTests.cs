@@ -1,0 +1,180 @@
+using OnnxKfac.Graph.Layers;
+using OnnxKfac.Graph.Tests.Support;
+using OnnxKfac.Graph.Training;
+
+namespace OnnxKfac.Graph.Tests.Training;
+
+/// <summary>
+/// The factor statistics the graph emits equal the sums Toolkit/Kfac/README.md defines,
+/// computed here row by row from the taps (patch by patch for conv, per group, id by id for
+/// embeddings): A = ĀᵀĀ / R, G = (N²/n) ĜᵀĜ over the sampled pre-activation gradients.
+/// </summary>
+public class FactorStatisticsTests
+{
+    private static (TrainingGraph Graph, Dictionary<string, TestTensor> Out, Fixture F) Run(string fixture, double fraction = 1, bool sampled = true)
+    {
+        var f = Fixture.Load(fixture);
+        var options = new TrainingGraphOptions(f.LossOptions)
+        {
+            SampledFisher = sampled, FactorStatistics = true, ConvPatches = true, StatisticsFraction = fraction,
+        };
+        var tg = TrainingGraphBuilder.Build(f.Model, options);
+        var feed = new Dictionary<string, TestTensor>(f.Inputs) { [tg.Manifest.Loss.Target] = f.Target };
+        if (tg.Manifest.Fisher is { } fi)
+        {
+            var shape = tg.Manifest.Inputs.First(i => i.Role == TensorRole.Noise).Shape!.ToArray();
+            shape[0] = f.Target.Shape[0];
+            feed[fi.NoiseInput] = TestTensor.Random(1, shape, 11, 1e-6, 1 - 1e-6);
+        }
+        using var ort = new Ort(tg.Model);
+        return (tg, ort.Run(feed), f);
+    }
+
+    private static void AssertClose(double[] expected, double[] actual, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        double scale = Math.Max(1e-12, expected.Max(Math.Abs));
+        for (int k = 0; k < expected.Length; k++)
+            Assert.True(Math.Abs(expected[k] - actual[k]) <= 1e-5 * scale, $"{what}[{k}]: {actual[k]} vs {expected[k]} (scale {scale})");
+    }
+
+    /// <summary>Σ_r x_r x_rᵀ · scale for rows of length d.</summary>
+    private static double[] Gram(IReadOnlyList<double[]> rows, int d, double scale)
+    {
+        var m = new double[d * d];
+        foreach (var r in rows)
+            for (int i = 0; i < d; i++)
+                for (int j = 0; j < d; j++) m[i * d + j] += r[i] * r[j] * scale;
+        return m;
+    }
+
+    [Theory]
+    [InlineData("mlp_opset17", 1.0)]
+    [InlineData("mlp_opset13", 0.5)]
+    [InlineData("autoencoder_bce_opset17", 1.0)]
+    [InlineData("transformer_opset17", 1.0)]
+    [InlineData("transformer_opset13", 0.5)]
+    public void DenseFactorsAreTheMeanOuterProductsOfTheTaps(string fixture, double fraction)
+    {
+        var (tg, outs, f) = Run(fixture, fraction);
+        int n = (int)f.Target.Shape[0];
+        var dense = tg.Manifest.Layers.Where(l => l.Kind == LayerKind.Dense).ToArray();
+        Assert.NotEmpty(dense);
+        foreach (var l in dense)
+        {
+            var a = outs[l.Input!];
+            var g = outs[l.SampledPreactivationGradient!];
+            int din = (int)l.InFeatures, dout = (int)l.OutFeatures, dA = din + (l.Bias is null ? 0 : 1);
+            // Statistics see the first ⌈f·D⌉ entries of the layer's leading axis D (the batch, or
+            // the sequence in seq-first attention); G is rescaled by all rows / rows seen.
+            int lead = (int)a.Shape[0], total = a.Data.Length / din;
+            int rows = Math.Max(1, (int)Math.Ceiling(fraction * lead)) * (total / lead);
+            var aRows = Enumerable.Range(0, rows).Select(r =>
+            {
+                var row = new double[dA];
+                for (int i = 0; i < din; i++) row[i] = a.Data[r * din + i] * l.Alpha;
+                if (l.Bias is not null) row[din] = l.Beta;
+                return row;
+            }).ToArray();
+            var gRows = Enumerable.Range(0, rows).Select(r => g.Data.Skip(r * dout).Take(dout).ToArray()).ToArray();
+            AssertClose(Gram(aRows, dA, 1.0 / rows), outs[l.FactorA!].Data, $"{l.Name} A");
+            AssertClose(Gram(gRows, dout, (double)n * total / rows), outs[l.FactorG!].Data, $"{l.Name} G");
+            Assert.Equal(new long[] { 1, dA, dA }, outs[l.FactorA!].Shape);
+        }
+    }
+
+    [Theory]
+    [InlineData("cnn_opset17", 1.0)]
+    [InlineData("cnn_opset13", 0.75)]
+    [InlineData("resnet_opset17", 1.0)]
+    public void ConvFactorsArePatchByPatchSumsPerGroup(string fixture, double fraction)
+    {
+        var (tg, outs, f) = Run(fixture, fraction);
+        int n = (int)f.Target.Shape[0], seen = Math.Max(1, (int)Math.Ceiling(fraction * n));
+        var convs = tg.Manifest.Layers.Where(l => l.Kind == LayerKind.Conv).ToArray();
+        Assert.NotEmpty(convs);
+        if (fixture.StartsWith("cnn", StringComparison.Ordinal)) Assert.Contains(convs, c => c.Groups > 1);
+        foreach (var l in convs)
+        {
+            var patches = outs[l.Patches!];                       // [N, C_in·k, L...]
+            var g = outs[l.SampledPreactivationGradient!];        // [N, C_out, L...]
+            int groups = (int)l.Groups, perIn = (int)l.InFeatures, cout = (int)l.OutFeatures, perOut = cout / groups;
+            int cols = perIn * groups;
+            int positions = (int)(patches.Data.Length / n / cols);
+            int dA = perIn + (l.Bias is null ? 0 : 1);
+            var expectedA = new List<double>();
+            var expectedG = new List<double>();
+            for (int gi = 0; gi < groups; gi++)
+            {
+                var aRows = new List<double[]>();
+                var gRows = new List<double[]>();
+                for (int e = 0; e < seen; e++)
+                    for (int t = 0; t < positions; t++)
+                    {
+                        var row = new double[dA];
+                        for (int c = 0; c < perIn; c++) row[c] = patches.Data[(e * cols + gi * perIn + c) * positions + t];
+                        if (l.Bias is not null) row[perIn] = 1;
+                        aRows.Add(row);
+                        var grow = new double[perOut];
+                        for (int o = 0; o < perOut; o++) grow[o] = g.Data[(e * cout + gi * perOut + o) * positions + t];
+                        gRows.Add(grow);
+                    }
+                expectedA.AddRange(Gram(aRows, dA, 1.0 / aRows.Count));
+                expectedG.AddRange(Gram(gRows, perOut, (double)n * n / seen));
+            }
+            AssertClose([.. expectedA], outs[l.FactorA!].Data, $"{l.Name} A");
+            AssertClose([.. expectedG], outs[l.FactorG!].Data, $"{l.Name} G");
+            Assert.Equal(new long[] { groups, dA, dA }, outs[l.FactorA!].Shape);
+        }
+    }
+
+    [Fact]
+    public void EmbeddingFactorIsTheIdFrequency()
+    {
+        var (tg, outs, f) = Run("transformer_opset17");
+        var emb = Assert.Single(tg.Manifest.Layers, l => l.Kind == LayerKind.Embedding);
+        var ids = outs[emb.Input!].Data;
+        var expected = new double[emb.InFeatures];
+        foreach (var id in ids) expected[(long)id] += 1.0 / ids.Length;
+        AssertClose(expected, outs[emb.FactorA!].Data, "embedding A");
+        var g = outs[emb.SampledPreactivationGradient!].Data;
+        int d = (int)emb.OutFeatures, n = (int)f.Target.Shape[0];
+        var rows = Enumerable.Range(0, g.Length / d).Select(r => g.Skip(r * d).Take(d).ToArray()).ToArray();
+        AssertClose(Gram(rows, d, n), outs[emb.FactorG!].Data, "embedding G");
+    }
+
+    [Fact]
+    public void EmpiricalFisherUsesTheRealLossGradients()
+    {
+        var (tg, outs, f) = Run("mlp_opset17", sampled: false);
+        Assert.Null(tg.Manifest.Fisher);
+        int n = (int)f.Target.Shape[0];
+        foreach (var l in tg.Manifest.Layers)
+        {
+            var g = outs[l.PreactivationGradient!].Data;
+            int d = (int)l.OutFeatures;
+            var rows = Enumerable.Range(0, g.Length / d).Select(r => g.Skip(r * d).Take(d).ToArray()).ToArray();
+            AssertClose(Gram(rows, d, n), outs[l.FactorG!].Data, $"{l.Name} G");
+        }
+    }
+
+    [Fact]
+    public void StatisticsWithoutTapsExposeOnlyTheFactors()
+    {
+        var f = Fixture.Load("mlp_opset17");
+        var tg = TrainingGraphBuilder.Build(f.Model, new TrainingGraphOptions(f.LossOptions) { LayerTaps = false, SampledFisher = true, FactorStatistics = true });
+        Assert.All(tg.Manifest.Layers, l => { Assert.Null(l.Input); Assert.NotNull(l.FactorA); Assert.NotNull(l.FactorG); });
+        Assert.DoesNotContain(tg.Manifest.Outputs, o => o.Role is TensorRole.LayerInput or TensorRole.PreactivationGradient);
+        Assert.Equal(2 * tg.Manifest.Layers.Count, tg.Manifest.Outputs.Count(o => o.Role is TensorRole.FactorA or TensorRole.FactorG));
+    }
+
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(1.5)]
+    [InlineData(double.NaN)]
+    public void FractionOutsideTheUnitIntervalIsRefused(double fraction)
+    {
+        var e = Assert.Throws<OnnxKfacException>(() => new TrainingGraphOptions(Fixture.Load("mlp_opset17").LossOptions) { StatisticsFraction = fraction });
+        Assert.Contains("statistics fraction", e.Message);
+    }
+}
