@@ -55,6 +55,16 @@ public sealed record TrainingGraphOptions
     /// <summary>Only the loss and the model outputs: no backward pass (validation, evaluation).</summary>
     public bool LossOnly { get; init; }
 
+    /// <summary>
+    /// Also differentiate the sampled-target loss (see <see cref="SampledFisher"/>) w.r.t. the
+    /// parameters that belong to no layer (K-FAC's diagonal blocks estimate their Fisher
+    /// diagonal from it), exposed as outputs of role <see cref="TensorRole.SampledGradient"/>.
+    /// </summary>
+    public bool SampledGradientsOutsideLayers { get; init; }
+
+    /// <summary>Glob patterns of further parameters whose sampled-target gradient is exposed (layer parameters given a diagonal block).</summary>
+    public IReadOnlyList<string> SampledGradients { get; init; } = [];
+
     public GradientRegistry? Registry { get; init; }
 }
 
@@ -122,7 +132,8 @@ public static class TrainingGraphBuilder
 
         ManifestFisher? fisher = null;
         IReadOnlyDictionary<string, string>? sampled = null;
-        if (options.SampledFisher && layers.Count > 0)
+        var sampledParams = SampledParameters(parameters.Select(p => p.Name), layers, options);
+        if (options.SampledFisher && (layers.Count > 0 || sampledParams.Count > 0))
         {
             var (distribution, noiseKind) = LossBuilder.FisherFor(options.Loss.Kind);
             string noise = g.State.UniqueName(NoiseName);
@@ -131,7 +142,7 @@ public static class TrainingGraphBuilder
             g.SetInfo(noise, new TensorInfo(type, outInfo?.Shape));
             manifestInputs.Add(new ManifestTensor(noise, TensorRole.Noise, TypeName(type), outInfo?.PlainShape) { Of = output });
             string dSampled = LossBuilder.AppendSampled(g, options.Loss.Kind, output, noise);
-            var pre = layers.Select(l => l.PreActivation).Distinct(StringComparer.Ordinal).ToArray();
+            var pre = layers.Select(l => l.PreActivation).Concat(sampledParams).Distinct(StringComparer.Ordinal).ToArray();
             sampled = new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [output] = dSampled }, pre, "sampled/");
             fisher = new ManifestFisher(distribution, noise, noiseKind, "1/N");
         }
@@ -156,6 +167,13 @@ public static class TrainingGraphBuilder
             if (!options.LossOnly) AddOutput(graph, outputs, g, gname, TensorRole.Gradient, new TensorInfo(p.DataType, p.Dims.ToArray()), p.Name);
             manifestParams.Add(new ManifestParameter(p.Name, TypeName(p.DataType), p.Dims.ToArray(), gname) { Uses = ties.GetValueOrDefault(p.Name, 1) });
         }
+        if (sampled is not null)
+            foreach (var name in sampledParams)
+            {
+                var p = parameters.First(q => q.Name == name);
+                string sg = g.Emitter("sampled").OpNamed(g.State.UniqueName(name + "/sampled_grad"), "Identity", [sampled[name]]);
+                AddOutput(graph, outputs, g, sg, TensorRole.SampledGradient, new TensorInfo(p.DataType, p.Dims.ToArray()), name);
+            }
         var manifestLayers = new List<ManifestLayer>();
         foreach (var l in layers)
         {
@@ -218,6 +236,15 @@ public static class TrainingGraphBuilder
             Excluded = selection.Excluded,
         };
         return new TrainingGraph(model, manifest);
+    }
+
+    /// <summary>The parameters whose sampled-target gradient the graph exposes (see <see cref="TrainingGraphOptions.SampledGradients"/>).</summary>
+    private static List<string> SampledParameters(IEnumerable<string> parameters, IReadOnlyList<LayerInfo> layers, TrainingGraphOptions options)
+    {
+        if (!options.SampledFisher || options.LossOnly) return [];
+        var inLayers = new HashSet<string>(layers.SelectMany(l => l.Bias is null ? [l.Weight] : new[] { l.Weight, l.Bias }), StringComparer.Ordinal);
+        var globs = options.SampledGradients.Select(p => new Glob(p)).ToArray();
+        return parameters.Where(p => (options.SampledGradientsOutsideLayers && !inLayers.Contains(p)) || globs.Any(gl => gl.IsMatch(p))).ToList();
     }
 
     /// <summary>The output the loss reads: the named one, or the model's only output.</summary>

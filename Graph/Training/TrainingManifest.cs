@@ -9,7 +9,7 @@ public enum TensorRole
 {
     Data, Target, Noise, Parameter,
     Loss, ModelOutput, Gradient, LayerInput, PreactivationGradient, SampledPreactivationGradient, Patches,
-    FactorA, FactorG,
+    FactorA, FactorG, SampledGradient,
 }
 
 /// <summary>One input or output of the training graph. Shape: -1 for a dimension known only at run time.</summary>

@@ -36,4 +36,28 @@ public interface ITrainingPass
     /// the training graph was built without it.
     /// </summary>
     void RunExtra(string purpose);
+
+    /// <summary>
+    /// The loss over the current minibatch at the current parameter values (a forward pass,
+    /// no backward): what the Levenberg–Marquardt rule compares after an update.
+    /// </summary>
+    double EvaluateLoss();
+}
+
+/// <summary>
+/// An optimizer that reads every (micro-)batch's run, not only the one it steps on: K-FAC
+/// folds the factor statistics of each micro-batch under gradient accumulation. The trainer
+/// calls <see cref="ObserveBatch"/> after each successful run, before the gradients are
+/// accumulated; <see cref="StepContext.UpdateCount"/> is then the update the batch belongs to.
+/// </summary>
+public interface IBatchObserver
+{
+    void ObserveBatch(StepContext context, int batchSize);
+}
+
+/// <summary>An optimizer that can recover from a diverged step (a non-finite loss) instead of stopping the run.</summary>
+public interface IRecoverable
+{
+    /// <summary>Returns to the last good state; false when it cannot (then the run stops). <paramref name="message"/> says what it did.</summary>
+    bool TryRecover(out string message);
 }

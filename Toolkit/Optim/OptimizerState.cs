@@ -14,7 +14,7 @@ namespace OnnxKfac.Toolkit.Optim;
 public sealed class OptimizerState
 {
     private const uint Magic = 0x534F4B4F; // "OKOS" little-endian
-    private const int Version = 1;
+    private const int Version = 2; // 2 added float64 tensors (K-FAC's factors)
 
     /// <param name="kind">The optimizer kind, e.g. "sgd" or "adamw".</param>
     public OptimizerState(string kind)
@@ -31,6 +31,9 @@ public sealed class OptimizerState
 
     /// <summary>Named float tensors.</summary>
     public IDictionary<string, float[]> Tensors { get; } = new SortedDictionary<string, float[]>(StringComparer.Ordinal);
+
+    /// <summary>Named float64 tensors (running Kronecker factors...).</summary>
+    public IDictionary<string, double[]> DoubleTensors { get; } = new SortedDictionary<string, double[]>(StringComparer.Ordinal);
 
     /// <summary>Named real scalars.</summary>
     public IDictionary<string, double> Doubles { get; } = new SortedDictionary<string, double>(StringComparer.Ordinal);
@@ -65,6 +68,17 @@ public sealed class OptimizerState
                 foreach (float x in data) writer.Write(x);
         }
 
+        writer.Write(DoubleTensors.Count);
+        foreach (var (name, data) in Ordered(DoubleTensors))
+        {
+            writer.Write(name);
+            writer.Write(data.Length);
+            if (BitConverter.IsLittleEndian)
+                writer.Write(MemoryMarshal.AsBytes(data.AsSpan()));
+            else
+                foreach (double x in data) writer.Write(x);
+        }
+
         writer.Write(Doubles.Count);
         foreach (var (name, x) in Ordered(Doubles)) { writer.Write(name); writer.Write(x); }
 
@@ -81,7 +95,7 @@ public sealed class OptimizerState
             if (reader.ReadUInt32() != Magic)
                 throw new InvalidDataException("Not an optimizer state: bad magic number.");
             int version = reader.ReadInt32();
-            if (version != Version)
+            if (version is not (1 or Version))
                 throw new InvalidDataException($"Optimizer state version {version} is not supported (expected {Version}).");
             var state = new OptimizerState(reader.ReadString());
 
@@ -111,6 +125,21 @@ public sealed class OptimizerState
                 else
                     for (int k = 0; k < length; k++) data[k] = reader.ReadSingle();
                 Add(state.Tensors, name, data, "tensor");
+            }
+
+            int doubleTensors = version >= 2 ? Count(reader, "float64 tensors") : 0;
+            for (int i = 0; i < doubleTensors; i++)
+            {
+                string name = reader.ReadString();
+                int length = Count(reader, $"length of tensor '{name}'");
+                if ((long)length * sizeof(double) > reader.BaseStream.Length - reader.BaseStream.Position && reader.BaseStream.CanSeek)
+                    throw new InvalidDataException($"Optimizer state is truncated inside tensor '{name}'.");
+                var data = new double[length];
+                if (BitConverter.IsLittleEndian)
+                    reader.BaseStream.ReadExactly(MemoryMarshal.AsBytes(data.AsSpan()));
+                else
+                    for (int k = 0; k < length; k++) data[k] = reader.ReadDouble();
+                Add(state.DoubleTensors, name, data, "tensor");
             }
 
             int doubles = Count(reader, "doubles");

@@ -89,6 +89,26 @@ internal sealed class ParameterBinding
     /// </summary>
     public void Validate(OptimizerState state, string kind, IReadOnlyCollection<string> tensorKinds, IReadOnlyCollection<string> longKinds)
     {
+        var byName = ValidateShapes(state, kind);
+        foreach (var (key, data) in state.Tensors)
+        {
+            var p = Owner(key, tensorKinds, byName, "tensor");
+            if (data is null || data.Length != p.Value.Length)
+                throw Mismatch($"tensor '{key}' has {data?.Length ?? 0} elements, parameter '{p.Name}' {p.Value.Length}");
+        }
+        foreach (var key in state.Longs.Keys) Owner(key, longKinds, byName, "counter");
+        if (state.DoubleTensors.Count > 0)
+            throw Mismatch($"it has an unexpected tensor '{state.DoubleTensors.Keys.First()}'");
+        if (state.Doubles.Count > 0)
+            throw Mismatch($"it has an unexpected scalar '{state.Doubles.Keys.First()}'");
+    }
+
+    /// <summary>
+    /// Checks that <paramref name="state"/> was written by <paramref name="kind"/> for the same
+    /// trainable parameters with the same shapes; returns them by name.
+    /// </summary>
+    public Dictionary<string, Parameter> ValidateShapes(OptimizerState state, string kind)
+    {
         ArgumentNullException.ThrowIfNull(state);
         if (state.Kind != kind)
             throw Mismatch($"it was written by '{state.Kind}', not '{kind}'");
@@ -104,16 +124,7 @@ internal sealed class ParameterBinding
         foreach (var name in byName.Keys)
             if (!state.ParameterShapes.ContainsKey(name))
                 throw Mismatch($"it lacks parameter '{name}' (is it another model's?)");
-
-        foreach (var (key, data) in state.Tensors)
-        {
-            var p = Owner(key, tensorKinds, byName, "tensor");
-            if (data is null || data.Length != p.Value.Length)
-                throw Mismatch($"tensor '{key}' has {data?.Length ?? 0} elements, parameter '{p.Name}' {p.Value.Length}");
-        }
-        foreach (var key in state.Longs.Keys) Owner(key, longKinds, byName, "counter");
-        if (state.Doubles.Count > 0)
-            throw Mismatch($"it has an unexpected scalar '{state.Doubles.Keys.First()}'");
+        return byName;
     }
 
     private static Parameter Owner(string key, IReadOnlyCollection<string> kinds, Dictionary<string, Parameter> byName, string what)

@@ -1,0 +1,108 @@
+using OnnxKfac.Toolkit.Optim;
+
+namespace OnnxKfac.Toolkit.Kfac.Blocks;
+
+/// <summary>One trainable parameter as K-FAC holds it: the gradient it preconditions and what it keeps.</summary>
+internal sealed class Slot(Parameter parameter, GroupSettings settings, bool momentum)
+{
+    public Parameter Parameter { get; } = parameter;
+    public GroupSettings Settings { get; } = settings;
+
+    /// <summary>∇ + η θ, the gradient K-FAC preconditions (pinned: ONNX Runtime reads it).</summary>
+    public float[] Work { get; } = GC.AllocateArray<float>(parameter.Value.Length, pinned: true);
+
+    /// <summary>The preconditioned gradient V (pinned: ONNX Runtime writes it).</summary>
+    public float[] V { get; } = GC.AllocateArray<float>(parameter.Value.Length, pinned: true);
+
+    /// <summary>KL-clip: the momentum buffer b. Quadratic rule: the previous update δ₀.</summary>
+    public float[] Memory { get; } = momentum ? new float[parameter.Value.Length] : [];
+
+    public string Name => Parameter.Name;
+}
+
+/// <summary>Named pinned buffers a K-FAC program binds.</summary>
+internal sealed class ProgramBindings
+{
+    public List<(string Name, float[] Data, long[] Shape)> Inputs { get; } = [];
+    public List<(string Name, float[] Data, long[] Shape)> Outputs { get; } = [];
+}
+
+/// <summary>
+/// One block of K-FAC's block-diagonal Fisher: the parameters it covers, its statistics, its
+/// (damped) inverse and how it preconditions their gradients. Dense math that is more than
+/// element-wise goes into the two ONNX Runtime programs the optimizer builds from every
+/// block's <see cref="EmitInverse"/> and <see cref="EmitPrecondition"/>.
+/// </summary>
+internal abstract class CurvatureBlock(string name, string kind, string reason, Slot[] slots)
+{
+    public string Name { get; } = name;
+    public string Kind { get; } = kind;
+    public string Reason { get; } = reason;
+    public Slot[] Slots { get; } = slots;
+
+    /// <summary>The π of factored Tikhonov damping at the last inverse refresh (1 where it does not apply).</summary>
+    public virtual double Pi => 1;
+
+    /// <summary>Adds one (micro-)batch's statistics from the training graph's outputs. False: a non-finite statistic was dropped.</summary>
+    public virtual bool Observe(ITrainingPass pass, int batchSize) => true;
+
+    /// <summary>Folds the observed batches into the running estimates, ε = min(1 − 1/k, <paramref name="decay"/>).</summary>
+    public virtual void Fold(double decay) { }
+
+    /// <summary>Computes π and the damped factors' inputs of the inverse program for γ = √(λ + η).</summary>
+    public virtual void PrepareInverse(double gamma, double boost) { }
+
+    public virtual void EmitInverse(ProgramBuilder pb, ProgramBindings b) { }
+
+    /// <summary>After the inverse program: whether every inverse is finite.</summary>
+    public virtual bool InverseIsFinite() => true;
+
+    public virtual void EmitPrecondition(ProgramBuilder pb, ProgramBindings b) { }
+
+    /// <summary>Completes V after the preconditioning program (element-wise blocks, or a fallback to ∇ when the inverse failed).</summary>
+    public abstract void Precondition(double lambda, double eta);
+
+    public virtual void Save(OptimizerState state) { }
+
+    public virtual void Load(OptimizerState state) { }
+
+    /// <summary>The state entries this block writes (for validation).</summary>
+    public virtual IEnumerable<string> StateKeys => [];
+
+    protected static double Epsilon(long k, double decay) => Math.Min(1 - 1.0 / k, decay);
+
+    protected static void Fold(double[] ema, double[] sum, int batches, double epsilon)
+    {
+        double w = (1 - epsilon) / batches;
+        for (int i = 0; i < ema.Length; i++) ema[i] = epsilon * ema[i] + w * sum[i];
+        Array.Clear(sum);
+    }
+
+    protected static bool AddFinite(double[] sum, ReadOnlySpan<float> batch)
+    {
+        foreach (float x in batch) if (!float.IsFinite(x)) return false;
+        for (int i = 0; i < sum.Length; i++) sum[i] += batch[i];
+        return true;
+    }
+
+    protected static bool AllFinite(ReadOnlySpan<float> x)
+    {
+        foreach (float v in x) if (!float.IsFinite(v)) return false;
+        return true;
+    }
+
+    protected static double[] Load(OptimizerState state, string key, int length)
+    {
+        if (!state.DoubleTensors.TryGetValue(key, out var data))
+            throw new ArgumentException($"Cannot load optimizer state: it lacks '{key}'.", "state");
+        if (data.Length != length)
+            throw new ArgumentException($"Cannot load optimizer state: '{key}' has {data.Length} values, this model needs {length}.", "state");
+        return data;
+    }
+}
+
+/// <summary>No curvature: V = ∇ (momentum SGD on the parameter).</summary>
+internal sealed class IdentityBlock(Slot slot, string reason) : CurvatureBlock(slot.Name, "identity", reason, [slot])
+{
+    public override void Precondition(double lambda, double eta) => Slots[0].Work.AsSpan().CopyTo(Slots[0].V);
+}

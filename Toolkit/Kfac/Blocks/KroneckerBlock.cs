@@ -1,0 +1,199 @@
+using OnnxKfac.Graph.Layers;
+using OnnxKfac.Graph.Model;
+using OnnxKfac.Graph.Training;
+using OnnxKfac.Toolkit.Optim;
+
+namespace OnnxKfac.Toolkit.Kfac.Blocks;
+
+/// <summary>
+/// A Kronecker-factored block (Toolkit/Kfac/README.md): a dense layer (2-D, or applied over
+/// extra axes in the expand form) or a convolution (KFC; grouped and depthwise convs are
+/// block-diagonal over their groups). Keeps Â and Ĝ ([groups, d, d], float64), their damped
+/// inverses (float32, refreshed by the inverse program) and preconditions
+/// V = (Ĝ + γ/π I)⁻¹ ∇W̄ (Â + πγ I)⁻¹ in the preconditioning program.
+/// </summary>
+internal sealed class KroneckerBlock : CurvatureBlock
+{
+    private readonly ManifestLayer _layer;
+    private readonly Slot _weight;
+    private readonly Slot? _bias;
+    private readonly int _groups, _dA, _dG, _perIn;
+    private readonly double[] _a, _g, _aSum, _gSum;
+    private readonly float[] _aIn, _gIn, _aDamp, _gDamp, _aInv, _gInv;
+    private readonly double[] _pi;
+    private int _batches;
+    private long _k;
+    private bool _valid;
+
+    public KroneckerBlock(ManifestLayer layer, Slot weight, Slot? bias, string reason)
+        : base(layer.Name, "kronecker", reason, bias is null ? [weight] : [weight, bias])
+    {
+        _layer = layer;
+        _weight = weight;
+        _bias = bias;
+        _groups = checked((int)layer.Groups);
+        _perIn = checked((int)layer.InFeatures);
+        _dA = _perIn + (bias is null ? 0 : 1);
+        _dG = checked((int)(layer.OutFeatures / layer.Groups));
+        _a = new double[_groups * _dA * _dA];
+        _g = new double[_groups * _dG * _dG];
+        _aSum = new double[_a.Length];
+        _gSum = new double[_g.Length];
+        _aIn = Pinned(_a.Length);
+        _gIn = Pinned(_g.Length);
+        _aInv = Pinned(_a.Length);
+        _gInv = Pinned(_g.Length);
+        _aDamp = Pinned(_groups);
+        _gDamp = Pinned(_groups);
+        _pi = new double[_groups];
+    }
+
+    private static float[] Pinned(int n) => GC.AllocateArray<float>(n, pinned: true);
+
+    public override double Pi => _pi[0];
+
+    public int DimA => _dA;
+    public int DimG => _dG;
+    public int Groups => _groups;
+
+    public override bool Observe(ITrainingPass pass, int batchSize)
+    {
+        var a = pass.GetOutput(_layer.FactorA!);
+        var g = pass.GetOutput(_layer.FactorG!);
+        if (a.Length != _a.Length || g.Length != _g.Length)
+            throw new InvalidOperationException($"layer '{Name}': factor outputs hold {a.Length} and {g.Length} values, expected {_a.Length} and {_g.Length}");
+        if (!AllFinite(a) || !AllFinite(g)) return false;
+        AddFinite(_aSum, a);
+        AddFinite(_gSum, g);
+        _batches++;
+        return true;
+    }
+
+    public override void Fold(double decay)
+    {
+        if (_batches == 0) return;
+        _k++;
+        double e = Epsilon(_k, decay);
+        Fold(_a, _aSum, _batches, e);
+        Fold(_g, _gSum, _batches, e);
+        _batches = 0;
+    }
+
+    /// <summary>Whether any statistics have been folded in (the first refresh needs them).</summary>
+    public bool HasStatistics => _k > 0;
+
+    public override void PrepareInverse(double gamma, double boost)
+    {
+        for (int gi = 0; gi < _groups; gi++)
+        {
+            double trA = Trace(_a, gi, _dA) / _dA, trG = Trace(_g, gi, _dG) / _dG;
+            double pi = trA > 0 && trG > 0 && double.IsFinite(trA) && double.IsFinite(trG) ? Math.Sqrt(trA / trG) : 1;
+            pi = Math.Clamp(pi, 1e-6, 1e6);
+            _pi[gi] = pi;
+            _aDamp[gi] = (float)(pi * gamma * boost);
+            _gDamp[gi] = (float)(gamma / pi * boost);
+        }
+        for (int i = 0; i < _a.Length; i++) _aIn[i] = (float)_a[i];
+        for (int i = 0; i < _g.Length; i++) _gIn[i] = (float)_g[i];
+    }
+
+    private static double Trace(double[] m, int group, int d)
+    {
+        double t = 0;
+        int o = group * d * d;
+        for (int i = 0; i < d; i++) t += m[o + i * d + i];
+        return t;
+    }
+
+    public override void EmitInverse(ProgramBuilder pb, ProgramBindings b)
+    {
+        Emit(pb, b, "a", _aIn, _aDamp, _aInv, _dA);
+        Emit(pb, b, "g", _gIn, _gDamp, _gInv, _dG);
+    }
+
+    private void Emit(ProgramBuilder pb, ProgramBindings b, string which, float[] input, float[] damp, float[] inverse, int d)
+    {
+        string id = $"{which}{b.Inputs.Count}";
+        long[] shape = [_groups, d, d];
+        string x = pb.Input(id, shape);
+        string lambda = pb.Input(id + "_damp", [_groups]);
+        b.Inputs.Add((x, input, shape));
+        b.Inputs.Add((lambda, damp, [_groups]));
+        string eye = pb.EyeOfFirst(x);
+        string damped = pb.Op("Add", [x, pb.Op("Mul", [pb.Reshape(lambda, _groups, 1, 1), pb.Reshape(eye, 1, d, d)])]);
+        string inv = pb.Op("Inverse", [damped]);
+        pb.Output(inv, id + "_inv", shape);
+        b.Outputs.Add((id + "_inv", inverse, shape));
+    }
+
+    public override bool InverseIsFinite() => _valid = AllFinite(_aInv) && AllFinite(_gInv);
+
+    public override void EmitPrecondition(ProgramBuilder pb, ProgramBindings b)
+    {
+        string id = $"k{b.Inputs.Count}";
+        var wShape = _weight.Parameter.Shape;
+        string w = pb.Input(id + "_w", wShape);
+        b.Inputs.Add((w, _weight.Work, wShape));
+        string ainv = pb.Input(id + "_ainv", [_groups, _dA, _dA]);
+        string ginv = pb.Input(id + "_ginv", [_groups, _dG, _dG]);
+        b.Inputs.Add((ainv, _aInv, [_groups, _dA, _dA]));
+        b.Inputs.Add((ginv, _gInv, [_groups, _dG, _dG]));
+        bool inOut = _layer.Kind == LayerKind.Dense && !_layer.WeightTransposed;   // MatMul / Gemm transB=0: [in, out]
+        string wbar = inOut ? pb.Reshape(pb.Transpose(w, 1, 0), 1, _dG, _perIn) : pb.Reshape(w, _groups, _dG, _perIn);
+        if (_bias is not null)
+        {
+            var bShape = _bias.Parameter.Shape;
+            string bias = pb.Input(id + "_b", bShape);
+            b.Inputs.Add((bias, _bias.Work, bShape));
+            wbar = pb.Op("Concat", [wbar, pb.Reshape(bias, _groups, _dG, 1)], Attributes.Int("axis", 2));
+        }
+        string v = pb.MatMul(pb.MatMul(ginv, wbar), ainv);                          // [G, dG, dA]
+        string vw = pb.SliceLast(v, 0, _perIn);
+        vw = inOut ? pb.Transpose(pb.Reshape(vw, _dG, _perIn), 1, 0) : pb.Reshape(vw, wShape);
+        pb.Output(vw, id + "_vw", wShape);
+        b.Outputs.Add((id + "_vw", _weight.V, wShape));
+        if (_bias is not null)
+        {
+            var bShape = _bias.Parameter.Shape;
+            pb.Output(pb.Reshape(pb.SliceLast(v, _perIn, _perIn + 1), bShape), id + "_vb", bShape);
+            b.Outputs.Add((id + "_vb", _bias.V, bShape));
+        }
+    }
+
+    public override void Precondition(double lambda, double eta)
+    {
+        // The program wrote V; where the damped inverses were not finite, fall back to the gradient.
+        if (_valid) return;
+        foreach (var s in Slots) s.Work.AsSpan().CopyTo(s.V);
+    }
+
+    public override IEnumerable<string> StateKeys => [$"A:{Name}", $"G:{Name}", $"Ainv:{Name}", $"Ginv:{Name}", $"k:{Name}", $"valid:{Name}"];
+
+    public override void Save(OptimizerState state)
+    {
+        state.DoubleTensors[$"A:{Name}"] = (double[])_a.Clone();
+        state.DoubleTensors[$"G:{Name}"] = (double[])_g.Clone();
+        state.DoubleTensors[$"Ainv:{Name}"] = [.. _aInv.Select(x => (double)x)];
+        state.DoubleTensors[$"Ginv:{Name}"] = [.. _gInv.Select(x => (double)x)];
+        state.Longs[$"k:{Name}"] = _k;
+        state.Longs[$"valid:{Name}"] = _valid ? 1 : 0;
+    }
+
+    public override void Load(OptimizerState state)
+    {
+        Load(state, $"A:{Name}", _a.Length).CopyTo(_a, 0);
+        Load(state, $"G:{Name}", _g.Length).CopyTo(_g, 0);
+        var ai = Load(state, $"Ainv:{Name}", _aInv.Length);
+        var gi = Load(state, $"Ginv:{Name}", _gInv.Length);
+        for (int i = 0; i < ai.Length; i++) _aInv[i] = (float)ai[i];
+        for (int i = 0; i < gi.Length; i++) _gInv[i] = (float)gi[i];
+        _k = state.Longs[$"k:{Name}"];
+        _valid = state.Longs[$"valid:{Name}"] != 0;
+        Array.Clear(_aSum);
+        Array.Clear(_gSum);
+        _batches = 0;
+    }
+
+    /// <summary>The running factors (tests, reports).</summary>
+    internal (double[] A, double[] G, float[] AInverse, float[] GInverse) Factors => (_a, _g, _aInv, _gInv);
+}

@@ -1,0 +1,487 @@
+using OnnxKfac.Graph;
+using OnnxKfac.Graph.Proto;
+using OnnxKfac.Graph.Training;
+using OnnxKfac.Toolkit.Kfac.Blocks;
+using OnnxKfac.Toolkit.Optim;
+using OnnxKfac.Toolkit.Runtime;
+
+namespace OnnxKfac.Toolkit.Kfac;
+
+/// <summary>
+/// K-FAC (Martens &amp; Grosse 2015; KFC for convolutions) over a training graph built with
+/// <see cref="KfacOptions.Configure"/>: the graph emits each layer's factor statistics (and the
+/// sampled-target pass of the true Fisher); this stage keeps the running factors, their damped
+/// inverses (refreshed every T_inv updates in an ONNX Runtime program), preconditions every
+/// gradient in a second program and applies the KL-clipped momentum update or the paper's
+/// exact-quadratic α/μ update, with fixed, scheduled or Levenberg–Marquardt damping.
+/// The formulas are in Toolkit/Kfac/README.md.
+/// <code>
+/// var graph = kfacOptions.Configure(new TrainingGraphOptions(loss));
+/// using var session = TrainingSession.Create(model, graph);
+/// using var kfac = new KfacOptimizer(session, kfacOptions);
+/// </code>
+/// </summary>
+public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, IDisposable
+{
+    internal const string KindName = "kfac";
+    /// <summary>Inputs and outputs of the Jacobian-vector-product pass the quadratic rule runs.</summary>
+    internal static string Tangent(string parameter, int direction) => $"{parameter}/tangent{direction}";
+    internal const string FisherQuadratic = "fisher_quadratic";
+
+    private readonly KfacOptions _options;
+    private readonly ParameterBinding _binding;
+    private readonly Slot[] _slots;
+    private readonly IReadOnlyList<Parameter> _graphParameters;
+    private readonly CurvatureBlock[] _blocks;
+    private readonly OrtProgram? _inverse, _precondition;
+    private readonly float[][]? _snapshot;
+    private double _lambda;
+    private long _updates;
+    private bool _hasMemory, _hasInverses, _snapshotValid;
+    private int _observed;
+    private double _boost = 1;
+
+    /// <summary>K-FAC over a session whose graph was built with <see cref="KfacOptions.Configure"/>.</summary>
+    public KfacOptimizer(TrainingSession session, KfacOptions options)
+        : this(session.Parameters, session.Manifest, options, session.Options, session.SourceModel)
+    {
+    }
+
+    /// <param name="parameters">The session's parameters (the list the trainer steps over).</param>
+    /// <param name="manifest">The training graph's manifest: layers and their factor outputs.</param>
+    /// <param name="options">Hyperparameters.</param>
+    /// <param name="runtime">How to run K-FAC's ONNX Runtime programs (threads, device); default CPU.</param>
+    /// <param name="source">The source model, to say what reads a parameter that no layer covers.</param>
+    public KfacOptimizer(IReadOnlyList<Parameter> parameters, TrainingManifest manifest, KfacOptions options,
+        TrainingSessionOptions? runtime = null, ModelProto? source = null)
+    {
+        ArgumentNullException.ThrowIfNull(manifest);
+        _options = options ?? throw new ArgumentNullException(nameof(options));
+        _options.Validate();
+        if (_options.UpdateRule == KfacUpdateRule.Quadratic && (_options.Groups.Any(g => g.LearningRate is not null || g.Momentum is not null)))
+            throw Checks.Error(nameof(KfacOptions.Groups), "lr/momentum", "the quadratic rule chooses its own step size and momentum; groups may set weight decay or frozen only");
+        _binding = new ParameterBinding(parameters, _options.Groups,
+            new GroupSettings(_options.LearningRate, _options.WeightDecay, _options.Momentum, Frozen: false));
+        _graphParameters = parameters;
+        var slots = _binding.Trainable.Where(t => !t.Settings.Frozen)
+            .ToDictionary(t => t.Parameter.Name, t => new Slot(t.Parameter, t.Settings, momentum: true), StringComparer.Ordinal);
+        _slots = [.. slots.Values];
+        var frozen = new HashSet<string>(parameters.Select(p => p.Name).Where(n => !slots.ContainsKey(n)), StringComparer.Ordinal);
+        Blocks = BlockPlan.Plan(manifest, _options, frozen, source);
+        _blocks = [.. Blocks.Select(b => Create(b, slots, manifest))];
+        _lambda = _options.Damping;
+
+        using var ortOptions = (runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
+        _inverse = Build(ortOptions, "inverse", (b, pb, bind) => b.EmitInverse(pb, bind));
+        _precondition = Build(ortOptions, "preconditioning", (b, pb, bind) => b.EmitPrecondition(pb, bind));
+        if (_options.RollbackOnDivergence) _snapshot = [.. _slots.Select(s => new float[s.Parameter.Value.Length])];
+    }
+
+    /// <summary>The block of every trainable parameter and why (what <c>inspect --optimizer kfac</c> prints).</summary>
+    public IReadOnlyList<KfacBlockInfo> Blocks { get; }
+
+    public KfacOptions Options => _options;
+
+    /// <summary>The damping λ now.</summary>
+    public double Damping => _lambda;
+
+    /// <summary>What the last update did (for logs and tests).</summary>
+    public KfacStepInfo LastStep { get; private set; } = new();
+
+    /// <summary>The plan K-FAC would make for a training graph, without building programs (inspect).</summary>
+    public static IReadOnlyList<KfacBlockInfo> Plan(TrainingManifest manifest, KfacOptions options, ModelProto? source = null) =>
+        BlockPlan.Plan(manifest, options, new HashSet<string>(), source);
+
+    private static CurvatureBlock Create(KfacBlockInfo info, Dictionary<string, Slot> slots, TrainingManifest manifest) => info.Kind switch
+    {
+        "kronecker" => new KroneckerBlock(info.Layer!, slots[info.Layer!.Weight], info.Parameters.Count > 1 ? slots[info.Parameters[1]] : null, info.Reason),
+        "embedding" => new EmbeddingBlock(info.Layer!, slots[info.Parameters[0]], info.Reason),
+        "diagonal" => new DiagonalBlock(slots[info.Parameters[0]],
+            manifest.Outputs.First(o => o.Role == TensorRole.SampledGradient && o.Of == info.Parameters[0]).Name, info.Reason),
+        _ => new IdentityBlock(slots[info.Parameters[0]], info.Reason),
+    };
+
+    private OrtProgram? Build(Microsoft.ML.OnnxRuntime.SessionOptions options, string what, Action<CurvatureBlock, ProgramBuilder, ProgramBindings> emit)
+    {
+        var pb = new ProgramBuilder();
+        var bind = new ProgramBindings();
+        foreach (var b in _blocks) emit(b, pb, bind);
+        return pb.IsEmpty ? null : new OrtProgram(pb.Build(), options, bind.Inputs, bind.Outputs, what);
+    }
+
+    // ---- the step, phase by phase ------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public void ObserveBatch(StepContext context, int batchSize)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        if (!IsStatisticsUpdate(context.UpdateCount)) return;
+        var pass = Pass(context);
+        int dropped = 0;
+        foreach (var b in _blocks) if (!b.Observe(pass, batchSize)) dropped++;
+        _observed++;
+        LastStep = LastStep with { DroppedStatistics = LastStep.DroppedStatistics + dropped };
+    }
+
+    /// <inheritdoc/>
+    public void Step(StepContext context)
+    {
+        _binding.Check(context);
+        var pass = Pass(context);
+        long update = context.UpdateCount;
+        LastStep = new KfacStepInfo { Update = update, DroppedStatistics = _observed == 0 ? 0 : LastStep.DroppedStatistics };
+        if (_observed == 0) ObserveBatch(context, BatchSize(pass));   // stepped without the trainer's observation
+        UpdateEstimator(update);
+        RefreshInverses(update);
+        PrepareGradients();
+        Precondition();
+        var m = _options.UpdateRule == KfacUpdateRule.KlClip ? KlClipUpdate(context, pass) : QuadraticUpdate(context, pass);
+        Apply(m);
+        AdaptDamping(context, pass, m);
+        _updates++;
+    }
+
+    private static ITrainingPass Pass(StepContext context) => context.Pass ?? throw new InvalidOperationException(
+        "K-FAC reads the training graph's factor statistics: step it with a StepContext whose Pass is the training session (the Trainer does)");
+
+    private int BatchSize(ITrainingPass pass)
+    {
+        var first = _blocks.OfType<KroneckerBlock>().FirstOrDefault();
+        return first is null ? 1 : 1;   // only the diagonal blocks use it, and the trainer passes it
+    }
+
+    private bool IsStatisticsUpdate(long update) => (update - 1) % _options.StatisticsEvery == 0;
+
+    /// <summary>Phase 1: fold the observed batches into the running factors (every T_cov updates).</summary>
+    private void UpdateEstimator(long update)
+    {
+        if (IsStatisticsUpdate(update))
+            foreach (var b in _blocks) b.Fold(_options.FactorDecay);
+        _observed = 0;
+    }
+
+    /// <summary>Phase 2: damped inverses, on the first update and every T_inv updates after it.</summary>
+    private void RefreshInverses(long update)
+    {
+        if (_options.DampingAdaptation == DampingAdaptation.Fixed)
+            _lambda = Math.Clamp(_options.Damping * _options.DampingSchedule.Factor(update), _options.MinDamping, _options.MaxDamping);
+        if (_inverse is null || (_hasInverses && (update - 1) % _options.InverseEvery != 0)) return;
+        double gamma = Math.Sqrt(_lambda + _options.WeightDecay);
+        for (int attempt = 0; ; attempt++)
+        {
+            foreach (var b in _blocks) b.PrepareInverse(gamma, _boost);
+            _inverse.Run();
+            bool finite = true;
+            foreach (var b in _blocks) finite &= b.InverseIsFinite();
+            if (finite || attempt == 3) break;
+            _boost *= 10;   // a singular or non-finite factor: more damping, then try again
+        }
+        _boost = 1;
+        _hasInverses = true;
+        LastStep = LastStep with { RefreshedInverses = true };
+    }
+
+    /// <summary>Phase 3: the gradient K-FAC preconditions, ∇ + η θ.</summary>
+    private void PrepareGradients()
+    {
+        foreach (var s in _slots)
+        {
+            float eta = (float)s.Settings.WeightDecay;
+            var p = s.Parameter.Value;
+            var g = s.Parameter.Grad;
+            var w = s.Work;
+            for (int i = 0; i < w.Length; i++) w[i] = g[i] + eta * p[i];
+        }
+    }
+
+    /// <summary>Phase 4: V for every block (the program for Kronecker and embedding blocks, element-wise for the rest).</summary>
+    private void Precondition()
+    {
+        _precondition?.Run();
+        foreach (var b in _blocks) b.Precondition(_lambda, _options.WeightDecay);
+        int replaced = 0;
+        foreach (var s in _slots)
+        {
+            if (AllFinite(s.V)) continue;
+            s.Work.AsSpan().CopyTo(s.V);   // never a NaN update: fall back to the gradient for this parameter
+            replaced++;
+        }
+        LastStep = LastStep with { NonFinitePreconditioned = replaced };
+    }
+
+    private static bool AllFinite(ReadOnlySpan<float> x)
+    {
+        foreach (float v in x) if (!float.IsFinite(v)) return false;
+        return true;
+    }
+
+    /// <summary>The step to take: per slot, θ ← θ + Scale · Direction (Direction: the memory after this update).</summary>
+    private readonly record struct Move(double Scale, double[] SlotRates, double ModelChange, double[] Quadratic);
+
+    /// <summary>Phase 5a (KL clip): ν, then b ← μ b + ν V; the move is −α b.</summary>
+    private Move KlClipUpdate(StepContext context, ITrainingPass pass)
+    {
+        double factor = _options.Schedule.Factor(context.UpdateCount);
+        double s = 0;
+        var rates = new double[_slots.Length];
+        for (int k = 0; k < _slots.Length; k++)
+        {
+            var slot = _slots[k];
+            double lr = slot.Settings.LearningRate * factor;
+            rates[k] = -lr;
+            s += lr * lr * Dot(slot.V, slot.Work);
+        }
+        double nu = s > 0 && double.IsFinite(s) ? Math.Min(1, Math.Sqrt(_options.KlClip / s)) : 1;
+        foreach (var slot in _slots)
+        {
+            float mu = (float)slot.Settings.Momentum, n = (float)nu;
+            var b = slot.Memory;
+            var v = slot.V;
+            if (!_hasMemory || mu == 0) for (int i = 0; i < b.Length; i++) b[i] = n * v[i];
+            else for (int i = 0; i < b.Length; i++) b[i] = mu * b[i] + n * v[i];
+        }
+        _hasMemory = true;
+        LastStep = LastStep with { Nu = nu, KlSum = s };
+        double[] quadratic = [];
+        if (IsAdaptUpdate(context.UpdateCount))
+        {
+            // The LM rule needs M(δ) of the move actually taken: F-products of −α b.
+            var q = FisherProducts(pass, k => (_slots[k].Memory, rates[k]), null);
+            double gd = 0;
+            for (int k = 0; k < _slots.Length; k++) gd += rates[k] * Dot(_slots[k].Work, _slots[k].Memory);
+            double dd = 0;
+            for (int k = 0; k < _slots.Length; k++) dd += rates[k] * rates[k] * Dot(_slots[k].Memory, _slots[k].Memory);
+            quadratic = [q[0], dd, gd];
+        }
+        return new Move(1, rates, double.NaN, quadratic);
+    }
+
+    /// <summary>
+    /// Phase 5b (the paper's rule): Δ = −V and δ₀ = the previous update; α, μ minimise
+    /// ½δᵀ(F + (λ+η)I)δ + ∇ᵀδ over δ = αΔ + μδ₀ with F from exact Fisher-vector products.
+    /// </summary>
+    private Move QuadraticUpdate(StepContext context, ITrainingPass pass)
+    {
+        // Q = [ΔᵀFΔ, ΔᵀFδ₀; δ₀ᵀFΔ, δ₀ᵀFδ₀] from the Jacobian-vector-product pass.
+        var q = FisherProducts(pass, k => (_slots[k].V, -1), _hasMemory ? k => _slots[k].Memory : null);
+        double dd = 0, d0 = 0, o0 = 0, gD = 0, g0 = 0;
+        foreach (var s in _slots)
+        {
+            dd += Dot(s.V, s.V);
+            gD -= Dot(s.Work, s.V);
+            if (!_hasMemory) continue;
+            d0 -= Dot(s.V, s.Memory);
+            o0 += Dot(s.Memory, s.Memory);
+            g0 += Dot(s.Work, s.Memory);
+        }
+        double damp = _lambda + _options.WeightDecay;
+        double c11 = q[0] + damp * dd, c12 = q[1] + damp * d0, c22 = q[3] + damp * o0;
+        double alpha, mu = 0;
+        double det = c11 * c22 - c12 * c12;
+        if (_hasMemory && o0 > 0 && det > 1e-12 * Math.Abs(c11 * c22) && double.IsFinite(det))
+        {
+            alpha = (-gD * c22 + g0 * c12) / det;
+            mu = (-g0 * c11 + gD * c12) / det;
+        }
+        else alpha = c11 > 0 ? -gD / c11 : 0;
+        if (!double.IsFinite(alpha) || !double.IsFinite(mu))
+            throw new OnnxKfacException($"K-FAC's quadratic model is degenerate at update {context.UpdateCount} (ΔᵀFΔ = {q[0]}, ∇ᵀΔ = {gD}); raise the damping");
+        // δ = αΔ + μδ₀ becomes the new memory.
+        float a = (float)alpha, m = (float)mu;
+        foreach (var s in _slots)
+        {
+            var mem = s.Memory;
+            var v = s.V;
+            if (_hasMemory) for (int i = 0; i < mem.Length; i++) mem[i] = m * mem[i] - a * v[i];
+            else for (int i = 0; i < mem.Length; i++) mem[i] = -a * v[i];
+        }
+        _hasMemory = true;
+        double fdd = alpha * alpha * q[0] + 2 * alpha * mu * q[1] + mu * mu * q[3];
+        double ddd = alpha * alpha * dd + 2 * alpha * mu * d0 + mu * mu * o0;
+        LastStep = LastStep with { Alpha = alpha, Mu = mu, DeltaFDelta = q[0], GradDelta = gD };
+        var rates = Enumerable.Repeat(1.0, _slots.Length).ToArray();
+        return new Move(1, rates, double.NaN, [fdd, ddd, alpha * gD + mu * g0]);
+    }
+
+    /// <summary>
+    /// [v₀ᵀFv₀, v₀ᵀFv₁, v₁ᵀFv₀, v₁ᵀFv₁] for v₀ = scale·first and v₁ = second (zeros when null), from
+    /// the training session's Jacobian-vector-product pass on the current minibatch.
+    /// </summary>
+    private double[] FisherProducts(ITrainingPass pass, Func<int, (float[] Data, double Scale)> first, Func<int, float[]>? second)
+    {
+        var index = _slots.Select((s, k) => (s.Name, k)).ToDictionary(t => t.Name, t => t.k, StringComparer.Ordinal);
+        foreach (var p in _graphParameters)
+        {
+            var t0 = pass.GetInput(Tangent(p.Name, 0));
+            var t1 = pass.GetInput(Tangent(p.Name, 1));
+            if (!index.TryGetValue(p.Name, out int k)) { t0.Clear(); t1.Clear(); continue; }
+            var (data, scale) = first(k);
+            float sc = (float)scale;
+            for (int i = 0; i < t0.Length; i++) t0[i] = sc * data[i];
+            if (second is null) t1.Clear();
+            else second(k).AsSpan().CopyTo(t1);
+        }
+        pass.RunExtra("jvp");
+        var q = pass.GetOutput(FisherQuadratic);
+        return [q[0], q[1], q[2], q[3]];
+    }
+
+    private static double Dot(float[] a, float[] b)
+    {
+        double s = 0;
+        for (int i = 0; i < a.Length; i++) s += (double)a[i] * b[i];
+        return s;
+    }
+
+    /// <summary>Phase 6: clip the move to the global norm, check it, apply it.</summary>
+    private void Apply(Move move)
+    {
+        double norm2 = 0;
+        for (int k = 0; k < _slots.Length; k++) norm2 += move.SlotRates[k] * move.SlotRates[k] * Dot(_slots[k].Memory, _slots[k].Memory);
+        double clip = _options.ClipUpdateNorm is { } max && Math.Sqrt(norm2) > max ? max / Math.Sqrt(norm2) : 1;
+        if (!double.IsFinite(norm2))
+            throw new OnnxKfacException($"K-FAC computed a non-finite update at update {LastStep.Update}; no weight was changed. Raise the damping (--kfac-damping) or lower the learning rate");
+        if (_snapshot is not null)
+        {
+            for (int k = 0; k < _slots.Length; k++) _slots[k].Parameter.Value.AsSpan().CopyTo(_snapshot[k]);
+            _snapshotValid = true;
+        }
+        _thetaNormBefore = 0;
+        _thetaNormAfter = 0;
+        for (int k = 0; k < _slots.Length; k++)
+        {
+            var p = _slots[k].Parameter.Value;
+            var d = _slots[k].Memory;
+            float r = (float)(move.SlotRates[k] * clip);
+            double eta = _slots[k].Settings.WeightDecay;
+            double before = 0, after = 0;
+            for (int i = 0; i < p.Length; i++)
+            {
+                before += (double)p[i] * p[i];
+                p[i] += r * d[i];
+                after += (double)p[i] * p[i];
+            }
+            _thetaNormBefore += eta * before;
+            _thetaNormAfter += eta * after;
+        }
+        _clip = clip;
+        LastStep = LastStep with { UpdateNorm = Math.Sqrt(norm2) * clip, Clipped = clip < 1, Damping = _lambda };
+    }
+
+    private double _thetaNormBefore, _thetaNormAfter, _clip = 1;
+
+    private bool IsAdaptUpdate(long update) =>
+        _options.DampingAdaptation == DampingAdaptation.LevenbergMarquardt && update % _options.AdaptEvery == 0;
+
+    /// <summary>Phase 7: every T₁ updates, ρ = (h(θ+δ) − h(θ)) / (M(δ) − M(0)) moves λ.</summary>
+    private void AdaptDamping(StepContext context, ITrainingPass pass, Move move)
+    {
+        if (!IsAdaptUpdate(context.UpdateCount) || move.Quadratic.Length == 0 || double.IsNaN(context.Loss)) return;
+        double c = _clip;
+        // M(δ) − M(0) = ½ δᵀ(F + ηI)δ + ∇ᵀδ, with the L2 term of h included on both sides.
+        double model = 0.5 * c * c * (move.Quadratic[0] + _options.WeightDecay * move.Quadratic[1]) + c * move.Quadratic[2];
+        double after = pass.EvaluateLoss() + 0.5 * _thetaNormAfter;
+        double before = context.Loss + 0.5 * _thetaNormBefore;
+        double rho = model < 0 ? (after - before) / model : double.NegativeInfinity;
+        double omega = Math.Pow(19.0 / 20.0, _options.AdaptEvery);
+        if (rho > 0.75) _lambda *= omega;
+        else if (rho < 0.25 || double.IsNaN(rho)) _lambda /= omega;
+        _lambda = Math.Clamp(_lambda, _options.MinDamping, _options.MaxDamping);
+        LastStep = LastStep with { Rho = rho, Damping = _lambda };
+    }
+
+    // ---- recovery and state ---------------------------------------------------------------------------
+
+    /// <inheritdoc/>
+    public bool TryRecover(out string message)
+    {
+        if (_snapshot is null || !_snapshotValid)
+        {
+            message = _snapshot is null ? "rollback is off" : "no good state to return to yet";
+            return false;
+        }
+        for (int k = 0; k < _slots.Length; k++) _snapshot[k].AsSpan().CopyTo(_slots[k].Parameter.Value);
+        foreach (var s in _slots) Array.Clear(s.Memory);
+        _hasMemory = false;
+        _lambda = Math.Min(_lambda * 10, _options.MaxDamping);
+        _hasInverses = false;       // refresh with the raised damping on the next update
+        _snapshotValid = false;
+        message = $"K-FAC: non-finite loss; returned to the weights before the last update and raised the damping to {_lambda:G3}";
+        return true;
+    }
+
+    /// <inheritdoc/>
+    public OptimizerState SaveState()
+    {
+        var state = new OptimizerState(KindName);
+        _binding.WriteShapes(state);
+        foreach (var s in _slots) state.Tensors[ParameterBinding.Key("memory", s.Name)] = (float[])s.Memory.Clone();
+        foreach (var b in _blocks) b.Save(state);
+        state.Doubles["damping"] = _lambda;
+        state.Longs["updates"] = _updates;
+        state.Longs["has_memory"] = _hasMemory ? 1 : 0;
+        state.Longs["has_inverses"] = _hasInverses ? 1 : 0;
+        return state;
+    }
+
+    /// <inheritdoc/>
+    public void LoadState(OptimizerState state)
+    {
+        var byName = _binding.ValidateShapes(state, KindName);
+        foreach (var s in _slots)
+        {
+            string key = ParameterBinding.Key("memory", s.Name);
+            if (!state.Tensors.TryGetValue(key, out var m) || m.Length != s.Memory.Length)
+                throw ParameterBinding.Mismatch($"it lacks '{key}' or it has the wrong size");
+        }
+        var expected = new HashSet<string>(_blocks.SelectMany(b => b.StateKeys), StringComparer.Ordinal);
+        foreach (var key in state.DoubleTensors.Keys.Concat(state.Longs.Keys.Where(k => k.Contains(':'))))
+            if (!expected.Contains(key)) throw ParameterBinding.Mismatch($"it has '{key}', which no block of this model keeps (other block choices?)");
+        foreach (var s in _slots) state.Tensors[ParameterBinding.Key("memory", s.Name)].AsSpan().CopyTo(s.Memory);
+        foreach (var b in _blocks) b.Load(state);
+        _lambda = state.Doubles["damping"];
+        _updates = state.Longs["updates"];
+        _hasMemory = state.Longs["has_memory"] != 0;
+        _hasInverses = state.Longs["has_inverses"] != 0;
+        _observed = 0;
+        _snapshotValid = false;
+        _ = byName;
+    }
+
+    public void Dispose()
+    {
+        _inverse?.Dispose();
+        _precondition?.Dispose();
+    }
+
+    /// <summary>The running factors of a Kronecker block (tests).</summary>
+    internal (double[] A, double[] G, float[] AInverse, float[] GInverse) FactorsOf(string block) =>
+        ((KroneckerBlock)_blocks.First(b => b.Name == block)).Factors;
+
+    /// <summary>The preconditioned gradient V of a parameter from the last step (tests).</summary>
+    internal float[] PreconditionedOf(string parameter) => _slots.First(s => s.Name == parameter).V;
+}
+
+/// <summary>What one K-FAC update did.</summary>
+public sealed record KfacStepInfo
+{
+    public long Update { get; init; }
+    /// <summary>KL clip: the clipping factor ν and Σ α²⟨V, ∇⟩.</summary>
+    public double Nu { get; init; } = double.NaN;
+    public double KlSum { get; init; } = double.NaN;
+    /// <summary>Quadratic rule: α, μ, ΔᵀFΔ and ∇ᵀΔ.</summary>
+    public double Alpha { get; init; } = double.NaN;
+    public double Mu { get; init; } = double.NaN;
+    public double DeltaFDelta { get; init; } = double.NaN;
+    public double GradDelta { get; init; } = double.NaN;
+    /// <summary>Levenberg–Marquardt's reduction ratio (NaN when it did not run) and the damping after it.</summary>
+    public double Rho { get; init; } = double.NaN;
+    public double Damping { get; init; }
+    public double UpdateNorm { get; init; }
+    public bool Clipped { get; init; }
+    public bool RefreshedInverses { get; init; }
+    /// <summary>Blocks whose batch statistics were not finite and were left out of the running factors.</summary>
+    public int DroppedStatistics { get; init; }
+    /// <summary>Parameters whose preconditioned gradient was not finite and fell back to the gradient.</summary>
+    public int NonFinitePreconditioned { get; init; }
+}
