@@ -207,7 +207,7 @@ public static class TrainingGraphBuilder
             }
             manifestLayers.Add(new ManifestLayer
             {
-                Name = l.Name, Kind = l.Kind, Node = l.Node, Weight = l.Weight, Bias = l.Bias, Input = a,
+                Name = l.Name, Kind = l.Kind, Node = l.Node, OpType = l.OpType, Weight = l.Weight, Bias = l.Bias, Input = a,
                 PreactivationGradient = gl, SampledPreactivationGradient = gs, Patches = patches,
                 FactorA = factors?.A, FactorG = factors?.G, Groups = factors?.Groups ?? l.Conv?.Group ?? 1,
                 InFeatures = l.InFeatures, OutFeatures = l.OutFeatures, WeightTransposed = l.WeightTransposed,

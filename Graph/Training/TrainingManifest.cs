@@ -30,6 +30,7 @@ public sealed record ManifestLayer
     public required string Name { get; init; }
     public required LayerKind Kind { get; init; }
     public required string Node { get; init; }
+    public string OpType { get; init; } = "";
     public required string Weight { get; init; }
     public string? Bias { get; init; }
     /// <summary>The layer-input tap a_l (null when the graph was built without taps).</summary>

@@ -103,6 +103,14 @@ public sealed class Trainer
             batchInEpoch++;
             examplesSinceTick += count;
             bool finite = double.IsFinite(loss) && double.IsFinite(GradientClipping.GlobalNorm(_session.Parameters));
+            if (!finite && _optimizer is IRecoverable recoverable && recoverable.TryRecover(out string recovered))
+            {
+                _skipped++;
+                accumulator?.Reset();
+                _observer.OnMessage($"update {_step + 1}: {recovered}");
+                _observer.OnStep(new StepReport(_step, epoch, batchInEpoch, loader.BatchesPerEpoch, loss, Skipped: true, throughput));
+                continue;
+            }
             if (!finite)
             {
                 if (!_options.SkipNonFinite)
@@ -116,6 +124,11 @@ public sealed class Trainer
             }
             epochLossSum += loss;
             epochBatches++;
+            if (_optimizer is IBatchObserver observer)
+            {
+                _context.UpdateCount = _step + 1;
+                observer.ObserveBatch(_context, count);
+            }
             if (accumulator is not null && !accumulator.Add(count)) continue;
             ApplyUpdate(loss);
             if (tick.ElapsedMilliseconds >= 250)

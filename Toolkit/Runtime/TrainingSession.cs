@@ -88,6 +88,9 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
         set => _noise.State = value;
     }
 
+    /// <summary>False when a test writes the sampled-Fisher noise into the batch itself (the reference runs feed PyTorch's).</summary>
+    internal bool DrawNoise { get; set; } = true;
+
     /// <summary>Buffers and bindings for batches of <paramref name="batchSize"/> examples (made once, then reused).</summary>
     public BatchBinding Bind(int batchSize)
     {
@@ -108,7 +111,7 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
     public double Run(BatchBinding batch)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        if (batch.NoiseBuffer is { } noise) _noise.Fill(noise.Span<float>(), Manifest.Fisher!.NoiseDistribution == "normal");
+        if (DrawNoise && batch.NoiseBuffer is { } noise) _noise.Fill(noise.Span<float>(), Manifest.Fisher!.NoiseDistribution == "normal");
         _train.RunWithBinding(_runOptions, batch.TrainBinding);
         _last = batch;
         return batch.Loss;
@@ -135,6 +138,9 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
 
     public void RunExtra(string purpose) =>
         throw new NotSupportedException($"the training graph was built without an extra pass for '{purpose}'");
+
+    public double EvaluateLoss() =>
+        Evaluate(_last ?? throw new InvalidOperationException("no step has run yet"));
 
     // ---- internals ---------------------------------------------------------------------------
 
