@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using OnnxKfac.Graph;
 using OnnxKfac.Graph.Proto;
 using OnnxKfac.Graph.Training;
@@ -117,9 +118,11 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         ArgumentNullException.ThrowIfNull(context);
         if (!IsStatisticsUpdate(context.UpdateCount)) return;
         var pass = Pass(context);
+        long t0 = Stopwatch.GetTimestamp();
         int dropped = 0;
         foreach (var b in _blocks) if (!b.Observe(pass, batchSize)) dropped++;
         _observed++;
+        Timings.AddObservation(Stopwatch.GetTimestamp() - t0);
         LastStep = LastStep with { DroppedStatistics = LastStep.DroppedStatistics + dropped };
     }
 
@@ -130,16 +133,26 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         var pass = Pass(context);
         long update = context.UpdateCount;
         LastStep = new KfacStepInfo { Update = update, DroppedStatistics = _observed == 0 ? 0 : LastStep.DroppedStatistics };
+        long t0 = Stopwatch.GetTimestamp();
         if (_observed == 0) ObserveBatch(context, BatchSize(pass));   // stepped without the trainer's observation
         UpdateEstimator(update);
+        long t1 = Stopwatch.GetTimestamp();
         RefreshInverses(update);
+        long t2 = Stopwatch.GetTimestamp();
         PrepareGradients();
         Precondition();
+        long t3 = Stopwatch.GetTimestamp();
         var m = _options.UpdateRule == KfacUpdateRule.KlClip ? KlClipUpdate(context, pass) : QuadraticUpdate(context, pass);
+        long t4 = Stopwatch.GetTimestamp();
         Apply(m);
         AdaptDamping(context, pass, m);
+        long t5 = Stopwatch.GetTimestamp();
+        Timings.Add(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4);
         _updates++;
     }
+
+    /// <summary>Where K-FAC's own time went, summed over the updates so far (the benchmark's breakdown).</summary>
+    public KfacTimings Timings { get; } = new();
 
     private static ITrainingPass Pass(StepContext context) => context.Pass ?? throw new InvalidOperationException(
         "K-FAC reads the training graph's factor statistics: step it with a StepContext whose Pass is the training session (the Trainer does)");
@@ -209,11 +222,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         LastStep = LastStep with { NonFinitePreconditioned = replaced };
     }
 
-    private static bool AllFinite(ReadOnlySpan<float> x)
-    {
-        foreach (float v in x) if (!float.IsFinite(v)) return false;
-        return true;
-    }
+    private static bool AllFinite(ReadOnlySpan<float> x) => FactorMath.AllFinite(x);
 
     /// <summary>The step to take: per slot, θ ← θ + Scale · Direction (Direction: the memory after this update).</summary>
     private readonly record struct Move(double Scale, double[] SlotRates, double ModelChange, double[] Quadratic);
@@ -326,12 +335,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         return [q[0], q[1], q[2], q[3]];
     }
 
-    private static double Dot(float[] a, float[] b)
-    {
-        double s = 0;
-        for (int i = 0; i < a.Length; i++) s += (double)a[i] * b[i];
-        return s;
-    }
+    private static double Dot(float[] a, float[] b) => FactorMath.Dot(a, b);
 
     /// <summary>Phase 6: clip the move to the global norm, check it, apply it.</summary>
     private void Apply(Move move)
@@ -484,4 +488,37 @@ public sealed record KfacStepInfo
     public int DroppedStatistics { get; init; }
     /// <summary>Parameters whose preconditioned gradient was not finite and fell back to the gradient.</summary>
     public int NonFinitePreconditioned { get; init; }
+}
+
+/// <summary>K-FAC's time per phase, accumulated over updates (seconds).</summary>
+public sealed class KfacTimings
+{
+    private long _stats, _inverses, _precondition, _coefficients, _apply;
+
+    public long Updates { get; private set; }
+    public double Statistics => Seconds(_stats);
+    public double Inverses => Seconds(_inverses);
+    public double Preconditioning => Seconds(_precondition);
+    /// <summary>ν, or α and μ (with the Jacobian-vector-product pass).</summary>
+    public double Coefficients => Seconds(_coefficients);
+    /// <summary>Applying the update (and the Levenberg–Marquardt forward when it runs).</summary>
+    public double Apply => Seconds(_apply);
+    public double Total => Statistics + Inverses + Preconditioning + Coefficients + Apply;
+
+    internal void Add(long stats, long inverses, long precondition, long coefficients, long apply)
+    {
+        _stats += stats; _inverses += inverses; _precondition += precondition; _coefficients += coefficients; _apply += apply;
+        Updates++;
+    }
+
+    internal void AddObservation(long stats) => _stats += stats;
+
+    public void Reset() { _stats = _inverses = _precondition = _coefficients = _apply = 0; Updates = 0; }
+
+    private static double Seconds(long ticks) => (double)ticks / Stopwatch.Frequency;
+
+    public override string ToString() =>
+        $"statistics {1e3 * Statistics / Math.Max(1, Updates):F3} ms, inverses {1e3 * Inverses / Math.Max(1, Updates):F3} ms, " +
+        $"preconditioning {1e3 * Preconditioning / Math.Max(1, Updates):F3} ms, coefficients {1e3 * Coefficients / Math.Max(1, Updates):F3} ms, " +
+        $"apply {1e3 * Apply / Math.Max(1, Updates):F3} ms per update";
 }

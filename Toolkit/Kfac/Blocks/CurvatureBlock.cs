@@ -71,25 +71,17 @@ internal abstract class CurvatureBlock(string name, string kind, string reason, 
 
     protected static double Epsilon(long k, double decay) => Math.Min(1 - 1.0 / k, decay);
 
-    protected static void Fold(double[] ema, double[] sum, int batches, double epsilon)
-    {
-        double w = (1 - epsilon) / batches;
-        for (int i = 0; i < ema.Length; i++) ema[i] = epsilon * ema[i] + w * sum[i];
-        Array.Clear(sum);
-    }
+    protected static void Fold(double[] ema, double[] sum, int batches, double epsilon) =>
+        FactorMath.Fold(ema, sum, epsilon, (1 - epsilon) / batches);
 
     protected static bool AddFinite(double[] sum, ReadOnlySpan<float> batch)
     {
-        foreach (float x in batch) if (!float.IsFinite(x)) return false;
-        for (int i = 0; i < sum.Length; i++) sum[i] += batch[i];
+        if (!FactorMath.AllFinite(batch)) return false;
+        FactorMath.Accumulate(sum, batch);
         return true;
     }
 
-    protected static bool AllFinite(ReadOnlySpan<float> x)
-    {
-        foreach (float v in x) if (!float.IsFinite(v)) return false;
-        return true;
-    }
+    protected static bool AllFinite(ReadOnlySpan<float> x) => FactorMath.AllFinite(x);
 
     protected static double[] Load(OptimizerState state, string key, int length)
     {

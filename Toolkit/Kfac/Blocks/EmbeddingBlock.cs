@@ -64,7 +64,7 @@ internal sealed class EmbeddingBlock : CurvatureBlock
         _pi = trA > 0 && trG > 0 && double.IsFinite(trA) && double.IsFinite(trG) ? Math.Clamp(Math.Sqrt(trA / trG), 1e-6, 1e6) : 1;
         for (int j = 0; j < _vocab; j++) _aInvDiag[j] = (float)(1 / (_a[j] + _pi * gamma * boost));
         _gDamp[0] = (float)(gamma / _pi * boost);
-        for (int i = 0; i < _g.Length; i++) _gIn[i] = (float)_g[i];
+        FactorMath.Narrow(_g, _gIn);
     }
 
     public override void EmitInverse(ProgramBuilder pb, ProgramBindings b)

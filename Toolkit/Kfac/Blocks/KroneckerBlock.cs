@@ -93,8 +93,8 @@ internal sealed class KroneckerBlock : CurvatureBlock
             _aDamp[gi] = (float)(pi * gamma * boost);
             _gDamp[gi] = (float)(gamma / pi * boost);
         }
-        for (int i = 0; i < _a.Length; i++) _aIn[i] = (float)_a[i];
-        for (int i = 0; i < _g.Length; i++) _gIn[i] = (float)_g[i];
+        FactorMath.Narrow(_a, _aIn);
+        FactorMath.Narrow(_g, _gIn);
     }
 
     private static double Trace(double[] m, int group, int d)

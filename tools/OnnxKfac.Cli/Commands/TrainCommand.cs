@@ -39,7 +39,7 @@ internal static class TrainCommand
             Description = "A JSON file of settings: every flag is a key (--batch-size 64 = \"batch_size\": 64); flags override it",
             HelpName = "run.json",
         };
-        var cmd = new Command("train", "Fine-tune a model (SGD or AdamW), with validation, checkpoints, a report, a loss plot and CI gates");
+        var cmd = new Command("train", "Fine-tune a model (K-FAC, SGD or AdamW), with validation, checkpoints, a report, a loss plot and CI gates");
         cmd.Arguments.Add(model);
         cmd.Options.Add(config);
         table.AddTo(cmd);
@@ -141,7 +141,7 @@ internal static class TrainCommand
             CheckNotModel(cfg, modelPath, "export", "checkpoint", "report", "plot");
 
             // ---- model, data, optimizer ----------------------------------------------------------
-            var setup = Own(ModelSetup.Open(cfg, modelPath, seed));
+            var setup = Own(ModelSetup.Open(cfg, modelPath, seed, graph => OptimizerSetup.ConfigureGraph(cfg, graph)));
             var session = setup.Session;
             bool hasVal = cfg.Has("val") || cfg.Has("val_split");
             bool hasTest = cfg.Has("test");
@@ -178,7 +178,8 @@ internal static class TrainCommand
             _epochExamples = cfg.Bool("drop_last") ? batchesPerEpoch * batch : train.Count;
             bool epochsGiven = cfg.Has("epochs");
             long totalSteps = maxSteps is { } ms ? (epochsGiven ? Math.Min(ms, epochs * updatesPerEpoch) : ms) : epochs * updatesPerEpoch;
-            var optimizer = OptimizerSetup.Create(cfg, session.Parameters, totalSteps, updatesPerEpoch);
+            var optimizer = OptimizerSetup.Create(cfg, session, totalSteps, updatesPerEpoch);
+            if (optimizer is IDisposable disposable) Own(disposable);
 
             var options = new TrainerOptions
             {
@@ -190,7 +191,7 @@ internal static class TrainCommand
                 ValidateEvery = validateEvery,
                 EarlyStoppingPatience = patience,
                 KeepBest = !cfg.Bool("no_keep_best"),
-                ClipGradNorm = clip,
+                ClipGradNorm = optimizer is Toolkit.Kfac.KfacOptimizer ? null : clip,   // K-FAC clips the update it takes
                 AccumulationSteps = accumulate,
                 SkipNonFinite = cfg.Bool("skip_nonfinite"),
                 CheckpointPath = checkpoint,
@@ -269,6 +270,8 @@ internal static class TrainCommand
             var res = result!;
             log.WriteLine($"done: {res.Steps - plan.StartStep} updates in {ProgressText.Seconds(trainClock.Elapsed)} ({(res.Steps - plan.StartStep) / Math.Max(1e-9, trainClock.Elapsed.TotalSeconds):F1} updates/s), stopped: {res.StopReason}" +
                 (res.SkippedSteps > 0 ? $", {res.SkippedSteps} non-finite batches skipped" : ""));
+            if (optimizer is Toolkit.Kfac.KfacOptimizer kfac && !quiet)
+                log.WriteLine($"kfac: damping {kfac.Damping:G3}; K-FAC's own time: {kfac.Timings}");
             if (res.FinalValidation is { } fv) log.WriteLine($"validation: {Describe(fv)}");
             if (testAfter is { } ta)
             {

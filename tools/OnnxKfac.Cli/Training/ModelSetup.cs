@@ -96,8 +96,12 @@ internal sealed class ModelSetup : IDisposable
         return loss;
     }
 
-    /// <summary>Loads the model, builds its training graph (no K-FAC taps: sgd/adamw need none) and opens a session.</summary>
-    public static ModelSetup Open(Config cfg, string modelPath, ulong seed)
+    /// <summary>
+    /// Loads the model, builds its training graph with what <paramref name="configure"/> (the
+    /// optimizer's requirements) adds, and opens a session. Without it the graph has no K-FAC
+    /// outputs (evaluation, SGD, AdamW).
+    /// </summary>
+    public static ModelSetup Open(Config cfg, string modelPath, ulong seed, Func<TrainingGraphOptions, TrainingGraphOptions>? configure = null)
     {
         var loss = ReadLoss(cfg);
         var model = OnnxModelIO.Load(modelPath);
@@ -109,6 +113,7 @@ internal sealed class ModelSetup : IDisposable
         int? threads = cfg.Int("threads");
         if (threads is < 0) throw cfg.Error("threads", $"{threads}: must be 0 (ONNX Runtime's default) or more");
         var graph = new TrainingGraphOptions(loss) { LayerTaps = false, Trainable = Globs(cfg, "trainable"), Frozen = Globs(cfg, "frozen") };
+        if (configure is not null) graph = configure(graph);
         var session = TrainingSession.Create(model, graph,
             new TrainingSessionOptions { Device = device, Threads = threads is 0 ? null : threads, NoiseSeed = seed }, shapes);
         try

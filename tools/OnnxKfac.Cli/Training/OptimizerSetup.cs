@@ -1,6 +1,9 @@
 using System.Globalization;
 using OnnxKfac.Graph;
+using OnnxKfac.Graph.Training;
+using OnnxKfac.Toolkit.Kfac;
 using OnnxKfac.Toolkit.Optim;
+using OnnxKfac.Toolkit.Runtime;
 
 namespace OnnxKfac.Cli.Training;
 
@@ -10,11 +13,37 @@ internal static class OptimizerSetup
     public const string DefaultOptimizer = "adamw";
     public const double DefaultLearningRate = 1e-3;
 
-    /// <param name="totalSteps">The planned number of updates (the cosine schedule anneals over them).</param>
-    /// <param name="stepsPerEpoch">Updates per epoch (the step schedule's default period).</param>
-    public static IOptimizer Create(Config cfg, IReadOnlyList<Parameter> parameters, long totalSteps, long stepsPerEpoch)
+    public const double DefaultKfacLearningRate = 0.01;
+
+    private static readonly string[] KfacKeys =
+    [
+        "kfac_update", "kfac_damping", "kfac_damping_adapt", "kfac_adapt_every", "kfac_damping_decay", "kfac_damping_every",
+        "kfac_min_damping", "kfac_max_damping", "kfac_kl_clip", "kfac_factor_decay", "kfac_stats_every", "kfac_inverse_every",
+        "kfac_stats_fraction", "kfac_fisher", "kfac_fallback", "kfac_block", "kfac_rollback",
+    ];
+
+    public static string Kind(Config cfg)
     {
         string kind = cfg.String("optimizer", DefaultOptimizer)!.Trim().ToLowerInvariant();
+        if (kind == "k-fac") kind = "kfac";
+        if (kind is not ("kfac" or "sgd" or "adamw" or "adam")) throw cfg.Error("optimizer", $"unknown optimizer '{kind}'; expected kfac, sgd or adamw");
+        if (kind != "kfac" && KfacKeys.FirstOrDefault(cfg.Has) is { } k) throw cfg.Error(k, "applies to --optimizer kfac");
+        return kind;
+    }
+
+    /// <summary>
+    /// What the optimizer needs from the training graph, known before the session exists:
+    /// K-FAC's factor statistics and sampled pass; nothing for SGD and AdamW.
+    /// </summary>
+    public static TrainingGraphOptions ConfigureGraph(Config cfg, TrainingGraphOptions graph) =>
+        Kind(cfg) == "kfac" ? Kfac(cfg, ConstantSchedule.Instance, 1).Configure(graph) : graph;
+
+    /// <param name="totalSteps">The planned number of updates (the cosine schedule anneals over them).</param>
+    /// <param name="stepsPerEpoch">Updates per epoch (the step schedule's default period).</param>
+    public static IOptimizer Create(Config cfg, TrainingSession session, long totalSteps, long stepsPerEpoch)
+    {
+        string kind = Kind(cfg);
+        var parameters = session.Parameters;
         var schedule = Schedule(cfg, totalSteps, stepsPerEpoch);
         var groups = cfg.List("group").Select(g => ParseGroup(g, cfg)).ToArray();
         double lr = cfg.Double("lr", DefaultLearningRate)!.Value;
@@ -47,10 +76,14 @@ internal static class OptimizerSetup
                         Schedule = schedule,
                         Groups = groups,
                     });
-                case "kfac" or "k-fac":
-                    throw cfg.Error("optimizer", "K-FAC is not implemented yet (it is the next milestone); use sgd or adamw");
+                case "kfac":
+                    if (cfg.Has("beta1") || cfg.Has("beta2") || cfg.Has("nesterov"))
+                        throw cfg.Error(cfg.Has("beta1") ? "beta1" : cfg.Has("beta2") ? "beta2" : "nesterov", "does not apply to --optimizer kfac");
+                    var options = Kfac(cfg, schedule, stepsPerEpoch) with { Groups = groups };
+                    try { return new KfacOptimizer(session, options); }
+                    catch (OnnxKfacException e) when (e.Message.StartsWith("--kfac-block", StringComparison.Ordinal)) { throw cfg.Error("kfac_block", e.Message["--kfac-block".Length..].TrimStart(':', ' '), e); }
                 default:
-                    throw cfg.Error("optimizer", $"unknown optimizer '{kind}'; expected sgd or adamw");
+                    throw cfg.Error("optimizer", $"unknown optimizer '{kind}'; expected kfac, sgd or adamw");
             }
         }
         catch (ArgumentException e)
@@ -66,10 +99,88 @@ internal static class OptimizerSetup
                 "Momentum" => "momentum",
                 "Nesterov" => "nesterov",
                 "Groups" => "group",
+                "Damping" => "kfac_damping",
+                "MinDamping" => "kfac_min_damping",
+                "MaxDamping" => "kfac_max_damping",
+                "AdaptEvery" => "kfac_adapt_every",
+                "KlClip" => "kfac_kl_clip",
+                "FactorDecay" => "kfac_factor_decay",
+                "StatisticsEvery" => "kfac_stats_every",
+                "InverseEvery" => "kfac_inverse_every",
+                "StatisticsFraction" => "kfac_stats_fraction",
+                "Fallback" => "kfac_fallback",
+                "Blocks" or "kind" => "kfac_block",
+                "ClipUpdateNorm" => "clip_grad_norm",
                 _ => "optimizer",
             };
             throw cfg.Error(key, Clean(e));
         }
+    }
+
+    /// <summary>K-FAC's options from the settings (the library validates every value; errors name the flag).</summary>
+    private static KfacOptions Kfac(Config cfg, ILearningRateSchedule schedule, long stepsPerEpoch)
+    {
+        try
+        {
+            var o = new KfacOptions
+            {
+                LearningRate = cfg.Double("lr", DefaultKfacLearningRate)!.Value,
+                Momentum = cfg.Double("momentum", 0.9)!.Value,
+                WeightDecay = cfg.Double("weight_decay", 1e-5)!.Value,
+                Damping = cfg.Double("kfac_damping", 1e-3)!.Value,
+                MinDamping = cfg.Double("kfac_min_damping", 1e-8)!.Value,
+                MaxDamping = cfg.Double("kfac_max_damping", 1e6)!.Value,
+                AdaptEvery = cfg.Int("kfac_adapt_every", 5)!.Value,
+                KlClip = cfg.Double("kfac_kl_clip", 1e-3)!.Value,
+                FactorDecay = cfg.Double("kfac_factor_decay", 0.95)!.Value,
+                StatisticsEvery = cfg.Int("kfac_stats_every", 1)!.Value,
+                InverseEvery = cfg.Int("kfac_inverse_every", 20)!.Value,
+                StatisticsFraction = cfg.Double("kfac_stats_fraction", 1)!.Value,
+                ClipUpdateNorm = cfg.Double("clip_grad_norm"),
+                RollbackOnDivergence = cfg.Bool("kfac_rollback"),
+                Schedule = schedule,
+                Blocks = [.. cfg.List("kfac_block").Select(BlockOverride.Parse)],
+                UpdateRule = Choice(cfg, "kfac_update", "kl-clip", ("kl-clip", KfacUpdateRule.KlClip), ("quadratic", KfacUpdateRule.Quadratic)),
+                DampingAdaptation = Choice(cfg, "kfac_damping_adapt", "fixed", ("fixed", DampingAdaptation.Fixed), ("lm", DampingAdaptation.LevenbergMarquardt)),
+                Fisher = Choice(cfg, "kfac_fisher", "true", ("true", FisherKind.True), ("empirical", FisherKind.Empirical)),
+                Fallback = Choice(cfg, "kfac_fallback", cfg.String("kfac_fisher", "true") == "empirical" ? "identity" : "diagonal",
+                    ("diagonal", FallbackBlock.Diagonal), ("identity", FallbackBlock.Identity)),
+            };
+            if (cfg.Double("kfac_damping_decay") is { } decay)
+            {
+                if (o.DampingAdaptation != DampingAdaptation.Fixed) throw cfg.Error("kfac_damping_decay", "schedules a fixed damping; --kfac-damping-adapt lm moves it by itself");
+                o = o with { DampingSchedule = new StepSchedule(cfg.Long("kfac_damping_every", Math.Max(1, stepsPerEpoch))!.Value, decay) };
+            }
+            else if (cfg.Has("kfac_damping_every")) throw cfg.Error("kfac_damping_every", "needs --kfac-damping-decay");
+            if (o.UpdateRule == KfacUpdateRule.Quadratic)
+                foreach (var key in new[] { "lr", "momentum", "schedule", "warmup", "kfac_kl_clip" })
+                    if (cfg.Has(key)) throw cfg.Error(key, "does not apply to --kfac-update quadratic, which chooses its step size and momentum from the quadratic model");
+            if (o.UpdateRule == KfacUpdateRule.KlClip && cfg.Has("kfac_adapt_every") && o.DampingAdaptation != DampingAdaptation.LevenbergMarquardt)
+                throw cfg.Error("kfac_adapt_every", "needs --kfac-damping-adapt lm");
+            o.Validate();
+            return o;
+        }
+        catch (ArgumentException e)
+        {
+            string key = e.ParamName switch
+            {
+                "Damping" => "kfac_damping", "MinDamping" => "kfac_min_damping", "MaxDamping" => "kfac_max_damping",
+                "AdaptEvery" => "kfac_adapt_every", "KlClip" => "kfac_kl_clip", "FactorDecay" => "kfac_factor_decay",
+                "StatisticsEvery" => "kfac_stats_every", "InverseEvery" => "kfac_inverse_every", "StatisticsFraction" => "kfac_stats_fraction",
+                "Fallback" => "kfac_fallback", "Blocks" or "kind" => "kfac_block", "ClipUpdateNorm" => "clip_grad_norm",
+                "LearningRate" => "lr", "Momentum" => "momentum", "WeightDecay" => "weight_decay", "StepSize" => "kfac_damping_every",
+                "Gamma" => "kfac_damping_decay",
+                _ => "optimizer",
+            };
+            throw cfg.Error(key, Clean(e));
+        }
+    }
+
+    private static T Choice<T>(Config cfg, string key, string fallback, params (string Name, T Value)[] choices)
+    {
+        string text = cfg.String(key, fallback)!.Trim().ToLowerInvariant();
+        foreach (var (name, value) in choices) if (name == text) return value;
+        throw cfg.Error(key, $"unknown value '{text}'; expected {string.Join(" or ", choices.Select(c => c.Name))}");
     }
 
     /// <summary>The message of an ArgumentException without .NET's " (Parameter 'x')" suffix.</summary>

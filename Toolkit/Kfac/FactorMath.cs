@@ -1,0 +1,75 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+
+namespace OnnxKfac.Toolkit.Kfac;
+
+/// <summary>
+/// The element-wise loops of K-FAC's statistics and updates, with <see cref="Vector{T}"/>:
+/// float32 graph outputs widened into float64 running sums, finiteness checks, dot products.
+/// </summary>
+internal static class FactorMath
+{
+    /// <summary>True when every value is finite (a NaN or infinity anywhere makes the sum non-finite).</summary>
+    public static bool AllFinite(ReadOnlySpan<float> x)
+    {
+        var v = MemoryMarshal.Cast<float, Vector<float>>(x);
+        var acc = Vector<float>.Zero;
+        for (int i = 0; i < v.Length; i++) acc += v[i] * Vector<float>.Zero;   // 0·x is NaN exactly for NaN and ±∞
+        float tail = 0;
+        for (int i = v.Length * Vector<float>.Count; i < x.Length; i++) tail += x[i] * 0f;
+        return float.IsFinite(Vector.Sum(acc) + tail);
+    }
+
+    /// <summary>sum += x, widening to float64.</summary>
+    public static void Accumulate(Span<double> sum, ReadOnlySpan<float> x)
+    {
+        var xv = MemoryMarshal.Cast<float, Vector<float>>(x);
+        var sv = MemoryMarshal.Cast<double, Vector<double>>(sum);
+        for (int i = 0; i < xv.Length; i++)
+        {
+            Vector.Widen(xv[i], out var lo, out var hi);
+            sv[2 * i] += lo;
+            sv[2 * i + 1] += hi;
+        }
+        for (int i = xv.Length * Vector<float>.Count; i < x.Length; i++) sum[i] += x[i];
+    }
+
+    /// <summary>ema = e·ema + w·sum, then sum = 0.</summary>
+    public static void Fold(Span<double> ema, Span<double> sum, double e, double w)
+    {
+        var ev = MemoryMarshal.Cast<double, Vector<double>>(ema);
+        var sv = MemoryMarshal.Cast<double, Vector<double>>(sum);
+        var eV = new Vector<double>(e);
+        var wV = new Vector<double>(w);
+        for (int i = 0; i < ev.Length; i++) ev[i] = eV * ev[i] + wV * sv[i];
+        for (int i = ev.Length * Vector<double>.Count; i < ema.Length; i++) ema[i] = e * ema[i] + w * sum[i];
+        sum.Clear();
+    }
+
+    /// <summary>Narrows float64 to float32.</summary>
+    public static void Narrow(ReadOnlySpan<double> x, Span<float> y)
+    {
+        var xv = MemoryMarshal.Cast<double, Vector<double>>(x);
+        var yv = MemoryMarshal.Cast<float, Vector<float>>(y);
+        int n = Math.Min(xv.Length / 2, yv.Length);
+        for (int i = 0; i < n; i++) yv[i] = Vector.Narrow(xv[2 * i], xv[2 * i + 1]);
+        for (int i = n * Vector<float>.Count; i < x.Length; i++) y[i] = (float)x[i];
+    }
+
+    /// <summary>Σ a·b in float64.</summary>
+    public static double Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        var av = MemoryMarshal.Cast<float, Vector<float>>(a);
+        var bv = MemoryMarshal.Cast<float, Vector<float>>(b);
+        var acc = Vector<double>.Zero;
+        for (int i = 0; i < av.Length; i++)
+        {
+            Vector.Widen(av[i], out var a0, out var a1);
+            Vector.Widen(bv[i], out var b0, out var b1);
+            acc += a0 * b0 + a1 * b1;
+        }
+        double s = Vector.Sum(acc);
+        for (int i = av.Length * Vector<float>.Count; i < a.Length; i++) s += (double)a[i] * b[i];
+        return s;
+    }
+}
