@@ -26,8 +26,8 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
 {
     internal const string KindName = "kfac";
     /// <summary>Inputs and outputs of the Jacobian-vector-product pass the quadratic rule runs.</summary>
-    internal static string Tangent(string parameter, int direction) => $"{parameter}/tangent{direction}";
-    internal const string FisherQuadratic = "fisher_quadratic";
+    internal static string Tangent(string parameter, int direction) => JvpGraphBuilder.TangentName(parameter, direction);
+    internal const string FisherQuadratic = JvpGraphBuilder.QuadraticName;
 
     private readonly KfacOptions _options;
     private readonly ParameterBinding _binding;
@@ -46,6 +46,9 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     public KfacOptimizer(TrainingSession session, KfacOptions options)
         : this(session.Parameters, session.Manifest, options, session.Options, session.SourceModel)
     {
+        // The quadratic rule and Levenberg–Marquardt need Fisher-vector products: fail now, not at update 1.
+        if (options.UpdateRule == KfacUpdateRule.Quadratic || options.DampingAdaptation == DampingAdaptation.LevenbergMarquardt)
+            session.PrepareJacobianVectorProducts();
     }
 
     /// <param name="parameters">The session's parameters (the list the trainer steps over).</param>
@@ -387,11 +390,20 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         double after = pass.EvaluateLoss() + 0.5 * _thetaNormAfter;
         double before = context.Loss + 0.5 * _thetaNormBefore;
         double rho = model < 0 ? (after - before) / model : double.NegativeInfinity;
-        double omega = Math.Pow(19.0 / 20.0, _options.AdaptEvery);
-        if (rho > 0.75) _lambda *= omega;
-        else if (rho < 0.25 || double.IsNaN(rho)) _lambda /= omega;
-        _lambda = Math.Clamp(_lambda, _options.MinDamping, _options.MaxDamping);
+        _lambda = LevenbergMarquardt(_lambda, rho, _options);
         LastStep = LastStep with { Rho = rho, Damping = _lambda };
+    }
+
+    /// <summary>
+    /// The Levenberg–Marquardt rule: ρ &gt; 3/4 ⇒ λ ← ω λ, ρ &lt; 1/4 (or NaN) ⇒ λ ← λ / ω, with
+    /// ω = (19/20)^T₁, kept within [MinDamping, MaxDamping].
+    /// </summary>
+    public static double LevenbergMarquardt(double lambda, double rho, KfacOptions options)
+    {
+        double omega = Math.Pow(19.0 / 20.0, options.AdaptEvery);
+        if (rho > 0.75) lambda *= omega;
+        else if (rho < 0.25 || double.IsNaN(rho)) lambda /= omega;
+        return Math.Clamp(lambda, options.MinDamping, options.MaxDamping);
     }
 
     // ---- recovery and state ---------------------------------------------------------------------------

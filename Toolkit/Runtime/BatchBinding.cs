@@ -17,6 +17,7 @@ public sealed class BatchBinding : IDisposable
     private readonly TrainingSession _session;
     private readonly TensorBuffer _loss;
     private OrtIoBinding? _evalBinding;
+    private OrtIoBinding? _jvpBinding;
     private TensorBuffer? _evalLoss;
 
     internal BatchBinding(TrainingSession session, int batchSize)
@@ -63,6 +64,10 @@ public sealed class BatchBinding : IDisposable
             return _evalBinding;
         }
     }
+
+    /// <summary>The Jacobian-vector-product pass over this batch's inputs (made on first use).</summary>
+    internal OrtIoBinding JvpBinding =>
+        _jvpBinding ??= _session.Jvp.Bind(name => _inputs.GetValueOrDefault(name), _session.ParameterValues);
 
     /// <summary>The loss of the last training run over this binding.</summary>
     public double Loss => _loss.Span<float>()[0];
@@ -138,6 +143,7 @@ public sealed class BatchBinding : IDisposable
     {
         TrainBinding.Dispose();
         _evalBinding?.Dispose();
+        _jvpBinding?.Dispose();
         foreach (var b in _inputs.Values) b.Dispose();
         foreach (var b in _outputs.Values) b.Dispose();
         foreach (var b in _evalOutputs.Values) b.Dispose();

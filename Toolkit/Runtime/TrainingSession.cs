@@ -27,6 +27,7 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
     private readonly IReadOnlyDictionary<string, long[]> _exampleShapes;
     private readonly RunOptions _runOptions = new();
     private readonly NoiseSource _noise;
+    private readonly Lazy<JvpPass> _jvp;
     private BatchBinding? _last;
     private bool _disposed;
 
@@ -53,6 +54,11 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
             return (CreateSession(eg.Model, o, "evaluation graph"), eg.Manifest);
         });
         _noise = new NoiseSource(options.NoiseSeed);
+        _jvp = new Lazy<JvpPass>(() =>
+        {
+            using var o = options.CreateOrtOptions();
+            return new JvpPass(this, graphOptions, o);
+        });
     }
 
     /// <summary>
@@ -128,16 +134,29 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
     // ---- ITrainingPass ----------------------------------------------------------------------
 
     public ReadOnlySpan<float> GetOutput(string name) =>
-        (_last ?? throw new InvalidOperationException("no step has run yet")).Output(name);
+        name == JvpGraphBuilder.QuadraticName && _jvp.IsValueCreated ? _jvp.Value.Quadratic.Span<float>()
+        : (_last ?? throw new InvalidOperationException("no step has run yet")).Output(name);
 
     public IReadOnlyList<long> GetOutputShape(string name) =>
         (_last ?? throw new InvalidOperationException("no step has run yet")).OutputShape(name);
 
-    public Span<float> GetInput(string name) =>
-        throw new NotSupportedException($"the training graph has no extra-pass input '{name}'");
+    /// <summary>A tangent input of the Jacobian-vector-product pass (<c>{parameter}/tangent{k}</c>); builds that pass on first use.</summary>
+    public Span<float> GetInput(string name) => _jvp.Value.Tangent(name);
 
-    public void RunExtra(string purpose) =>
-        throw new NotSupportedException($"the training graph was built without an extra pass for '{purpose}'");
+    /// <summary>Runs the Jacobian-vector-product pass (<c>"jvp"</c>) over the last batch; its result is the output <c>fisher_quadratic</c>.</summary>
+    public void RunExtra(string purpose)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (purpose != "jvp") throw new NotSupportedException($"the training session has no extra pass '{purpose}' (it has 'jvp')");
+        var batch = _last ?? throw new InvalidOperationException("no step has run yet");
+        try { _jvp.Value.Session.RunWithBinding(_runOptions, batch.JvpBinding); }
+        catch (OnnxRuntimeException e) { throw new OnnxKfacException($"ONNX Runtime failed on the Jacobian-vector-product pass: {e.Message.Split('\n')[0]}", e); }
+    }
+
+    /// <summary>Builds the Jacobian-vector-product graph now, so that a model it cannot handle fails before training.</summary>
+    public void PrepareJacobianVectorProducts() => _ = _jvp.Value;
+
+    internal JvpPass Jvp => _jvp.Value;
 
     public double EvaluateLoss() =>
         Evaluate(_last ?? throw new InvalidOperationException("no step has run yet"));
@@ -167,7 +186,7 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
 
     internal static string Format(long[]? shape) => shape is null ? "[?]" : "[" + string.Join(",", shape.Select(d => d < 0 ? "?" : d.ToString())) + "]";
 
-    private static InferenceSession CreateSession(ModelProto model, SessionOptions options, string what)
+    internal static InferenceSession CreateSession(ModelProto model, SessionOptions options, string what)
     {
         try
         {
@@ -205,6 +224,7 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
         foreach (var v in _paramGrads.Values) v.Dispose();
         _train.Dispose();
         if (_eval.IsValueCreated) _eval.Value.Session.Dispose();
+        if (_jvp.IsValueCreated) _jvp.Value.Dispose();
         _runOptions.Dispose();
     }
 }
