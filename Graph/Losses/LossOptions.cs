@@ -1,6 +1,6 @@
 namespace OnnxKfac.Graph.Losses;
 
-/// <summary>The losses the training graph can append, matching torch.nn's.</summary>
+/// <summary>The losses the training graph can append, matching torch.nn's (each implemented by a <see cref="LossFunction"/>).</summary>
 public enum LossKind
 {
     /// <summary>torch.nn.CrossEntropyLoss on class indices (logits [N, C] or [N, C, d...]).</summary>
@@ -25,6 +25,10 @@ public sealed record LossOptions
 
     public LossKind Kind { get; init; }
 
+    /// <summary>The loss this kind names (from <see cref="LossFunctions"/>).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public LossFunction Function => LossFunctions.For(Kind);
+
     /// <summary>The model output the loss reads; null: the model's only (or first) output.</summary>
     public string? Output { get; init; }
 
@@ -39,32 +43,10 @@ public sealed record LossOptions
     /// <summary>Cross-entropy label smoothing in [0, 1], as torch's <c>label_smoothing</c>.</summary>
     public double LabelSmoothing { get; init; }
 
-    public void Validate()
-    {
-        if (Kind != LossKind.CrossEntropy && (ClassWeights is not null || LabelSmoothing != 0))
-            throw new OnnxKfacException($"class weights and label smoothing apply to cross-entropy only, not {Name(Kind)}");
-        if (LabelSmoothing is < 0 or > 1 || double.IsNaN(LabelSmoothing))
-            throw new OnnxKfacException($"label smoothing must be in [0, 1], got {LabelSmoothing}");
-        if (ClassWeights is { } w && w.Any(x => !float.IsFinite(x) || x < 0))
-            throw new OnnxKfacException("class weights must be finite and non-negative");
-    }
+    public void Validate() => Function.Validate(this);
 
     /// <summary>The command-line name of a loss kind.</summary>
-    public static string Name(LossKind kind) => kind switch
-    {
-        LossKind.CrossEntropy => "cross-entropy",
-        LossKind.Mse => "mse",
-        LossKind.L1 => "l1",
-        LossKind.BceWithLogits => "bce-with-logits",
-        _ => throw new ArgumentOutOfRangeException(nameof(kind)),
-    };
+    public static string Name(LossKind kind) => LossFunctions.For(kind).Name;
 
-    public static LossKind ParseKind(string text) => text.Trim().ToLowerInvariant() switch
-    {
-        "cross-entropy" or "crossentropy" or "ce" => LossKind.CrossEntropy,
-        "mse" => LossKind.Mse,
-        "l1" => LossKind.L1,
-        "bce-with-logits" or "bcewithlogits" => LossKind.BceWithLogits,
-        _ => throw new OnnxKfacException($"unknown loss '{text}'; expected one of: cross-entropy, mse, l1, bce-with-logits"),
-    };
+    public static LossKind ParseKind(string text) => LossFunctions.Parse(text).Kind;
 }

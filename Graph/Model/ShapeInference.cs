@@ -187,6 +187,17 @@ public static class ShapeInference
             return [new TensorInfo(i[2]?.ElemType ?? 0, list.ToArray())];
         };
         r["NonZero"] = (n, i, _) => [new TensorInfo((int)DataType.Int64, [i[0]?.Rank ?? -1, -1])];
+        r["ScatterElements"] = Same;
+        r["ScatterND"] = Same;
+        r["GatherElements"] = (n, i, _) => [new TensorInfo(i[0]?.ElemType ?? 0, i.Length > 1 ? i[1]?.Shape : null)];
+        r["GatherND"] = (n, i, _) =>
+        {
+            // indices [b..., q..., k] → [b..., q..., data[b + k:]]
+            int batch = (int)n.GetInt("batch_dims", 0);
+            if (i[0]?.Shape is not { } d || i.Length < 2 || i[1]?.Shape is not { Length: > 0 } q || q[^1] < 0 || batch + q[^1] > d.Length)
+                return [new TensorInfo(i[0]?.ElemType ?? 0, null)];
+            return [new TensorInfo(i[0]!.ElemType, [.. q[..^1], .. d[(batch + (int)q[^1])..]])];
+        };
         return r;
     }
 

@@ -117,12 +117,12 @@ public static class TrainingGraphBuilder
         // Loss and its closed-form output gradient.
         var outInfo = g.Infos.GetValueOrDefault(output);
         string target = g.State.UniqueName(TargetName);
-        var targetInfo = TargetInfo(options.Loss.Kind, outInfo);
+        var targetInfo = options.Loss.Function.TargetInfo(outInfo);
         graph.Input.Add(ValueInfos.Tensor(target, targetInfo.ElemType, targetInfo.PlainShape));
         g.SetInfo(target, targetInfo);
         manifestInputs.Add(new ManifestTensor(target, TensorRole.Target, TypeName(targetInfo.ElemType), targetInfo.PlainShape));
         string lossName = g.State.UniqueName(LossName);
-        var loss = LossBuilder.Append(g, options.Loss, output, target, lossName);
+        var loss = options.Loss.Function.Append(g, options.Loss, output, target, lossName);
 
         // Backward: parameter gradients and, in the same pass, the pre-activation gradients.
         var wrt = parameters.Select(p => p.Name).Concat(layers.Select(l => l.PreActivation)).Distinct(StringComparer.Ordinal).ToArray();
@@ -135,16 +135,15 @@ public static class TrainingGraphBuilder
         var sampledParams = SampledParameters(parameters.Select(p => p.Name), layers, options);
         if (options.SampledFisher && (layers.Count > 0 || sampledParams.Count > 0))
         {
-            var (distribution, noiseKind) = LossBuilder.FisherFor(options.Loss.Kind);
             string noise = g.State.UniqueName(NoiseName);
             int type = outInfo?.ElemType ?? (int)DataType.Float;
             graph.Input.Add(ValueInfos.Tensor(noise, type, outInfo?.PlainShape));
             g.SetInfo(noise, new TensorInfo(type, outInfo?.Shape));
             manifestInputs.Add(new ManifestTensor(noise, TensorRole.Noise, TypeName(type), outInfo?.PlainShape) { Of = output });
-            string dSampled = LossBuilder.AppendSampled(g, options.Loss.Kind, output, noise);
+            string dSampled = options.Loss.Function.AppendSampled(g, output, noise);
             var pre = layers.Select(l => l.PreActivation).Concat(sampledParams).Distinct(StringComparer.Ordinal).ToArray();
             sampled = new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [output] = dSampled }, pre, "sampled/");
-            fisher = new ManifestFisher(distribution, noise, noiseKind, "1/N");
+            fisher = new ManifestFisher(options.Loss.Function.SampledDistribution, noise, options.Loss.Function.NoiseDistribution, "1/N");
         }
 
         // Outputs: loss, model outputs, gradients, taps.
@@ -224,8 +223,8 @@ public static class TrainingGraphBuilder
             Opset = g.Index.Opset,
             Loss = new ManifestLoss(LossOptions.Name(o2.Kind), o2.Reduction.ToString().ToLowerInvariant(), output, target, loss.Loss)
             {
-                IgnoreIndex = o2.Kind == LossKind.CrossEntropy ? o2.IgnoreIndex : null,
-                LabelSmoothing = o2.Kind == LossKind.CrossEntropy ? o2.LabelSmoothing : null,
+                IgnoreIndex = o2.Function.HasClassOptions ? o2.IgnoreIndex : null,
+                LabelSmoothing = o2.Function.HasClassOptions ? o2.LabelSmoothing : null,
                 ClassWeights = o2.ClassWeights?.ToArray(),
             },
             Inputs = manifestInputs,
@@ -257,13 +256,6 @@ public static class TrainingGraphBuilder
         }
         if (graph.Output.Count == 1) return graph.Output[0].Name;
         throw new OnnxKfacException($"the model has {graph.Output.Count} outputs ({string.Join(", ", graph.Output.Select(o => o.Name))}); choose the one the loss reads with --output");
-    }
-
-    private static TensorInfo TargetInfo(LossKind kind, TensorInfo? output)
-    {
-        if (kind != LossKind.CrossEntropy) return new TensorInfo(output?.ElemType ?? (int)DataType.Float, output?.Shape);
-        long[]? shape = output?.Shape is { Length: >= 2 } s ? [s[0], .. s[2..]] : null;
-        return new TensorInfo((int)DataType.Int64, shape);
     }
 
     private static void AddOutput(GraphProto graph, List<ManifestTensor> list, GraphBuildContext g, string name, TensorRole role, TensorInfo? info, string? of = null)

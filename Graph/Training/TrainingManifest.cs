@@ -9,7 +9,14 @@ public enum TensorRole
 {
     Data, Target, Noise, Parameter,
     Loss, ModelOutput, Gradient, LayerInput, PreactivationGradient, SampledPreactivationGradient, Patches,
+    /// <summary>Factor statistics A and G of a layer, and the sampled-target gradient of a parameter outside layers (K-FAC).</summary>
     FactorA, FactorG, SampledGradient,
+    /// <summary>JVP graph input: a direction in parameter space, one per parameter and direction (Of: the parameter).</summary>
+    Tangent,
+    /// <summary>JVP graph output: J v_k, the Jacobian-vector product of the loss's output tensor (Of: that output).</summary>
+    Jvp,
+    /// <summary>JVP graph output: the [K, K] matrix v_iᵀ F v_j (F: the exact Fisher = Gauss-Newton of the loss).</summary>
+    FisherQuadratic,
 }
 
 /// <summary>One input or output of the training graph. Shape: -1 for a dimension known only at run time.</summary>
@@ -17,6 +24,9 @@ public sealed record ManifestTensor(string Name, TensorRole Role, string ElemTyp
 {
     /// <summary>The parameter (for gradients) or layer (for taps) this tensor belongs to.</summary>
     public string? Of { get; init; }
+
+    /// <summary>The direction k (0-based) of a JVP graph's tangent input or JVP output.</summary>
+    public int? Direction { get; init; }
 }
 
 public sealed record ManifestParameter(string Name, string ElemType, long[] Shape, string Gradient)

@@ -305,16 +305,23 @@ internal static class Spatial
     /// <summary>
     /// (N, G·P, S...) → (P, G·N, S...), channel index (g, n): the layout a grouped Conv with
     /// G groups needs when the batch becomes its channels. One Transpose when G = 1. P is
-    /// dimension 1 of the node's weight.
+    /// dimension 1 of the node's weight, static when known, else read at run time.
     /// </summary>
     public static string GroupsToBatch(GradientContext c, string t, long group, int spatialRank)
     {
         var e = c.Emit;
         if (group == 1) return SwapBatchChannel(e, t, spatialRank);
-        long perGroup = c.Info(c.X(1))?.Shape is { Length: > 1 } w && w[1] >= 0 ? w[1]
-            : throw c.Unsupported($"the weight gradient with groups needs dimension 1 of '{c.X(1)}', which is not known statically");
-        string split = e.Reshape(t, LeadPlusSpatial(c, [0, group, perGroup], t, spatialRank));
-        string moved = e.Transpose(split, [2, 1, 0, .. Enumerable.Range(3, spatialRank).Select(k => (long)k)]);
-        return e.Reshape(moved, LeadPlusSpatial(c, [perGroup, -1], t, spatialRank));
+        long[] perm = [2, 1, 0, .. Enumerable.Range(3, spatialRank).Select(k => (long)k)];
+        if (c.Info(c.X(1))?.Shape is { Length: > 1 } w && w[1] >= 0)
+        {
+            string split = e.Reshape(t, LeadPlusSpatial(c, [0, group, w[1]], t, spatialRank));
+            return e.Reshape(e.Transpose(split, perm), LeadPlusSpatial(c, [w[1], -1], t, spatialRank));
+        }
+        // P known only at run time (the weight is itself computed, e.g. a gradient that a second
+        // reverse pass differentiates): read it and the spatial dims from the tensors.
+        string p = e.Op("Shape", [c.X(1)], Attributes.Int("start", 1), Attributes.Int("end", 2));
+        string spatial = e.Op("Shape", [t], Attributes.Int("start", 2));
+        string bySplit = e.Reshape(t, e.Op("Concat", [e.Int64s(0, group), p, spatial], Attributes.Int("axis", 0)));
+        return e.Reshape(e.Transpose(bySplit, perm), e.Op("Concat", [p, e.Int64s(-1), spatial], Attributes.Int("axis", 0)));
     }
 }

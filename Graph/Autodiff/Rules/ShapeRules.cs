@@ -5,7 +5,7 @@ namespace OnnxKfac.Graph.Autodiff.Rules;
 
 /// <summary>
 /// Data movement: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice,
-/// Gather, GatherElements, GatherND, Expand, Tile, Pad. Shapes, axes, indices, pads and
+/// Gather, GatherElements, GatherND, Expand, Tile, Pad, ScatterElements, ScatterND. Shapes, axes, indices, pads and
 /// slice bounds are not differentiable. Static shapes are used when known, Shape-based
 /// arithmetic otherwise, so dynamic (batch) dimensions work.
 /// </summary>
@@ -26,6 +26,8 @@ internal static class ShapeRules
         r.Add("Expand", c => c.SetGrad(0, c.Unbroadcast(c.DY()!, c.X(0))), differentiableInputs: [0]);
         r.Add("Tile", Tile, differentiableInputs: [0]);
         r.Add("Pad", Pad, differentiableInputs: [0]);
+        r.Add("ScatterElements", Scatter, differentiableInputs: [0, 2]);
+        r.Add("ScatterND", Scatter, differentiableInputs: [0, 2]);
     }
 
     // ---- helpers ---------------------------------------------------------------------------
@@ -226,6 +228,26 @@ internal static class ShapeRules
         }
         string viewed = e.Op("Reshape", [c.DY()!, split], Attributes.Int("allowzero", 1));
         c.SetGrad(0, e.ReduceSum(viewed, Enumerable.Range(0, rank).Select(k => 2L * k).ToArray(), keepDims: false));
+    }
+
+    // Y = Scatter(data, I, updates) (ScatterElements along axis, or ScatterND), the ops the Gather,
+    // MaxPool and Slice rules emit, so a second reverse pass (JVPs) needs them: dUpdates gathers
+    // dY at the written positions (GatherElements / GatherND, the forward op's adjoint);
+    // dData = dY with reduction="add", and dY with the written positions zeroed (scattering
+    // zeros there) without a reduction. Indices are assumed unique without a reduction, as the
+    // op's result is then defined; mul/max/min reductions are refused.
+    private static void Scatter(GradientContext c)
+    {
+        var e = c.Emit;
+        bool elements = c.Node.OpType == "ScatterElements";
+        string reduction = c.AttrString("reduction", "none");
+        if (reduction is not ("none" or "add")) throw c.Unsupported($"reduction=\"{reduction}\" has no gradient rule (only none and add)");
+        string dy = c.DY(), idx = c.X(1);
+        var axis = elements ? new[] { Attributes.Int("axis", c.AttrInt("axis", 0)) } : [];
+        if (c.Needs(0))
+            c.SetGrad(0, reduction == "add" ? dy : e.Op(c.Node.OpType, [dy, idx, ZerosLike(c, c.X(2))], axis));
+        if (c.Needs(2))
+            c.SetGrad(2, e.Op(elements ? "GatherElements" : "GatherND", [dy, idx], axis));
     }
 
     // Constant mode: Pad with the negated pads (crops what was added, zero-fills what was cropped).

@@ -94,6 +94,22 @@ public class ConvRulesTests(ITestOutputHelper log)
         RuleCheck.Log(log, "Conv", 17, GradCheck.Check(model, inputs, ["x", "w", "b"], Linear));
     }
 
+    /// <summary>
+    /// A grouped Conv whose weight is itself a run-time tensor with a dynamic dimension 1 (in the
+    /// JVP graph's second pass: the weight-gradient Conv of the first pass, whose "weight" is dY
+    /// with batch and channels swapped): the weight gradient reads that dimension at run time.
+    /// </summary>
+    [Fact]
+    public void GroupedConvWithDynamicWeightDims()
+    {
+        var inputs = Inputs([2, 4, 6, 5], [6, 2, 3, 3]);
+        var attrs = new[] { Attributes.Int("group", 2), Attributes.Ints("kernel_shape", [3, 3]), Attributes.Ints("pads", [1, 0, 1, 1]) };
+        var model = TestModels.SingleOp("Conv", 17, ["x", "w"], inputs, null, 1, attrs);
+        model.Graph.Input[1].Type.TensorType.Shape.Dim[1].DimParam = "p";
+        model.Graph.Input[0].Type.TensorType.Shape.Dim[1].DimParam = "c";
+        RuleCheck.Log(log, "Conv", 17, GradCheck.Check(model, inputs, ["x", "w"], Linear));
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]

@@ -242,6 +242,48 @@ public class ShapeRulesTests
         GradCheck.Op("GatherND", ["x", "i"], X([3, 4]), C(("i", Int64([3, 2], -1, 0, 2, -4, 2, 0))));
     }
 
+    // ScatterElements and ScatterND: what the Gather, MaxPool and Slice rules emit, so the second
+    // reverse pass of the JVP graph differentiates them (w.r.t. data and updates).
+    [Theory]
+    [InlineData("none")]
+    [InlineData("add")]
+    public void ScatterElements(string reduction)
+    {
+        var inputs = new Dictionary<string, TestTensor> { ["x"] = Random(D, [3, 4], 1), ["u"] = Random(D, [3, 2], 2) };
+        // Unique positions without a reduction (the result is undefined otherwise); repeats with add.
+        var idx = reduction == "none" ? Int64([3, 2], 1, 3, 0, -1, 2, 0) : Int64([3, 2], 1, 1, 0, -1, 3, 3);
+        var attrs = new[] { Attributes.Int("axis", 1), Attributes.String("reduction", reduction) };
+        GradCheck.Op("ScatterElements", ["x", "i", "u"], inputs, C(("i", idx)), opsets: [18], attributes: attrs);
+        Assert.ThrowsAny<Exception>(() => GradCheck.Op("ScatterElements", ["x", "i", "u"], inputs, C(("i", idx)), opsets: [18],
+            options: new GradCheck.Options { Registry = GradCheck.Zeroed("ScatterElements") }, attributes: attrs));
+    }
+
+    [Theory]
+    [InlineData("none")]
+    [InlineData("add")]
+    public void ScatterND(string reduction)
+    {
+        var inputs = new Dictionary<string, TestTensor> { ["x"] = Random(D, [4, 3, 2], 1), ["u"] = Random(D, [3, 2], 2) };
+        var idx = reduction == "none" ? Int64([3, 2], 0, 1, 3, 2, 2, 0) : Int64([3, 2], 0, 1, 3, 2, 0, 1);
+        var attrs = new[] { Attributes.String("reduction", reduction) };
+        GradCheck.Op("ScatterND", ["x", "i", "u"], inputs, C(("i", idx)), opsets: [18], attributes: attrs);
+        Assert.ThrowsAny<Exception>(() => GradCheck.Op("ScatterND", ["x", "i", "u"], inputs, C(("i", idx)), opsets: [18],
+            options: new GradCheck.Options { Registry = GradCheck.Zeroed("ScatterND") }, attributes: attrs));
+        // Only the updates: rows of the table (embedding gradient layout).
+        var rows = new Dictionary<string, TestTensor> { ["x"] = Random(D, [5, 3], 3), ["u"] = Random(D, [2, 2, 3], 4) };
+        GradCheck.Op("ScatterND", ["x", "i", "u"], rows, C(("i", Int64([2, 2, 1], 4, 0, 4, 2))), opsets: [18], attributes: Attributes.String("reduction", "add"));
+    }
+
+    [Fact]
+    public void ScatterWithMulReductionIsRefused()
+    {
+        var inputs = new Dictionary<string, TestTensor> { ["x"] = Random(D, [3, 4], 1), ["u"] = Random(D, [3, 2], 2) };
+        var model = TestModels.SingleOp("ScatterElements", 18, ["x", "i", "u"], inputs, C(("i", Int64([3, 2], 1, 3, 0, 2, 2, 0))), 1,
+            Attributes.Int("axis", 1), Attributes.String("reduction", "mul"));
+        var e = Assert.Throws<UnsupportedOpException>(() => GradientGraph.Build(model, ["y0"], ["x", "u"]));
+        Assert.Contains("reduction=\"mul\"", e.Message);
+    }
+
     [Fact]
     public void FloatEmbeddingSliceAndReflectPad()
     {

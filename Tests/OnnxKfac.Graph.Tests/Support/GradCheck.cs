@@ -21,6 +21,16 @@ public static class GradCheck
         public double Tolerance { get; init; } = double.NaN;
         public int MaxElementsPerInput { get; init; } = 48;
         public int Seed { get; init; } = 7;
+        /// <summary>The rules to check (default: the built-in table); a broken table must make the check fail.</summary>
+        public GradientRegistry? Registry { get; init; }
+    }
+
+    /// <summary>The default rules with <paramref name="op"/>'s rule replaced by one that returns no gradient (zero).</summary>
+    public static GradientRegistry Zeroed(string op)
+    {
+        var r = GradientRegistry.CreateDefault();
+        r.Replace(op, _ => { }, r.Find(op)!.DifferentiableInputs);
+        return r;
     }
 
     /// <summary>Checks gradients of <paramref name="wrt"/> (graph inputs of <paramref name="model"/>); returns the worst error.</summary>
@@ -38,7 +48,7 @@ public static class GradCheck
         for (int k = 0; k < outputs.Count; k++)
             seeds[outputs[k]] = TestTensor.Random(y0[outputs[k]].ElemType, y0[outputs[k]].Shape, options.Seed + 101 * k);
 
-        var gradModel = GradientGraph.Build(model, outputs, wrt);
+        var gradModel = GradientGraph.Build(model, outputs, wrt, options.Registry);
         using var backward = new Ort(gradModel);
         var feed = new Dictionary<string, TestTensor>(inputs);
         foreach (var (y, r) in seeds) feed[y + "_seed"] = r;

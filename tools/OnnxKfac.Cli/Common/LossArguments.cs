@@ -15,7 +15,7 @@ internal sealed class LossArguments
     {
         Loss = new Option<string>("--loss")
         {
-            Description = "Loss appended to the output: cross-entropy, mse, l1, bce-with-logits",
+            Description = "Loss appended to the output: " + string.Join(", ", LossFunctions.All.Select(f => f.Name)),
             HelpName = "KIND",
             Required = lossRequired,
         };
@@ -83,10 +83,9 @@ internal sealed class LossArguments
                     _ => throw new OnnxKfacException($"--reduction: unknown reduction '{red}'; expected mean or sum"),
                 },
             };
-        bool ce = options.Kind == LossKind.CrossEntropy;
         if (r.GetValue(IgnoreIndex) is { } ii)
         {
-            if (!ce) throw new OnnxKfacException($"--ignore-index applies to cross-entropy only, not {LossOptions.Name(options.Kind)}");
+            if (!options.Function.HasClassOptions) throw new OnnxKfacException($"--ignore-index applies to cross-entropy only, not {options.Function.Name}");
             options = options with { IgnoreIndex = ii };
         }
         if (r.GetValue(LabelSmoothing) is { } ls) options = options with { LabelSmoothing = ls };

@@ -110,7 +110,7 @@ internal static class ModelInspector
         if (loss is not null && lossOutput is not null)
         {
             var o = graph.Output.First(x => x.Name == lossOutput);
-            lossEntry = new LossEntry(LossOptions.Name(loss.Kind), TargetEntry(loss.Kind, o, infos.GetValueOrDefault(lossOutput), notes));
+            lossEntry = new LossEntry(loss.Function.Name, TargetEntry(loss.Function, o, infos.GetValueOrDefault(lossOutput), notes));
         }
 
         var unsupported = OpsWithoutGradient(index, registry, lossOutput, paramNames);
@@ -163,18 +163,18 @@ internal static class ModelInspector
     }
 
     /// <summary>The target tensor a loss on <paramref name="output"/> expects.</summary>
-    private static TensorEntry TargetEntry(LossKind kind, ValueInfoProto output, TensorInfo? info, List<string> notes)
+    private static TensorEntry TargetEntry(LossFunction loss, ValueInfoProto output, TensorInfo? info, List<string> notes)
     {
         var o = Entry(output);
         IReadOnlyList<object?>? shape = o.Shape ?? info?.Shape?.Select(d => d >= 0 ? (object?)d : null).ToArray();
         string elem = o.ElemType == "unknown" && info is { ElemType: > 0 } ? TensorData.TypeName(info.ElemType) : o.ElemType;
-        if (kind != LossKind.CrossEntropy) return new TensorEntry("target", elem, shape);
-        if (shape is { Count: < 2 })
+        if (loss.ClassIndexTargets) elem = TensorData.TypeName(loss.TargetElemType(0));
+        try { return new TensorEntry("target", elem, loss.TargetShape(shape, output.Name)); }
+        catch (OnnxKfacException e)
         {
-            notes.Add($"cross-entropy needs logits of shape [N, C] or [N, C, d...], but output '{output.Name}' has rank {shape.Count}");
-            return new TensorEntry("target", "int64", null);
+            notes.Add(e.Message);
+            return new TensorEntry("target", elem, null);
         }
-        return new TensorEntry("target", "int64", shape is null ? null : [shape[0], .. shape.Skip(2)]);
     }
 
     public static string FormatShape(IReadOnlyList<object?>? shape) =>

@@ -62,7 +62,7 @@ internal sealed class ModelSetup : IDisposable
     /// <summary>The class count (cross-entropy with a static class axis), else null.</summary>
     public int? Classes { get; }
 
-    public bool Classification => Loss.Kind == LossKind.CrossEntropy;
+    public bool Classification => Loss.Function.ClassIndexTargets;
 
     public static LossOptions ReadLoss(Config cfg)
     {
@@ -79,10 +79,9 @@ internal sealed class ModelSetup : IDisposable
                     _ => throw cfg.Error("reduction", $"unknown reduction '{red}'; expected mean or sum"),
                 },
             };
-        bool ce = loss.Kind == LossKind.CrossEntropy;
         if (cfg.Long("ignore_index") is { } ii)
         {
-            if (!ce) throw cfg.Error("ignore_index", $"applies to cross-entropy only, not {LossOptions.Name(loss.Kind)}");
+            if (!loss.Function.HasClassOptions) throw cfg.Error("ignore_index", $"applies to cross-entropy only, not {loss.Function.Name}");
             loss = loss with { IgnoreIndex = ii };
         }
         if (cfg.Double("label_smoothing") is { } ls) loss = loss with { LabelSmoothing = ls };
@@ -133,7 +132,7 @@ internal sealed class ModelSetup : IDisposable
                     throw new OnnxKfacException($"{modelPath}: input '{input.Name}' {Shapes.Format(shape)} has dynamic dimensions besides the batch; give its per-example shape with --input-shape {input.Name}=d1,d2...");
             }
             int? classes = null;
-            if (loss.Kind == LossKind.CrossEntropy)
+            if (loss.Function.ClassIndexTargets)
             {
                 var output = session.Manifest.Outputs.First(o => o.Name == session.Manifest.Loss.Output);
                 if (output.Shape is { Length: >= 2 } s && s[1] > 0) classes = checked((int)s[1]);

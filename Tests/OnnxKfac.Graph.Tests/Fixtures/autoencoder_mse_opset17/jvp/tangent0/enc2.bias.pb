@@ -1,0 +1,2 @@
+B	enc2.biasJ1F½²n•¿g”u¿a+
+?

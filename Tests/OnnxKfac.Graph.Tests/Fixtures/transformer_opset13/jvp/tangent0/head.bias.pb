@@ -1,0 +1,1 @@
+B	head.biasJ%·>IÖt?ßì∂øt–T?

@@ -1,0 +1,1 @@
+B	head.biasJC”>¾9Ò>rZ¿M$¶>

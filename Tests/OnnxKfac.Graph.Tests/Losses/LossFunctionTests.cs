@@ -1,0 +1,96 @@
+using OnnxKfac.Graph.Autodiff;
+using OnnxKfac.Graph.Losses;
+using OnnxKfac.Graph.Model;
+using OnnxKfac.Graph.Proto;
+using OnnxKfac.Graph.Tests.Support;
+using DataType = OnnxKfac.Graph.Proto.TensorProto.Types.DataType;
+
+namespace OnnxKfac.Graph.Tests.Losses;
+
+/// <summary>The loss table and each loss's output-space Fisher bilinear form against a dense Hessian.</summary>
+public class LossFunctionTests
+{
+    [Fact]
+    public void EveryKindHasOneLossAndNamesRoundTrip()
+    {
+        foreach (var kind in Enum.GetValues<LossKind>())
+        {
+            var f = LossFunctions.For(kind);
+            Assert.Equal(kind, f.Kind);
+            Assert.Equal(kind, LossOptions.ParseKind(f.Name));
+            Assert.Equal(f.Name, LossOptions.Name(kind));
+            foreach (var alias in f.Aliases) Assert.Equal(kind, LossOptions.ParseKind(alias.ToUpperInvariant()));
+        }
+        Assert.Equal(LossKind.CrossEntropy, LossOptions.ParseKind(" CE "));
+        var e = Assert.Throws<OnnxKfacException>(() => LossOptions.ParseKind("hinge"));
+        Assert.Equal("unknown loss 'hinge'; expected one of: cross-entropy, mse, l1, bce-with-logits", e.Message);
+    }
+
+    [Fact]
+    public void TargetsFollowTheLoss()
+    {
+        var ce = LossFunctions.For(LossKind.CrossEntropy);
+        Assert.Equal(new TensorInfo((int)DataType.Int64, [-1, 7, 5]).Shape, ce.TargetInfo(new TensorInfo(1, [-1, 3, 7, 5])).Shape);
+        Assert.Equal((int)DataType.Int64, ce.TargetInfo(new TensorInfo(1, [4, 3])).ElemType);
+        Assert.Null(ce.TargetInfo(new TensorInfo(1, [4])).Shape);   // reported when the loss is appended
+        var mse = LossFunctions.For(LossKind.Mse);
+        var target = mse.TargetInfo(new TensorInfo((int)DataType.Double, [4, 3]));
+        Assert.Equal((int)DataType.Double, target.ElemType);
+        Assert.Equal([4L, 3L], target.Shape!);
+        var bad = Assert.Throws<OnnxKfacException>(() => ce.CheckTarget("t.pb", new LossOptions(LossKind.CrossEntropy), "y", 1, [2, 3], (int)DataType.Int64, [2], () => [0, 3]));
+        Assert.Contains("label 3 at flat index 1 is outside [0, 3)", bad.Message);
+        var shape = Assert.Throws<OnnxKfacException>(() => mse.CheckTarget("t.pb", new LossOptions(LossKind.Mse), "y", 1, [2, 3], 1, [2], () => []));
+        Assert.Equal("t.pb: mse expects a float target shaped like output 'y' [2,3], got float [2]", shape.Message);
+    }
+
+    public static IEnumerable<object[]> Cases()
+    {
+        var ce = new LossOptions(LossKind.CrossEntropy);
+        yield return [ce, new long[] { 4, 3 }];
+        yield return [ce with { Reduction = LossReduction.Sum, IgnoreIndex = 1 }, new long[] { 3, 4, 2 }];
+        yield return [ce with { ClassWeights = [0.5f, 2f, 1f, 1.5f], IgnoreIndex = 2, LabelSmoothing = 0.2 }, new long[] { 3, 4, 2 }];
+        yield return [ce with { LabelSmoothing = 0.1, IgnoreIndex = 0 }, new long[] { 5, 3 }];
+        yield return [new LossOptions(LossKind.Mse), new long[] { 4, 3 }];
+        yield return [new LossOptions(LossKind.Mse) { Reduction = LossReduction.Sum }, new long[] { 2, 3, 2 }];
+        yield return [new LossOptions(LossKind.BceWithLogits), new long[] { 4, 3 }];
+    }
+
+    /// <summary>
+    /// uᵀ H w with H the Hessian of the appended loss itself, by central differences of its
+    /// closed-form gradient along w. Float64 where ONNX Runtime allows; cross-entropy runs in
+    /// float32 (the CPU build has no float64 OneHot), with a larger step and tolerance.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void FisherBilinearIsTheLossHessian(LossOptions o, long[] shape)
+    {
+        var f = o.Function;
+        int D = f.ClassIndexTargets ? (int)DataType.Float : (int)DataType.Double;
+        double h = D == (int)DataType.Float ? 1e-2 : 1e-5, tol = D == (int)DataType.Float ? 1e-3 : 1e-7;
+        var z = TestTensor.Random(D, shape, 1, -2, 2);
+        long[] tShape = f.ClassIndexTargets ? [shape[0], .. shape[2..]] : shape;
+        var t = f.ClassIndexTargets
+            ? new TestTensor((int)DataType.Int64, tShape, Enumerable.Range(0, (int)TensorData.ElementCount(tShape)).Select(k => (double)((k * 7 + 1) % shape[1])).ToArray())
+            : TestTensor.Random(D, shape, 2, 0, 1);
+        var u = TestTensor.Random(D, shape, 3);
+        var w = TestTensor.Random(D, shape, 4);
+
+        var model = TestModels.Graph(18, [], new Dictionary<string, TestTensor> { ["z"] = z, ["t"] = t, ["u"] = u, ["w"] = w }, null, []);
+        var g = new GraphBuildContext(model, 18);
+        var loss = f.Append(g, o, "z", "t", "loss");
+        string q = f.FisherBilinear(g.Emitter("fisher"), g, o, "z", "t", "u", "w");
+        g.Commit();
+        model.Graph.Output.Add(ValueInfos.Tensor(q, D, []));
+        model.Graph.Output.Add(ValueInfos.Tensor(loss.OutputGradient, D, shape));
+        using var ort = new Ort(model);
+        double Directional(double h)
+        {
+            var zh = z with { Data = z.Data.Select((x, i) => x + h * w.Data[i]).ToArray() };
+            var grad = ort.Run(new Dictionary<string, TestTensor> { ["z"] = zh, ["t"] = t, ["u"] = u, ["w"] = w }, [loss.OutputGradient])[loss.OutputGradient];
+            return grad.Data.Select((x, i) => x * u.Data[i]).Sum();
+        }
+        double got = ort.Run(new Dictionary<string, TestTensor> { ["z"] = z, ["t"] = t, ["u"] = u, ["w"] = w }, [q])[q].Data[0];
+        double numeric = (Directional(h) - Directional(-h)) / (2 * h);
+        Assert.True(Math.Abs(got - numeric) <= tol * Math.Max(1e-2, Math.Abs(numeric)), $"uᵀHw {got:G12} vs d/dh uᵀ∇L(z + h w) {numeric:G12}");
+    }
+}
