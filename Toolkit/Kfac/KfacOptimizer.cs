@@ -452,7 +452,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         }
         var expected = new HashSet<string>(_blocks.SelectMany(b => b.StateKeys), StringComparer.Ordinal);
         foreach (var key in state.DoubleTensors.Keys.Concat(state.Longs.Keys.Where(k => k.Contains(':'))))
-            if (!expected.Contains(key)) throw ParameterBinding.Mismatch($"it has '{key}', which no block of this model keeps (other block choices?)");
+            if (!expected.Contains(key)) throw ParameterBinding.Mismatch($"it has '{key}', which no block of this model keeps (written with other curvature blocks?)");
         foreach (var s in _slots) state.Tensors[ParameterBinding.Key("memory", s.Name)].AsSpan().CopyTo(s.Memory);
         foreach (var b in _blocks) b.Load(state);
         _lambda = state.Doubles["damping"];

@@ -139,4 +139,33 @@ public sealed class TorchReferenceTests
         foreach (var (name, file) in r.Map(kl2.GetProperty("stats").GetProperty("V"))) AssertClose(r.Tensor(file), kfac.PreconditionedOf(name), $"step 2 V of {name}");
         foreach (var (name, file) in r.Map(kl2.GetProperty("theta"))) AssertClose(r.Tensor(file), byName[name].Value, $"step 2 weights of {name}");
     }
+
+    [Theory]
+    [InlineData("mlp")]
+    [InlineData("cnn")]
+    [InlineData("transformer")]
+    [InlineData("autoencoder_bce")]
+    public void QuadraticRuleTwoUpdatesMatchPyTorch(string fixture)
+    {
+        // The paper's rule: α and μ from the exact Fisher of the minibatch (Jacobian-vector products).
+        var r = new Reference(fixture);
+        var options = r.Options with { UpdateRule = KfacUpdateRule.Quadratic };
+        var (session, batch) = r.Open(options);
+        using var _ = session;
+        using var kfac = new KfacOptimizer(session, options);
+        var context = new StepContext(session.Parameters, session);
+        var byName = session.Parameters.ToDictionary(p => p.Name);
+        var q = r.Json.GetProperty("quadratic");
+        foreach (var (step, key) in new[] { (1, "step1"), (2, "step2") })
+        {
+            r.Step(session, batch, kfac, context, step);
+            var expected = q.GetProperty(key);
+            double alpha = expected.GetProperty("alpha").GetDouble(), mu = expected.GetProperty("mu").GetDouble();
+            Assert.True(Math.Abs(kfac.LastStep.Alpha - alpha) <= 1e-4 * Math.Abs(alpha), $"step {step}: α = {kfac.LastStep.Alpha}, PyTorch {alpha}");
+            Assert.True(Math.Abs(kfac.LastStep.Mu - mu) <= 1e-4 * Math.Max(1e-3, Math.Abs(mu)), $"step {step}: μ = {kfac.LastStep.Mu}, PyTorch {mu}");
+            double dfd = expected.GetProperty("DFD").GetDouble();
+            Assert.True(Math.Abs(kfac.LastStep.DeltaFDelta - dfd) <= 1e-4 * Math.Abs(dfd), $"step {step}: ΔᵀFΔ = {kfac.LastStep.DeltaFDelta}, PyTorch {dfd}");
+            foreach (var (name, file) in r.Map(expected.GetProperty("theta"))) AssertClose(r.Tensor(file), byName[name].Value, $"step {step} weights of {name}");
+        }
+    }
 }

@@ -86,7 +86,7 @@ internal abstract class CurvatureBlock(string name, string kind, string reason, 
     protected static double[] Load(OptimizerState state, string key, int length)
     {
         if (!state.DoubleTensors.TryGetValue(key, out var data))
-            throw new ArgumentException($"Cannot load optimizer state: it lacks '{key}'.", "state");
+            throw new ArgumentException($"Cannot load optimizer state: it lacks '{key}' (written with other curvature blocks?).", "state");
         if (data.Length != length)
             throw new ArgumentException($"Cannot load optimizer state: '{key}' has {data.Length} values, this model needs {length}.", "state");
         return data;
