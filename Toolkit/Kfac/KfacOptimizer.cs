@@ -409,6 +409,12 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     // ---- recovery and state ---------------------------------------------------------------------------
 
     /// <inheritdoc/>
+    public string DivergenceAdvice =>
+        _options.UpdateRule == KfacUpdateRule.Quadratic
+            ? "Raise the damping (--kfac-damping, --kfac-min-damping), use larger batches (the quadratic rule fits each minibatch exactly), or pass --kfac-rollback"
+            : "Raise the damping (--kfac-damping), lower the learning rate or --kfac-kl-clip, or pass --kfac-rollback";
+
+    /// <inheritdoc/>
     public bool TryRecover(out string message)
     {
         if (_snapshot is null || !_snapshotValid)

@@ -60,4 +60,7 @@ public interface IRecoverable
 {
     /// <summary>Returns to the last good state; false when it cannot (then the run stops). <paramref name="message"/> says what it did.</summary>
     bool TryRecover(out string message);
+
+    /// <summary>What to change when the run diverges and recovery is off (one sentence, for the error message).</summary>
+    string DivergenceAdvice { get; }
 }

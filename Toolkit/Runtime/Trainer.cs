@@ -116,7 +116,7 @@ public sealed class Trainer
                 if (!_options.SkipNonFinite)
                     throw new OnnxKfacException(
                         $"non-finite loss or gradient ({loss}) at update {_step + 1} (epoch {epoch + 1}, batch {batchInEpoch}); " +
-                        "no checkpoint was written after it. Lower the learning rate, clip gradients (--clip-grad-norm), or pass --skip-nonfinite");
+                        "no checkpoint was written after it. " + (_optimizer is IRecoverable r ? r.DivergenceAdvice + ", or --skip-nonfinite" : "Lower the learning rate, clip gradients (--clip-grad-norm), or pass --skip-nonfinite"));
                 _skipped++;
                 accumulator?.Reset();
                 _observer.OnStep(new StepReport(_step, epoch, batchInEpoch, loader.BatchesPerEpoch, loss, Skipped: true, throughput));
