@@ -1,7 +1,11 @@
 using System.CommandLine;
 using System.Globalization;
 using OnnxKfac.Cli.Common;
+using OnnxKfac.Graph;
+using OnnxKfac.Graph.Losses;
 using OnnxKfac.Graph.Model;
+using OnnxKfac.Graph.Training;
+using OnnxKfac.Toolkit.Kfac;
 
 namespace OnnxKfac.Cli.Commands;
 
@@ -13,9 +17,19 @@ internal static class InspectCommand
         var model = new Argument<string>("MODEL") { Description = "The ONNX model (.onnx)" };
         var json = new Option<bool>("--json") { Description = "Print a JSON document (snake_case, stable keys) instead of tables" };
         var loss = new LossArguments(lossRequired: false, details: false);
-        var cmd = new Command("inspect", "Show a model's inputs, outputs, trainable parameters, layers, tied weights and ops without a gradient rule");
+        var optimizer = new Option<string?>("--optimizer") { Description = "kfac: also list the curvature block K-FAC gives each parameter, and why", HelpName = "kfac" };
+        var blocks = new Option<string[]>("--kfac-block") { Description = "As train's --kfac-block GLOB:KIND (repeatable)", HelpName = "GLOB:KIND", AllowMultipleArgumentsPerToken = false };
+        var fallback = new Option<string?>("--kfac-fallback") { Description = "As train's --kfac-fallback: diagonal (default) or identity", HelpName = "diagonal|identity" };
+        var trainable = new Option<string[]>("--trainable") { Description = "As train's --trainable GLOB (repeatable)", HelpName = "GLOB" };
+        var frozen = new Option<string[]>("--frozen") { Description = "As train's --frozen GLOB (repeatable)", HelpName = "GLOB" };
+        var cmd = new Command("inspect", "Show a model's inputs, outputs, trainable parameters, layers, tied weights, ops without a gradient rule and (--optimizer kfac) K-FAC's curvature blocks");
         cmd.Arguments.Add(model);
         cmd.Options.Add(json);
+        cmd.Options.Add(optimizer);
+        cmd.Options.Add(blocks);
+        cmd.Options.Add(fallback);
+        cmd.Options.Add(trainable);
+        cmd.Options.Add(frozen);
         loss.AddTo(cmd);
         cmd.SetAction(r =>
         {
@@ -23,11 +37,40 @@ internal static class InspectCommand
             var lossOptions = loss.Read(r);
             var m = OnnxModelIO.Load(path);
             var report = ModelInspector.Inspect(m, path, lossOptions, r.GetValue(loss.Output));
+            string? opt = r.GetValue(optimizer)?.Trim().ToLowerInvariant();
+            if (opt is not null and not "kfac") throw new OnnxKfacException($"--optimizer: inspect lists K-FAC's blocks (--optimizer kfac); '{opt}' has none");
+            if (opt is null && (r.GetValue(blocks)?.Length > 0 || r.GetValue(fallback) is not null))
+                throw new OnnxKfacException("--kfac-block and --kfac-fallback need --optimizer kfac");
+            if (opt == "kfac")
+                report = report with { KfacBlocks = KfacPlan(m, lossOptions ?? new LossOptions(LossKind.CrossEntropy) { Output = r.GetValue(loss.Output) },
+                    r.GetValue(blocks) ?? [], r.GetValue(fallback), r.GetValue(trainable) ?? [], r.GetValue(frozen) ?? []) };
             if (r.GetValue(json)) ctx.Out.WriteLine(Json.Serialize(report));
             else Render(report, ReportWriter.For(ctx));
             return ExitCodes.Ok;
         });
         return cmd;
+    }
+
+    /// <summary>The blocks K-FAC would use: the training graph K-FAC asks for, then its block plan.</summary>
+    private static KfacBlockEntry[] KfacPlan(Graph.Proto.ModelProto m, LossOptions loss, string[] blocks, string? fallback, string[] trainable, string[] frozen)
+    {
+        KfacOptions options;
+        try
+        {
+            options = new KfacOptions
+            {
+                Blocks = [.. blocks.Select(BlockOverride.Parse)],
+                Fallback = fallback?.Trim().ToLowerInvariant() switch
+                {
+                    null or "diagonal" => FallbackBlock.Diagonal,
+                    "identity" => FallbackBlock.Identity,
+                    _ => throw new OnnxKfacException($"--kfac-fallback: unknown value '{fallback}'; expected diagonal or identity"),
+                },
+            };
+        }
+        catch (ArgumentException e) { throw new OnnxKfacException($"--kfac-block: {e.Message.Replace(" (Parameter 'Blocks')", "").Replace(" (Parameter 'kind')", "")}", e); }
+        var graph = TrainingGraphBuilder.Build(m, options.Configure(new TrainingGraphOptions(loss) { Trainable = trainable, Frozen = frozen }));
+        return [.. KfacOptimizer.Plan(graph.Manifest, options, m).Select(b => new KfacBlockEntry(b.Block, b.Kind, b.Parameters, b.Reason))];
     }
 
     private static string N(long v) => v.ToString("N0", CultureInfo.InvariantCulture);
@@ -77,6 +120,12 @@ internal static class InspectCommand
         if (r.OpsWithoutGradient.Count > 0)
             w.Table(["op", "nodes", "on gradient path", "first node"],
                 r.OpsWithoutGradient.Select(u => (IReadOnlyList<string>)[(u.Domain == "ai.onnx" ? "" : u.Domain + ".") + u.OpType, u.Count.ToString(CultureInfo.InvariantCulture), u.OnGradientPath ? "yes" : "no", u.Nodes[0]]));
+
+        if (r.KfacBlocks is { } kb)
+        {
+            w.Heading($"K-FAC blocks: {kb.Count} (" + string.Join(", ", kb.GroupBy(b => b.Kind).Select(g => $"{g.Count()} {g.Key}")) + ")");
+            w.Table(["block", "kind", "parameters", "why"], kb.Select(b => (IReadOnlyList<string>)[b.Block, b.Kind, string.Join(", ", b.Parameters), b.Reason]));
+        }
 
         if (r.Notes.Count > 0)
         {

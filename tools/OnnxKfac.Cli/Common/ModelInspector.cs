@@ -36,7 +36,11 @@ internal sealed record InspectReport
     /// <summary>Ops in the graph with no gradient rule that are not declared non-differentiable.</summary>
     public required IReadOnlyList<UnsupportedOpEntry> OpsWithoutGradient { get; init; }
     public required IReadOnlyList<string> Notes { get; init; }
+    /// <summary>With --optimizer kfac: the curvature block of every trainable parameter and why.</summary>
+    public IReadOnlyList<KfacBlockEntry>? KfacBlocks { get; init; }
 }
+
+internal sealed record KfacBlockEntry(string Block, string Kind, IReadOnlyList<string> Parameters, string Reason);
 
 internal sealed record OpsetEntry(string Domain, long Version);
 
