@@ -149,7 +149,14 @@ public sealed class TrainBadInputTests : IDisposable
     public void BadFlagValuesNameTheFlag()
     {
         AssertUserError(Train("--optimizer", "rmsprop"), "--optimizer", "unknown optimizer 'rmsprop'");
-        AssertUserError(Train("--optimizer", "kfac"), "--optimizer", "K-FAC is not implemented yet");
+        AssertUserError(Train("--optimizer", "kfac", "--kfac-damping", "-1"), "--kfac-damping", "> 0");
+        AssertUserError(Train("--optimizer", "kfac", "--kfac-update", "newton"), "--kfac-update", "kl-clip or quadratic");
+        AssertUserError(Train("--kfac-kl-clip", "0.01"), "--kfac-kl-clip", "--optimizer kfac");
+        AssertUserError(Train("--optimizer", "kfac", "--kfac-block", "nothing.*:diagonal"), "--kfac-block", "matches no trainable parameter");
+        AssertUserError(Train("--optimizer", "kfac", "--kfac-block", "net.*:dense"), "--kfac-block", "unknown block kind 'dense'");
+        AssertUserError(Train("--optimizer", "kfac", "--kfac-update", "quadratic", "--lr", "0.1"), "--lr", "quadratic");
+        AssertUserError(Train("--optimizer", "kfac", "--kfac-stats-fraction", "0"), "--kfac-stats-fraction", "(0, 1]");
+        AssertUserError(Train("--optimizer", "kfac", "--kfac-fisher", "empirical", "--kfac-fallback", "diagonal"), "--kfac-fallback", "empirical");
         AssertUserError(Train("--lr", "-0.1"), "--lr", "≥ 0");
         AssertUserError(Run("train", _model, "--train", _train, "--batch-size", "0"), "--batch-size", "at least 1");
         AssertUserError(Train("--momentum", "0.9"), "--momentum", "--optimizer sgd");
