@@ -121,7 +121,8 @@ public static class ShapeInference
 
     /// <summary>An axis in [-rank, rank), made non-negative; an error naming the node otherwise.</summary>
     private static int Axis(NodeProto n, long axis, int rank, string what = "axis") =>
-        axis >= -rank && axis < rank ? (int)(axis < 0 ? axis + rank : axis) : throw Invalid(n, $"{what} {axis} is out of range for rank {rank}");
+        axis >= -rank && axis < rank ? (int)(axis < 0 ? axis + rank : axis)
+            : throw Invalid(n, $"{what} {axis} is out of range for {(what == "axis" ? "rank" : "a dimension of")} {rank}");
 
     /// <summary>An attribute list that must have <paramref name="length"/> entries.</summary>
     private static long[] Exactly(NodeProto n, long[] values, int length, string name) =>

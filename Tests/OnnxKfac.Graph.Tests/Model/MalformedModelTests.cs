@@ -155,4 +155,40 @@ public class MalformedModelTests
         m.Graph.Input[0] = ValueInfos.Tensor("x4", 1, [1, 1, 5, 5]);
         RefusedNaming(m, "conv", "too large to expand into patches", patches: true);
     }
+
+    /// <summary>What shape inference once swallowed (an index out of range, a bad cast) is now a named error.</summary>
+    public static TheoryData<string, string> InferenceErrors => new()
+    {
+        { "Unsqueeze", "axis 5 is out of range for rank 3" },
+        { "Concat", "different ranks" },
+        { "Split", "split has 1 value(s) for 2 outputs" },
+        { "Gather", "index 7 is out of range for a dimension of 2" },
+        { "Slice", "a step is 0" },
+        { "Tile", "repeats has 1 value(s) for rank 2" },
+        { "Flatten", "axis 3 is out of range for rank 2" },
+    };
+
+    [Theory]
+    [MemberData(nameof(InferenceErrors))]
+    public void ShapeInferenceNamesTheNode(string op, string why)
+    {
+        var ints = (string name, long[] v) => TensorData.FromInt64s(name, [v.Length], v);
+        var (node, inits) = op switch
+        {
+            "Unsqueeze" => (new NodeProto { Input = { "x", "a" } }, new[] { ints("a", [5]) }),
+            "Concat" => (new NodeProto { Input = { "x", "v" }, Attribute = { Attributes.Int("axis", 0) } }, [TensorData.FromFloats("v", [4], new float[4])]),
+            "Split" => (new NodeProto { Input = { "x", "s" }, Output = { "y", "z" }, Attribute = { Attributes.Int("axis", 1) } }, [ints("s", [4])]),
+            "Gather" => (new NodeProto { Input = { "s", "i" } }, [ints("s", [2, 4]), ints("i", [7])]),
+            "Slice" => (new NodeProto { Input = { "x", "b", "e", "a", "st" } }, [ints("b", [0]), ints("e", [1]), ints("a", [0]), ints("st", [0])]),
+            "Tile" => (new NodeProto { Input = { "x", "r" } }, [ints("r", [2])]),
+            _ => (new NodeProto { Input = { "x" }, Attribute = { Attributes.Int("axis", 3) } }, Array.Empty<TensorProto>()),
+        };
+        node.OpType = op;
+        node.Name = "bad";
+        if (node.Output.Count == 0) node.Output.Add("y");
+        var m = Model([node], inits);
+        var e = Assert.Throws<OnnxKfacException>(() => ShapeInference.Infer(m));
+        Assert.Contains($"node 'bad' ({op})", e.Message);
+        Assert.Contains(why, e.Message);
+    }
 }
