@@ -5,9 +5,12 @@ namespace OnnxKfac.Graph.Model;
 
 /// <summary>
 /// Static shape and type inference over a graph, for the ops the toolkit differentiates
-/// and the integer shape arithmetic exporters emit around them. It never fails: what it
-/// cannot infer is left unknown, and rules that need a rank say so with the node named.
-/// Small integer tensors (shapes, axes) are also evaluated where their inputs are known.
+/// and the integer shape arithmetic exporters emit around them. What it cannot infer is
+/// left unknown; what no valid model holds (missing inputs, an axis or index out of range,
+/// attributes of the wrong length, a zero stride) is an <see cref="OnnxKfacException"/>
+/// naming the node. Nothing else may escape: any other exception is a bug, which the fuzz
+/// tests look for. Small integer tensors (shapes, axes) are also evaluated where their
+/// inputs are known.
 /// </summary>
 public static class ShapeInference
 {
@@ -29,14 +32,16 @@ public static class ShapeInference
         foreach (var n in g.Node)
         {
             var ins = n.Input.Select(i => i.Length > 0 && known.TryGetValue(i, out var v) ? v : null).ToArray();
-            TensorInfo?[] outs;
-            try
+            TensorInfo?[] outs = [];
+            if ((n.Domain is "" or "ai.onnx") && Rules.TryGetValue(n.OpType, out var rule))
             {
-                outs = (n.Domain is "" or "ai.onnx") && Rules.TryGetValue(n.OpType, out var rule) ? rule(n, ins, opset) : [];
-            }
-            catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or OverflowException or InvalidOperationException or DivideByZeroException)
-            {
-                outs = []; // malformed attributes: leave unknown, the gradient rule reports the node.
+                int required = RequiredInputs(n.OpType, opset);
+                if (ins.Length < required)
+                    throw Invalid(n, $"has {ins.Length} input(s); {n.OpType} takes at least {required}");
+                int outputs = n.Output.Count(o => o.Length > 0), most = MaxOutputs(n.OpType);
+                if (n.Output.Count > most && outputs > 0 && n.Output.Skip(most).Any(o => o.Length > 0))
+                    throw Invalid(n, $"has {n.Output.Count} outputs; {n.OpType} has {most}");
+                outs = rule(n, ins, opset);
             }
             for (int k = 0; k < n.Output.Count; k++)
             {
@@ -87,6 +92,58 @@ public static class ShapeInference
         return new TensorInfo(type, shape, a.Value ?? b.Value);
     }
 
+    // ---- checks ---------------------------------------------------------------------------
+
+    private static OnnxKfacException Invalid(NodeProto n, string why) => new($"{GraphIndex.Describe(n)}: {why}");
+
+    /// <summary>Inputs an op cannot do without (optional ones may be absent or empty).</summary>
+    private static int RequiredInputs(string op, int opset) => op switch
+    {
+        "Constant" => 0,
+        "Add" or "Sub" or "Mul" or "Div" or "Pow" or "PRelu" or "Mod" or "Equal" or "Less" or "Greater" or "LessOrEqual" or "GreaterOrEqual"
+            or "And" or "Or" or "Xor" or "CastLike" or "MatMul" or "Gemm" or "Conv" or "ConvTranspose" or "LayerNormalization" or "Reshape"
+            or "Gather" or "Expand" or "Tile" => 2,
+        "Where" or "Range" or "OneHot" => 3,
+        "Slice" => opset >= 10 ? 3 : 1,
+        "BatchNormalization" => 5,
+        _ => 1,
+    };
+
+    /// <summary>Outputs an op can have (at any opset).</summary>
+    private static int MaxOutputs(string op) => op switch
+    {
+        "Dropout" or "MaxPool" => 2,
+        "LayerNormalization" => 3,
+        "BatchNormalization" => 5,
+        "Split" => int.MaxValue,
+        _ => 1,
+    };
+
+    /// <summary>An axis in [-rank, rank), made non-negative; an error naming the node otherwise.</summary>
+    private static int Axis(NodeProto n, long axis, int rank, string what = "axis") =>
+        axis >= -rank && axis < rank ? (int)(axis < 0 ? axis + rank : axis)
+            : throw Invalid(n, $"{what} {axis} is out of range for {(what == "axis" ? "rank" : "a dimension of")} {rank}");
+
+    /// <summary>An attribute list that must have <paramref name="length"/> entries.</summary>
+    private static long[] Exactly(NodeProto n, long[] values, int length, string name) =>
+        values.Length == length ? values : throw Invalid(n, $"'{name}' has {values.Length} value(s); {length} expected");
+
+    /// <summary>The element count of a static shape, or -1 when it is unknown or does not fit in 64 bits.</summary>
+    private static long Count(long[]? shape)
+    {
+        if (shape is null || shape.Any(d => d < 0)) return -1;
+        long c = 1;
+        foreach (long d in shape)
+        {
+            if (d != 0 && c > long.MaxValue / d) return -1;
+            c *= d;
+        }
+        return c;
+    }
+
+    /// <summary>Tensors of more elements than this are not tracked value by value.</summary>
+    private const int MaxTrackedValues = 64;
+
     // ---- rules ---------------------------------------------------------------------------
 
     private static Dictionary<string, Rule> BuildRules()
@@ -106,7 +163,7 @@ public static class ShapeInference
         r["CastLike"] = (n, i, _) => [new TensorInfo(i[1]?.ElemType ?? 0, i[0]?.Shape, i[0]?.Value)];
         r["Constant"] = (n, _, _) => [ConstantInfo(n)];
         r["Shape"] = ShapeOp;
-        r["Size"] = (n, i, _) => [new TensorInfo((int)DataType.Int64, [], i[0]?.ElementCount is { } c ? [c] : null)];
+        r["Size"] = (n, i, _) => [new TensorInfo((int)DataType.Int64, [], Count(i[0]?.Shape) is var c and >= 0 ? [c] : null)];
         r["ConstantOfShape"] = (n, i, _) =>
         {
             int type = n.GetTensor("value")?.DataType ?? (int)DataType.Float;
@@ -116,6 +173,8 @@ public static class ShapeInference
         r["MatMul"] = MatMul;
         r["Gemm"] = (n, i, _) =>
         {
+            foreach (var (t, name) in new[] { (i[0], n.Input[0]), (i[1], n.Input[1]) })
+                if (t?.Shape is { Length: not 2 } bad) throw Invalid(n, $"Gemm operands are matrices, but '{name}' has rank {bad.Length}");
             long m = Dim(i[0], n.GetInt("transA", 0) == 1 ? 1 : 0), k = Dim(i[1], n.GetInt("transB", 0) == 1 ? 0 : 1);
             return [new TensorInfo(i[0]?.ElemType ?? 0, [m, k])];
         };
@@ -129,7 +188,7 @@ public static class ShapeInference
         r["LayerNormalization"] = (n, i, _) =>
         {
             if (i[0]?.Shape is not { } s) return [i[0]];
-            int axis = NormAxis((int)n.GetInt("axis", -1), s.Length);
+            int axis = Axis(n, n.GetInt("axis", -1), s.Length);
             var stat = s.Select((d, k) => k < axis ? d : 1).ToArray();
             int statType = (int)n.GetInt("stash_type", 1);
             return [i[0], new TensorInfo(statType, stat), new TensorInfo(statType, stat)];
@@ -137,7 +196,9 @@ public static class ShapeInference
         r["Flatten"] = (n, i, _) =>
         {
             if (i[0]?.Shape is not { } s) return [new TensorInfo(i[0]?.ElemType ?? 0, [-1, -1])];
-            int axis = NormAxis((int)n.GetInt("axis", 1), s.Length);
+            long a = n.GetInt("axis", 1);
+            if (a < -s.Length || a > s.Length) throw Invalid(n, $"axis {a} is out of range for rank {s.Length}");
+            int axis = (int)(a < 0 ? a + s.Length : a);
             return [new TensorInfo(i[0]!.ElemType, [Prod(s[..axis]), Prod(s[axis..])])];
         };
         r["Reshape"] = Reshape;
@@ -145,6 +206,8 @@ public static class ShapeInference
         {
             if (i[0]?.Shape is not { } s) return [i[0]];
             long[] perm = n.GetInts("perm") ?? Enumerable.Range(0, s.Length).Reverse().Select(x => (long)x).ToArray();
+            if (!perm.Order().SequenceEqual(Enumerable.Range(0, s.Length).Select(x => (long)x)))
+                throw Invalid(n, $"perm [{string.Join(",", perm)}] is not a permutation of the {s.Length} axes");
             return [new TensorInfo(i[0]!.ElemType, perm.Select(p => s[p]).ToArray())];
         };
         r["Squeeze"] = Squeeze;
@@ -163,6 +226,7 @@ public static class ShapeInference
         {
             if (i[0]?.Shape is not { } s) return [i[0]];
             var rep = i[1]?.Value;
+            if (rep is not null && rep.Length != s.Length) throw Invalid(n, $"repeats has {rep.Length} value(s) for rank {s.Length}");
             return [new TensorInfo(i[0]!.ElemType, s.Select((d, k) => rep is null || d < 0 || !TensorInfo.IsConcrete(rep[k]) ? -1 : d * rep[k]).ToArray())];
         };
         r["Pad"] = (n, i, opset) =>
@@ -180,10 +244,10 @@ public static class ShapeInference
         r["OneHot"] = (n, i, _) =>
         {
             if (i[0]?.Shape is not { } s) return [new TensorInfo(i.Length > 2 ? i[2]?.ElemType ?? 0 : 0, null)];
-            int axis = (int)n.GetInt("axis", -1);
+            int axis = Axis(n, n.GetInt("axis", -1), s.Length + 1);
             var list = s.ToList();
             long depth = i[1]?.Value is { Length: 1 } dv && TensorInfo.IsConcrete(dv[0]) ? dv[0] : -1;
-            list.Insert(axis < 0 ? list.Count + axis + 1 : axis, depth);
+            list.Insert(axis, depth);
             return [new TensorInfo(i[2]?.ElemType ?? 0, list.ToArray())];
         };
         r["NonZero"] = (n, i, _) => [new TensorInfo((int)DataType.Int64, [i[0]?.Rank ?? -1, -1])];
@@ -213,8 +277,6 @@ public static class ShapeInference
         foreach (var d in dims) { if (d < 0) return -1; p *= d; }
         return p;
     }
-
-    internal static int NormAxis(int axis, int rank) => axis < 0 ? axis + rank : axis;
 
     private static TensorInfo? ConstantInfo(NodeProto n)
     {
@@ -267,7 +329,7 @@ public static class ShapeInference
                 "Add" => x + y,
                 "Sub" => x - y,
                 "Mul" => x * y,
-                "Div" when y != 0 => x / y,
+                "Div" when y != 0 && !(x == long.MinValue && y == -1) => x / y,
                 _ => TensorInfo.UnknownValue,
             };
         }
@@ -278,8 +340,9 @@ public static class ShapeInference
     {
         if (i[0]?.Shape is not { } s) return [new TensorInfo((int)DataType.Int64, [-1])];
         int rank = s.Length;
-        int start = NormAxis((int)Math.Clamp(n.GetInt("start", 0), -rank, rank), rank);
-        int end = NormAxis((int)Math.Clamp(n.GetInt("end", rank), -rank, rank), rank);
+        int start = (int)Math.Clamp(n.GetInt("start", 0), -rank, rank), end = (int)Math.Clamp(n.GetInt("end", rank), -rank, rank);
+        if (start < 0) start += rank;
+        if (end < 0) end += rank;
         var dims = s[start..Math.Max(start, end)];
         return [new TensorInfo((int)DataType.Int64, [dims.Length], dims.Select(d => TensorInfo.IsSymbol(d) ? d : d < 0 ? TensorInfo.UnknownValue : d).ToArray())];
     }
@@ -288,7 +351,7 @@ public static class ShapeInference
     private static long[]? ShapeFromValue(TensorInfo? t)
     {
         if (t?.Value is { } v) return v.Select(x => x == TensorInfo.UnknownValue ? -1 : x).ToArray();
-        if (t?.Shape is [var len] && len >= 0) return Enumerable.Repeat(-1L, (int)len).ToArray();
+        if (t?.Shape is [var len] && len >= 0 && len <= MaxTrackedValues) return Enumerable.Repeat(-1L, (int)len).ToArray();
         return null;
     }
 
@@ -296,7 +359,7 @@ public static class ShapeInference
     {
         int type = i[0]?.ElemType ?? i[1]?.ElemType ?? 0;
         if (i[0]?.Shape is not { } a || i[1]?.Shape is not { } b) return [new TensorInfo(type, null)];
-        if (a.Length == 0 || b.Length == 0) return [new TensorInfo(type, null)];
+        if (a.Length == 0 || b.Length == 0) throw Invalid(n, $"MatMul operands must have rank >= 1, but '{n.Input[a.Length == 0 ? 0 : 1]}' is a scalar");
         bool aVec = a.Length == 1, bVec = b.Length == 1;
         long[] a2 = aVec ? [1, a[0]] : a, b2 = bVec ? [b[0], 1] : b;
         var batch = Broadcast([new TensorInfo(0, a2[..^2]), new TensorInfo(0, b2[..^2])], 0, "MatMul")!.Shape!;
@@ -311,10 +374,14 @@ public static class ShapeInference
         if (i[0]?.Shape is not { } x || x.Length < 3) return i[0] is null ? null : new TensorInfo(i[0]!.ElemType, null);
         int sp = x.Length - 2;
         long[]? w = i.Length > 1 ? i[1]?.Shape : null;
-        long[] kernel = n.GetInts("kernel_shape") ?? (w is not null && w.Length == x.Length ? w[2..] : Enumerable.Repeat(-1L, sp).ToArray());
-        long[] strides = n.GetInts("strides") ?? Enumerable.Repeat(1L, sp).ToArray();
-        long[] dil = n.GetInts("dilations") ?? Enumerable.Repeat(1L, sp).ToArray();
-        long[] pads = n.GetInts("pads") ?? new long[2 * sp];
+        if (w is not null && n.OpType is "Conv" or "ConvTranspose" && w.Length != x.Length)
+            throw Invalid(n, $"the weight has rank {w.Length} but the input has rank {x.Length}");
+        long[] kernel = n.GetInts("kernel_shape") is { } ks ? Exactly(n, ks, sp, "kernel_shape") : w is not null && w.Length == x.Length ? w[2..] : Enumerable.Repeat(-1L, sp).ToArray();
+        long[] strides = n.GetInts("strides") is { } st ? Exactly(n, st, sp, "strides") : Enumerable.Repeat(1L, sp).ToArray();
+        long[] dil = n.GetInts("dilations") is { } dl ? Exactly(n, dl, sp, "dilations") : Enumerable.Repeat(1L, sp).ToArray();
+        long[] pads = n.GetInts("pads") is { } pd ? Exactly(n, pd, 2 * sp, "pads") : new long[2 * sp];
+        if (strides.Any(v => v < 1) || dil.Any(v => v < 1) || (n.GetInts("kernel_shape") is not null && kernel.Any(v => v < 1)))
+            throw Invalid(n, $"kernel_shape [{string.Join(",", kernel)}], strides [{string.Join(",", strides)}] and dilations [{string.Join(",", dil)}] must be positive");
         string autoPad = n.GetString("auto_pad", "NOTSET");
         long group = n.GetInt("group", 1);
         long channels = n.OpType switch
@@ -335,7 +402,8 @@ public static class ShapeInference
             if (transpose)
             {
                 long[]? outShape = n.GetInts("output_shape");
-                long[] outPad = n.GetInts("output_padding") ?? new long[sp];
+                if (outShape is not null && outShape.Length < sp) throw Invalid(n, $"output_shape has {outShape.Length} value(s) for {sp} spatial axes");
+                long[] outPad = n.GetInts("output_padding") is { } op ? Exactly(n, op, sp, "output_padding") : new long[sp];
                 y[k + 2] = outShape is not null ? outShape[^(sp - k)]
                     : autoPad is "SAME_UPPER" or "SAME_LOWER" ? Math.Min(xin * strides[k], strides[k] * (xin - 1) + outPad[k] + eff)
                     : strides[k] * (xin - 1) + outPad[k] + eff - (autoPad == "VALID" ? 0 : pads[k] + pads[k + sp]);
@@ -378,7 +446,7 @@ public static class ShapeInference
         if (inferAt >= 0 && x is not null && x.All(d => d >= 0))
         {
             long known = y.Where((d, k) => k != inferAt).Aggregate(1L, (p, d) => d < 0 || p < 0 ? -1 : p * d);
-            y[inferAt] = known > 0 ? TensorData.ElementCount(x) / known : -1;
+            y[inferAt] = known > 0 && Count(x) is var all and >= 0 ? all / known : -1;
         }
         else if (inferAt >= 0) y[inferAt] = -1;
         return [new TensorInfo(type, y, ReshapeValue(i[0], y))];
@@ -399,7 +467,7 @@ public static class ShapeInference
         var axes = AxesOf(n, i, opset, 1, 13);
         if (axes is null && hasAxesInput) return [new TensorInfo(i[0]!.ElemType, null)];
         var drop = axes is null ? s.Select((d, k) => d == 1 ? k : -1).Where(k => k >= 0).ToHashSet()
-                                : axes.Select(a => NormAxis((int)a, s.Length)).ToHashSet();
+                                : axes.Select(a => Axis(n, a, s.Length)).ToHashSet();
         var shape = s.Where((d, k) => !drop.Contains(k)).ToArray();
         return [new TensorInfo(i[0]!.ElemType, shape, i[0]!.Value)];
     }
@@ -409,7 +477,8 @@ public static class ShapeInference
         var axes = AxesOf(n, i, opset, 1, 13);
         if (i[0]?.Shape is not { } s || axes is null) return [new TensorInfo(i[0]?.ElemType ?? 0, null)];
         int rank = s.Length + axes.Length;
-        var norm = axes.Select(a => NormAxis((int)a, rank)).ToHashSet();
+        var norm = axes.Select(a => Axis(n, a, rank)).ToHashSet();
+        if (norm.Count != axes.Length) throw Invalid(n, $"axes [{string.Join(",", axes)}] repeat an axis");
         var shape = new long[rank];
         int src = 0;
         for (int k = 0; k < rank; k++) shape[k] = norm.Contains(k) ? 1 : s[src++];
@@ -421,12 +490,13 @@ public static class ShapeInference
         var first = i.FirstOrDefault(x => x?.Shape is not null);
         if (first is null || i.Any(x => x?.Shape is null)) return [new TensorInfo(i.FirstOrDefault(x => x is not null)?.ElemType ?? 0, first?.Shape?.Select(_ => -1L).ToArray())];
         int rank = first.Shape!.Length;
-        int axis = NormAxis((int)n.GetInt("axis", 0), rank);
+        if (i.Any(x => x!.Shape!.Length != rank)) throw Invalid(n, $"its inputs have different ranks ({string.Join(", ", i.Select(x => x!.Shape!.Length))})");
+        int axis = Axis(n, n.GetInt("axis", 0), rank);
         var shape = (long[])first.Shape.Clone();
         shape[axis] = i.Aggregate(0L, (acc, x) => acc < 0 || x!.Shape![axis] < 0 ? -1 : acc + x.Shape[axis]);
         long[]? value = null;
         if (rank == 1 && i.All(x => x!.Value is not null)) value = i.SelectMany(x => x!.Value!).ToArray();
-        else if (rank == 1 && i.All(x => x!.Shape![0] >= 0))
+        else if (rank == 1 && i.All(x => x!.Shape![0] >= 0) && i.Sum(x => Math.Min(x!.Shape![0], MaxTrackedValues + 1)) <= MaxTrackedValues)
             value = i.SelectMany(x => x!.Value ?? Enumerable.Repeat(TensorInfo.UnknownValue, (int)x.Shape![0])).ToArray();
         if (value is not null && value.All(v => v == TensorInfo.UnknownValue)) value = null;
         return [new TensorInfo(first.ElemType, shape, value)];
@@ -436,8 +506,9 @@ public static class ShapeInference
     {
         int count = n.Output.Count;
         if (i[0]?.Shape is not { } s) return Enumerable.Repeat(i[0], count).ToArray();
-        int axis = NormAxis((int)n.GetInt("axis", 0), s.Length);
+        int axis = Axis(n, n.GetInt("axis", 0), s.Length);
         long[]? split = opset >= 13 ? (i.Length > 1 ? i[1]?.Value : null) : n.GetInts("split");
+        if (split is not null && split.Length != count) throw Invalid(n, $"split has {split.Length} value(s) for {count} outputs");
         var result = new TensorInfo?[count];
         for (int k = 0; k < count; k++)
         {
@@ -464,13 +535,16 @@ public static class ShapeInference
         {
             // Unknown bounds: every sliced axis becomes unknown; axes known or all.
             var which = axes ?? Enumerable.Range(0, s.Length).Select(x => (long)x).ToArray();
-            foreach (var a in which) if (TensorInfo.IsConcrete(a)) shape[NormAxis((int)a, s.Length)] = -1;
+            foreach (var a in which) if (TensorInfo.IsConcrete(a)) shape[Axis(n, a, s.Length)] = -1;
             return [new TensorInfo(i[0]!.ElemType, shape)];
         }
         axes ??= Enumerable.Range(0, starts.Length).Select(x => (long)x).ToArray();
+        if (ends.Length != starts.Length || axes.Length != starts.Length || (steps is not null && steps.Length != starts.Length))
+            throw Invalid(n, $"starts, ends, axes and steps have different lengths ({starts.Length}, {ends.Length}, {axes.Length}, {steps?.Length ?? starts.Length})");
+        if (steps is not null && steps.Contains(0)) throw Invalid(n, "a step is 0");
         for (int k = 0; k < starts.Length; k++)
         {
-            int ax = NormAxis((int)axes[k], s.Length);
+            int ax = Axis(n, axes[k], s.Length);
             long dim = s[ax], step = steps?[k] ?? 1;
             if (dim < 0 || !TensorInfo.IsConcrete(starts[k]) || !TensorInfo.IsConcrete(ends[k]) || !TensorInfo.IsConcrete(step)) { shape[ax] = -1; continue; }
             shape[ax] = SliceLength(dim, starts[k], ends[k], step);
@@ -501,11 +575,11 @@ public static class ShapeInference
     private static TensorInfo?[] Gather(NodeProto n, TensorInfo?[] i, int opset)
     {
         if (i[0]?.Shape is not { } data || i[1]?.Shape is not { } idx) return [new TensorInfo(i[0]?.ElemType ?? 0, null)];
-        int axis = NormAxis((int)n.GetInt("axis", 0), data.Length);
+        int axis = Axis(n, n.GetInt("axis", 0), data.Length);
         var shape = data[..axis].Concat(idx).Concat(data[(axis + 1)..]).ToArray();
         long[]? value = null;
         if (data.Length == 1 && i[0]!.Value is { } v && i[1]!.Value is { } ix)
-            value = ix.Select(k => !TensorInfo.IsConcrete(k) ? TensorInfo.UnknownValue : v[k < 0 ? k + v.Length : k]).ToArray();
+            value = ix.Select(k => !TensorInfo.IsConcrete(k) ? TensorInfo.UnknownValue : v[Axis(n, k, v.Length, "index")]).ToArray();
         return [new TensorInfo(i[0]!.ElemType, shape, value)];
     }
 
@@ -527,7 +601,7 @@ public static class ShapeInference
                 axes = Enumerable.Range(0, s.Length).Select(x => (long)x).ToArray();
             }
         }
-        var set = axes.Select(a => NormAxis((int)a, s.Length)).ToHashSet();
+        var set = axes.Select(a => Axis(n, a, s.Length)).ToHashSet();
         var shape = keep ? s.Select((d, k) => set.Contains(k) ? 1 : d).ToArray() : s.Where((d, k) => !set.Contains(k)).ToArray();
         return [new TensorInfo(i[0]!.ElemType, shape)];
     }

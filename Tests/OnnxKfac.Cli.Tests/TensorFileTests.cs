@@ -61,6 +61,8 @@ public class TensorFileTests
         };
         var rng = new Random(3);
         string path = dir["t.pb"];
+        int read = 0, refused = 0;
+        var crashes = new List<string>();
         for (int k = 0; k < 3000; k++)
         {
             var bytes = seeds[k % seeds.Length].ToArray();
@@ -71,10 +73,26 @@ public class TensorFileTests
             try
             {
                 var t = TensorFile.Read(path, "target");
-                if (TensorFile.IsInteger(t.ElemType)) t.AsInt64();
+                // What is read is self-consistent: as many bytes as the shape and type say, and ONNX Runtime agrees.
+                Assert.True(t.Shape.All(d => d >= 0), $"#{k}: negative dimension [{string.Join(",", t.Shape)}]");
+                long count = t.Shape.Aggregate(1L, (a, d) => a * d);
+                Assert.Equal(count * TensorFile.ElementSize(t.ElemType)!.Value, t.Raw.LongLength);
+                if (TensorFile.IsInteger(t.ElemType)) Assert.Equal(count, t.AsInt64().ToInt64s().Length);
                 using var v = t.ToOrtValue();
+                Assert.Equal(t.Shape, v.GetTensorTypeAndShape().Shape);
+                read++;
             }
-            catch (OnnxKfacException) { }
+            catch (OnnxKfacException e)
+            {
+                Assert.DoesNotContain('\n', e.Message);
+                refused++;
+            }
+            catch (Exception e) when (e is not Xunit.Sdk.XunitException) { crashes.Add($"#{k}: {e.GetType().Name}: {e.Message}"); }
         }
+        Assert.True(crashes.Count == 0, string.Join("\n", crashes.Take(10)));
+        // Both outcomes occur often: a reader that refused every file, or accepted every one, fails here.
+        Assert.True(read >= 300, $"only {read} of 3000 mutated files were read ({refused} refused)");
+        Assert.True(refused >= 300, $"only {refused} of 3000 mutated files were refused ({read} read)");
+        Assert.Equal(3000, read + refused);
     }
 }

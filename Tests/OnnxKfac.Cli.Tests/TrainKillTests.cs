@@ -1,14 +1,16 @@
 using System.Diagnostics;
 using OnnxKfac.Cli.Tests.Support;
 using OnnxKfac.Toolkit.Checkpoints;
+using Xunit.Abstractions;
 
 namespace OnnxKfac.Cli.Tests;
 
 /// <summary>
 /// kill -9 at random moments of a run that checkpoints after every update: the checkpoint on
-/// disk always loads (atomic writes), holds finite weights, and a run resumes from it.
+/// disk always loads (atomic writes), holds finite weights, and a run resumes from it. The
+/// moments come from a logged seed (ONNXKFAC_KILL_SEED replays or explores other schedules).
 /// </summary>
-public sealed class TrainKillTests : IDisposable
+public sealed class TrainKillTests(ITestOutputHelper log) : IDisposable
 {
     private readonly TempDir _dir = new();
 
@@ -46,7 +48,17 @@ public sealed class TrainKillTests : IDisposable
             "--train", TrainData.Default("train-images-idx3-ubyte.gz"), "--train-labels", TrainData.Default("train-labels-idx1-ubyte.gz"),
             "--scale", "255", "--epochs", "50", "--checkpoint", ck, "--checkpoint-every", "1", "--resume", "--quiet",
         ];
-        var rng = new Random(Environment.TickCount);
+        int seed = int.TryParse(Environment.GetEnvironmentVariable("ONNXKFAC_KILL_SEED"), out int chosen) ? chosen : 20240917;
+        log.WriteLine($"kill schedule seed {seed} (replay with ONNXKFAC_KILL_SEED={seed})");
+        try { KillAndResume(run, ck, new Random(seed)); }
+        catch (Exception e)
+        {
+            throw new Xunit.Sdk.XunitException($"with kill schedule seed {seed} (replay with ONNXKFAC_KILL_SEED={seed}): {e.Message}", e);
+        }
+    }
+
+    private void KillAndResume(string[] run, string ck, Random rng)
+    {
         long lastStep = 0;
         int loaded = 0;
         for (int kill = 0; kill < 4; kill++)
@@ -57,9 +69,9 @@ public sealed class TrainKillTests : IDisposable
                 // The first time, wait for the first checkpoint (start-up time varies with load).
                 var wait = Stopwatch.StartNew();
                 while (!File.Exists(ck) && wait.Elapsed < TimeSpan.FromSeconds(30) && !p.HasExited) Thread.Sleep(20);
-                Thread.Sleep(rng.Next(1000));
             }
-            else Thread.Sleep(500 + rng.Next(2000));
+            int pause = kill == 0 ? rng.Next(1000) : 500 + rng.Next(2000);
+            Thread.Sleep(pause);
             Assert.False(p.HasExited, "the run ended before it was killed");
             p.Kill(); // SIGKILL on Linux
             p.WaitForExit();
@@ -67,6 +79,7 @@ public sealed class TrainKillTests : IDisposable
             var c = Checkpoint.Load(ck);
             foreach (var param in c.Parameters) Assert.All(param.Value, v => Assert.True(float.IsFinite(v)));
             long step = c.Longs["step"];
+            log.WriteLine($"kill {kill} after {pause} ms: checkpoint at update {step}");
             Assert.True(step >= lastStep, $"update {step} after {lastStep}");
             lastStep = step;
             loaded++;

@@ -10,7 +10,8 @@ namespace OnnxKfac.Toolkit.Checkpoints;
 /// Everything a run needs to continue exactly where it stopped: weights, optimizer state,
 /// update count, the data loader's position and RNG, the Fisher noise RNG, the trainer's
 /// own counters and the resolved configuration. One binary file, written atomically
-/// (temporary file, flush, rename): a crash at any moment leaves the previous checkpoint.
+/// (temporary file, fsync, rename, fsync of the folder: see <see cref="AtomicFile"/>): a crash
+/// at any moment leaves the previous checkpoint.
 /// </summary>
 public sealed class Checkpoint
 {

@@ -13,7 +13,7 @@ namespace OnnxKfac.Toolkit.Runtime;
 /// validation, early stopping, best-model keeping and atomic checkpoints from which a
 /// resumed run continues with exactly the same trajectory.
 /// </summary>
-public sealed class Trainer
+public sealed partial class Trainer
 {
     private readonly TrainingSession _session;
     private readonly IOptimizer _optimizer;

@@ -41,7 +41,12 @@ public partial class ElementwiseRulesTests
             var model = TestModels.SingleOp(op, 13, ["x"], inputs, attributes: Attributes.Int("axis", axis));
             var g = Vjp(model, inputs, ["x"], Random(F, [2, 3, 4], 3))["x"];
             Assert.All(g, v => Assert.True(double.IsFinite(v), $"{op} axis {axis}: non-finite gradient {v}"));
-            GradCheck.Check(model, inputs, ["x"], new GradCheck.Options { Tolerance = 2e-2 });
+            // Logits this far apart leave Softmax a gradient of ~1e-4, below the rounding noise of a
+            // float32 difference over h = 1e-2; a step of 0.25 keeps it measurable (and is exact enough).
+            // Along axis 0 (pairs of logits far apart) Softmax saturates: its gradient (~1e-6) is zero to
+            // float32 rounding, which the check asserts instead; the float64 case above checks the values.
+            var zero = op == "Softmax" && axis == 0 ? new[] { "x" } : [];
+            GradCheck.Check(model, inputs, ["x"], new GradCheck.Options { Tolerance = 2e-2, Step = 0.25, ZeroGradient = zero });
         }
     }
 }

@@ -19,8 +19,11 @@ internal static class RuntimeFixture
         TrainingSession.Create(Fashion(), new TrainingGraphOptions(new LossOptions(LossKind.CrossEntropy)) { SampledFisher = fisher },
             new TrainingSessionOptions { Threads = threads });
 
-    /// <summary>Images whose class is decided by a fixed random linear teacher, so the task is learnable.</summary>
-    public static Dataset Images(int count, int seed, int classes = 10)
+    /// <summary>
+    /// Images whose class is decided by a fixed random linear teacher, so the task is learnable;
+    /// <paramref name="nanExample"/> gets a NaN pixel (its batches give a non-finite loss).
+    /// </summary>
+    public static Dataset Images(int count, int seed, int classes = 10, int nanExample = -1)
     {
         var rng = new Random(seed);
         var teacher = new Random(1234);
@@ -41,6 +44,7 @@ internal static class RuntimeFixture
             }
             y[n] = best;
         }
+        if (nanExample >= 0) x[nanExample * 784 + 100] = float.NaN;
         return Dataset.FromTensors(DataTensor.FromFloat(x, count, 1, 28, 28), DataTensor.FromInt64(y, count), new DataOptions { ClassCount = classes });
     }
 }
