@@ -41,6 +41,8 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private bool _hasMemory, _hasInverses, _snapshotValid;
     private int _observed;
     private double _boost = 1;
+    /// <summary>The factor rollbacks multiplied a fixed or scheduled damping by (10 per rollback).</summary>
+    private double _raised = 1;
 
     /// <summary>K-FAC over a session whose graph was built with <see cref="KfacOptions.Configure"/>.</summary>
     public KfacOptimizer(TrainingSession session, KfacOptions options)
@@ -180,7 +182,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private void RefreshInverses(long update)
     {
         if (_options.DampingAdaptation == DampingAdaptation.Fixed)
-            _lambda = Math.Clamp(_options.Damping * _options.DampingSchedule.Factor(update), _options.MinDamping, _options.MaxDamping);
+            _lambda = Math.Clamp(_options.Damping * _options.DampingSchedule.Factor(update) * _raised, _options.MinDamping, _options.MaxDamping);
         if (_inverse is null || (_hasInverses && (update - 1) % _options.InverseEvery != 0)) return;
         double gamma = Math.Sqrt(_lambda + _options.WeightDecay);
         for (int attempt = 0; ; attempt++)
@@ -426,6 +428,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         foreach (var s in _slots) Array.Clear(s.Memory);
         _hasMemory = false;
         _lambda = Math.Min(_lambda * 10, _options.MaxDamping);
+        _raised *= 10;
         _hasInverses = false;       // refresh with the raised damping on the next update
         _snapshotValid = false;
         message = $"K-FAC: non-finite loss; returned to the weights before the last update and raised the damping to {_lambda:G3}";
@@ -440,6 +443,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         foreach (var s in _slots) state.Tensors[ParameterBinding.Key("memory", s.Name)] = (float[])s.Memory.Clone();
         foreach (var b in _blocks) b.Save(state);
         state.Doubles["damping"] = _lambda;
+        state.Doubles["damping_raised"] = _raised;
         state.Longs["updates"] = _updates;
         state.Longs["has_memory"] = _hasMemory ? 1 : 0;
         state.Longs["has_inverses"] = _hasInverses ? 1 : 0;
@@ -462,6 +466,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         foreach (var s in _slots) state.Tensors[ParameterBinding.Key("memory", s.Name)].AsSpan().CopyTo(s.Memory);
         foreach (var b in _blocks) b.Load(state);
         _lambda = state.Doubles["damping"];
+        _raised = state.Doubles.TryGetValue("damping_raised", out double raised) ? raised : 1;
         _updates = state.Longs["updates"];
         _hasMemory = state.Longs["has_memory"] != 0;
         _hasInverses = state.Longs["has_inverses"] != 0;

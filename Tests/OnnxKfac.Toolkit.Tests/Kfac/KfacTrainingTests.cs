@@ -1,0 +1,146 @@
+using OnnxKfac.Graph.Losses;
+using OnnxKfac.Graph.Training;
+using OnnxKfac.Toolkit.Checkpoints;
+using OnnxKfac.Toolkit.Data;
+using OnnxKfac.Toolkit.Kfac;
+using OnnxKfac.Toolkit.Optim;
+using OnnxKfac.Toolkit.Runtime;
+using OnnxKfac.Toolkit.Tests.Runtime;
+
+namespace OnnxKfac.Toolkit.Tests.Kfac;
+
+/// <summary>K-FAC through the trainer: progress, resume, accumulation, divergence.</summary>
+public sealed class KfacTrainingTests
+{
+    private static string Temp(string name) => Path.Combine(Path.GetTempPath(), $"okfac-{name}-{Guid.NewGuid():N}");
+
+    private static TrainingSession Session(KfacOptions options, ulong noiseSeed = 0x5eed) =>
+        TrainingSession.Create(RuntimeFixture.Fashion(), options.Configure(new TrainingGraphOptions(new LossOptions(LossKind.CrossEntropy))),
+            new TrainingSessionOptions { Threads = 1, NoiseSeed = noiseSeed });
+
+    /// <summary>Updates until the moving average of the last 10 losses is below <paramref name="target"/> (or the budget ends).</summary>
+    private static int StepsToReach(List<double> losses, double target)
+    {
+        for (int k = 10; k <= losses.Count; k++)
+            if (losses.Skip(k - 10).Take(10).Average() < target) return k;
+        return int.MaxValue;
+    }
+
+    [Fact]
+    public void KfacReachesALossInFewerStepsThanSgdWithMomentum()
+    {
+        using var train = RuntimeFixture.Images(512, 31);
+        var trainer = new TrainerOptions { Epochs = 100, MaxSteps = 120, BatchSize = 64, Seed = 4 };
+        var kfacOptions = new KfacOptions { LearningRate = 0.003, Damping = 0.01, InverseEvery = 10 };
+        var kfacLosses = new LossRecorder();
+        using (var s = Session(kfacOptions))
+        using (var kfac = new KfacOptimizer(s, kfacOptions))
+            new Trainer(s, kfac, trainer, kfacLosses).Fit(train);
+        // SGD with momentum at the best of a small learning-rate grid.
+        int sgdBest = int.MaxValue;
+        double target = 1.0;
+        foreach (double lr in new[] { 0.01, 0.03, 0.1 })
+        {
+            var rec = new LossRecorder();
+            using var s = RuntimeFixture.FashionSession();
+            new Trainer(s, new Sgd(s.Parameters, new SgdOptions { LearningRate = lr, Momentum = 0.9 }), trainer, rec).Fit(train);
+            sgdBest = Math.Min(sgdBest, StepsToReach(rec.Losses, target));
+        }
+        int kfacSteps = StepsToReach(kfacLosses.Losses, target);
+        Assert.True(kfacSteps < sgdBest, $"K-FAC needed {kfacSteps} updates to a mean loss below {target}, the best SGD with momentum {sgdBest}");
+    }
+
+    [Fact]
+    public void ResumeFromACheckpointContinuesBitForBit()
+    {
+        using var train = RuntimeFixture.Images(96, 32);
+        var options = new KfacOptions { LearningRate = 0.003, Damping = 0.01, InverseEvery = 4, StatisticsEvery = 2 };
+        string path = Temp("kfac");
+        try
+        {
+            List<double> straight;
+            float[][] final;
+            using (var s = Session(options))
+            using (var k = new KfacOptimizer(s, options))
+            {
+                var rec = new LossRecorder();
+                new Trainer(s, k, new TrainerOptions { Epochs = 3, BatchSize = 16, Seed = 5 }, rec).Fit(train);
+                straight = rec.Losses;
+                final = [.. s.Parameters.Select(p => (float[])p.Value.Clone())];
+            }
+            using (var s = Session(options))
+            using (var k = new KfacOptimizer(s, options))
+                new Trainer(s, k, new TrainerOptions { Epochs = 3, MaxSteps = 7, BatchSize = 16, Seed = 5, CheckpointPath = path }).Fit(train);
+            using (var s = Session(options, noiseSeed: 999))   // the checkpoint's noise state must win over the seed
+            using (var k = new KfacOptimizer(s, options))
+            {
+                var rec = new LossRecorder();
+                var t = new Trainer(s, k, new TrainerOptions { Epochs = 3, BatchSize = 16, Seed = 5 }, rec);
+                t.Resume(Checkpoint.Load(path), path);
+                t.Fit(train);
+                Assert.Equal(straight.Skip(7), rec.Losses);
+                for (int i = 0; i < final.Length; i++) Assert.Equal(final[i], s.Parameters[i].Value);
+            }
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
+    public void UnderAccumulationEveryMicroBatchEntersTheFactors()
+    {
+        var options = new KfacOptions { InverseEvery = 1, Fallback = FallbackBlock.Identity };
+        using var s = Session(options);
+        using var kfac = new KfacOptimizer(s, options);
+        var ctx = new StepContext(s.Parameters, s) { UpdateCount = 1 };
+        var layer = s.Manifest.Layers[0];
+        var sums = new double[2][];
+        using var data = RuntimeFixture.Images(16, 33);
+        var batch = s.Bind(8);
+        var x = new float[16 * 784];
+        var y = new long[16];
+        using (var loader = new DataLoader(data, new LoaderOptions { BatchSize = 16, Shuffle = false }))
+            Assert.True(loader.TryNextBatch(x, y, out _));
+        for (int m = 0; m < 2; m++)
+        {
+            x.AsSpan(m * 8 * 784, 8 * 784).CopyTo(batch.Input<float>(s.DataInputs[0].Name));
+            y.AsSpan(m * 8, 8).CopyTo(batch.Input<long>(s.TargetInput.Name));
+            ctx.Loss = s.Run(batch);
+            var a = s.GetOutput(layer.FactorA!);
+            sums[m] = [.. a.ToArray().Select(v => (double)v)];
+            kfac.ObserveBatch(ctx, 8);
+        }
+        kfac.Step(ctx);
+        var (ema, _, _, _) = kfac.FactorsOf(layer.Name);
+        for (int i = 0; i < ema.Length; i += 997)
+            Assert.Equal((sums[0][i] + sums[1][i]) / 2, ema[i], 6);
+    }
+
+    [Fact]
+    public void RollbackReturnsToTheLastGoodWeightsAndRaisesTheDamping()
+    {
+        // Example 20 is NaN: its batch's loss is not finite, as after a diverged update.
+        using var train = RuntimeFixture.Images(64, 34, nanExample: 20);
+        var options = new KfacOptions { LearningRate = 0.003, Damping = 1e-3, RollbackOnDivergence = true, InverseEvery = 1 };
+        using var s = Session(options);
+        using var kfac = new KfacOptimizer(s, options);
+        var rec = new LossRecorder();
+        var result = new Trainer(s, kfac, new TrainerOptions { Epochs = 2, BatchSize = 16, Seed = 6 }, rec).Fit(train);
+        Assert.True(result.SkippedSteps > 0, "no batch was skipped");
+        Assert.Equal(2 * 4 - result.SkippedSteps, result.Steps);
+        Assert.Contains(rec.Messages, m => m.Contains("returned to the weights before the last update", StringComparison.Ordinal));
+        Assert.True(kfac.Damping > options.Damping, $"damping {kfac.Damping} was not raised");
+        foreach (var p in s.Parameters) Assert.All(p.Value, v => Assert.True(float.IsFinite(v)));
+    }
+
+    [Fact]
+    public void WithoutRollbackADivergingRunStopsWithAdviceAboutTheDamping()
+    {
+        using var train = RuntimeFixture.Images(64, 34, nanExample: 20);
+        var options = new KfacOptions { LearningRate = 0.003, Damping = 1e-3, InverseEvery = 1 };
+        using var s = Session(options);
+        using var kfac = new KfacOptimizer(s, options);
+        var e = Assert.Throws<Graph.OnnxKfacException>(() => new Trainer(s, kfac, new TrainerOptions { Epochs = 2, BatchSize = 16, Seed = 6 }).Fit(train));
+        Assert.Contains("non-finite loss", e.Message);
+        Assert.Contains("--kfac-damping", e.Message);
+    }
+}
