@@ -102,6 +102,37 @@ public sealed class TrainCommandTests : IDisposable
         Assert.Equal("sgd", TrainData.Report(_dir["third.json"]).GetProperty("config").GetProperty("optimizer").GetString());
     }
 
+    [Theory]
+    [InlineData("kl-clip")]
+    [InlineData("quadratic")]
+    public void KfacTrainsAndAResumedRunFollowsTheUninterruptedTrajectory(string rule)
+    {
+        string[] common = ["--epochs", "3", "--optimizer", "kfac", "--kfac-update", rule, "--kfac-damping", "0.1", "--kfac-inverse-every", "5",
+            "--kfac-damping-adapt", rule == "quadratic" ? "lm" : "fixed", "--seed", "3"];
+        AssertOk(Train([.. common, "--report", _dir["full.json"]]));
+        AssertOk(Train([.. common, "--max-steps", "8", "--checkpoint", _dir["ck"], "--report", _dir["first.json"]]));
+        AssertOk(Train([.. common, "--checkpoint", _dir["ck"], "--resume", "--report", _dir["second.json"]]));
+        var fullReport = TrainData.Report(_dir["full.json"]);
+        var full = TrainData.StepLosses(fullReport);
+        var first = TrainData.StepLosses(TrainData.Report(_dir["first.json"]));
+        Assert.Equal(36, full.Length);
+        Assert.Equal(full, first.Concat(TrainData.StepLosses(TrainData.Report(_dir["second.json"]))));
+        Assert.Equal("kfac", fullReport.GetProperty("config").GetProperty("optimizer").GetString());
+        Assert.Equal(rule, fullReport.GetProperty("config").GetProperty("kfac_update").GetString());
+        // It learns: the last epoch's losses are below the first's.
+        Assert.True(full.TakeLast(12).Average() < full.Take(12).Average(), string.Join(", ", full));
+    }
+
+    [Fact]
+    public void KfacOnTheEmbeddedDefaultPrintsItsDampingAndTimes()
+    {
+        var r = AssertOk(Run("train", "--optimizer", "kfac", "--kfac-damping", "0.01", "--lr", "0.003", "--max-steps", "30", "--report", _dir["r.json"]));
+        Assert.Contains("kfac lr 0.003", r.Out);
+        Assert.Contains("kfac: damping 0.01; K-FAC's own time: statistics", r.Out);
+        var metrics = TrainData.Report(_dir["r.json"]).GetProperty("metrics");
+        Assert.True(metrics.GetProperty("test_accuracy").GetDouble() > 0.728, metrics.ToString());
+    }
+
     [Fact]
     public void AFailedGateExitsWith3NamingTheGateAndTheValueAndStillWritesTheReport()
     {

@@ -225,7 +225,7 @@ internal static class TrainCommand
                 log.WriteLine($"model {modelPath}: {session.Parameters.Count} parameters ({setup.ParameterValues.ToString("N0", CultureInfo.InvariantCulture)} values) trained, {lossName} on '{session.Manifest.Loss.Output}'");
                 log.WriteLine($"data: {train.Count} training examples" + (val is null ? "" : $", {val.Count} validation") + (test is null ? "" : $", {test.Count} test") +
                     (norm is null ? "" : $"; features divided by {Config.Format(cfg.Double("scale", 1)!.Value)}" + (norm.Mean is null ? "" : ", then normalized")));
-                log.WriteLine($"{cfg.Resolved["optimizer"]} lr {Config.Format((double)cfg.Resolved["lr"]!)}, batch {batch}, " +
+                log.WriteLine($"{OptimizerSetup.Describe(cfg)}, batch {batch}, " +
                     (plan.Epochs is { } e ? $"{e} epochs, " : "") + $"{totalSteps} updates, seed {seed}, on {session.Options.Device}");
             }
 
@@ -365,7 +365,7 @@ internal static class TrainCommand
             if (plot is not null)
             {
                 TrainReport.CreateParent(plot);
-                string title = $"{Path.GetFileName(setup.Path)}: {cfg.Resolved["optimizer"]} lr {Config.Format((double)cfg.Resolved["lr"]!)}, batch {_batch}" + (error is null ? "" : " (stopped by an error)");
+                 string title = $"{Path.GetFileName(setup.Path)}: {OptimizerSetup.Describe(cfg)}, batch {_batch}" + (error is null ? "" : " (stopped by an error)");
                 PrepareCommand.Write(() => LossPlot.Save(plot, title, rec.Steps, rec.Validations, window / 4), plot);
             }
             if (report is not null) r.Write(report);

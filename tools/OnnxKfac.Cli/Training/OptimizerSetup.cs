@@ -38,6 +38,15 @@ internal static class OptimizerSetup
     public static TrainingGraphOptions ConfigureGraph(Config cfg, TrainingGraphOptions graph) =>
         Kind(cfg) == "kfac" ? Kfac(cfg, ConstantSchedule.Instance, 1).Configure(graph) : graph;
 
+    /// <summary>"adamw lr 0.001", "kfac lr 0.003", "kfac quadratic damping 150 (lm)": the optimizer in a few words, for logs and plot titles.</summary>
+    public static string Describe(Config cfg)
+    {
+        string kind = (string)cfg.Resolved["optimizer"]!;
+        if (kind == "kfac" && cfg.Resolved.GetValueOrDefault("kfac_update") is "quadratic")
+            return $"kfac quadratic, damping {Config.Format((double)cfg.Resolved["kfac_damping"]!)}" + (cfg.Resolved.GetValueOrDefault("kfac_damping_adapt") is "lm" ? " (lm)" : "");
+        return $"{kind} lr {Config.Format((double)cfg.Resolved["lr"]!)}";
+    }
+
     /// <param name="totalSteps">The planned number of updates (the cosine schedule anneals over them).</param>
     /// <param name="stepsPerEpoch">Updates per epoch (the step schedule's default period).</param>
     public static IOptimizer Create(Config cfg, TrainingSession session, long totalSteps, long stepsPerEpoch)
@@ -46,7 +55,7 @@ internal static class OptimizerSetup
         var parameters = session.Parameters;
         var schedule = Schedule(cfg, totalSteps, stepsPerEpoch);
         var groups = cfg.List("group").Select(g => ParseGroup(g, cfg)).ToArray();
-        double lr = cfg.Double("lr", DefaultLearningRate)!.Value;
+        double LearningRate() => cfg.Double("lr", DefaultLearningRate)!.Value;
         try
         {
             switch (kind)
@@ -56,7 +65,7 @@ internal static class OptimizerSetup
                         throw cfg.Error(cfg.Has("momentum") ? "momentum" : "nesterov", "applies to --optimizer sgd; AdamW's momentum is --beta1");
                     return new AdamW(parameters, new AdamWOptions
                     {
-                        LearningRate = lr,
+                        LearningRate = LearningRate(),
                         Beta1 = cfg.Double("beta1", 0.9)!.Value,
                         Beta2 = cfg.Double("beta2", 0.999)!.Value,
                         Epsilon = cfg.Double("eps", 1e-8)!.Value,
@@ -69,7 +78,7 @@ internal static class OptimizerSetup
                         throw cfg.Error(cfg.Has("beta1") ? "beta1" : "beta2", "applies to --optimizer adamw; SGD's is --momentum");
                     return new Sgd(parameters, new SgdOptions
                     {
-                        LearningRate = lr,
+                        LearningRate = LearningRate(),
                         Momentum = cfg.Double("momentum", 0)!.Value,
                         Nesterov = cfg.Bool("nesterov"),
                         WeightDecay = cfg.Double("weight_decay", 0)!.Value,
@@ -122,16 +131,25 @@ internal static class OptimizerSetup
     {
         try
         {
+            var rule = Choice(cfg, "kfac_update", "kl-clip", ("kl-clip", KfacUpdateRule.KlClip), ("quadratic", KfacUpdateRule.Quadratic));
+            var adapt = Choice(cfg, "kfac_damping_adapt", "fixed", ("fixed", DampingAdaptation.Fixed), ("lm", DampingAdaptation.LevenbergMarquardt));
+            // Settings that do not apply are refused, and not read (so a checkpoint's config never holds them).
+            if (rule == KfacUpdateRule.Quadratic)
+            {
+                foreach (var key in new[] { "lr", "momentum", "kfac_kl_clip" })
+                    if (cfg.Has(key)) throw cfg.Error(key, "does not apply to --kfac-update quadratic, which chooses its step size and momentum from the quadratic model");
+                if (cfg.String("schedule", "constant") != "constant" || cfg.Long("warmup", 0) != 0)
+                    throw cfg.Error(cfg.Long("warmup", 0) != 0 ? "warmup" : "schedule", "does not apply to --kfac-update quadratic, which chooses its step size from the quadratic model");
+            }
+            if (adapt != DampingAdaptation.LevenbergMarquardt && cfg.Has("kfac_adapt_every")) throw cfg.Error("kfac_adapt_every", "needs --kfac-damping-adapt lm");
             var o = new KfacOptions
             {
-                LearningRate = cfg.Double("lr", DefaultKfacLearningRate)!.Value,
-                Momentum = cfg.Double("momentum", 0.9)!.Value,
+                UpdateRule = rule,
+                DampingAdaptation = adapt,
                 WeightDecay = cfg.Double("weight_decay", 1e-5)!.Value,
                 Damping = cfg.Double("kfac_damping", 1e-3)!.Value,
                 MinDamping = cfg.Double("kfac_min_damping", 1e-8)!.Value,
                 MaxDamping = cfg.Double("kfac_max_damping", 1e6)!.Value,
-                AdaptEvery = cfg.Int("kfac_adapt_every", 5)!.Value,
-                KlClip = cfg.Double("kfac_kl_clip", 1e-3)!.Value,
                 FactorDecay = cfg.Double("kfac_factor_decay", 0.95)!.Value,
                 StatisticsEvery = cfg.Int("kfac_stats_every", 1)!.Value,
                 InverseEvery = cfg.Int("kfac_inverse_every", 20)!.Value,
@@ -140,23 +158,24 @@ internal static class OptimizerSetup
                 RollbackOnDivergence = cfg.Bool("kfac_rollback"),
                 Schedule = schedule,
                 Blocks = [.. cfg.List("kfac_block").Select(BlockOverride.Parse)],
-                UpdateRule = Choice(cfg, "kfac_update", "kl-clip", ("kl-clip", KfacUpdateRule.KlClip), ("quadratic", KfacUpdateRule.Quadratic)),
-                DampingAdaptation = Choice(cfg, "kfac_damping_adapt", "fixed", ("fixed", DampingAdaptation.Fixed), ("lm", DampingAdaptation.LevenbergMarquardt)),
                 Fisher = Choice(cfg, "kfac_fisher", "true", ("true", FisherKind.True), ("empirical", FisherKind.Empirical)),
                 Fallback = Choice(cfg, "kfac_fallback", cfg.String("kfac_fisher", "true") == "empirical" ? "identity" : "diagonal",
                     ("diagonal", FallbackBlock.Diagonal), ("identity", FallbackBlock.Identity)),
             };
+            if (rule == KfacUpdateRule.KlClip)
+                o = o with
+                {
+                    LearningRate = cfg.Double("lr", DefaultKfacLearningRate)!.Value,
+                    Momentum = cfg.Double("momentum", 0.9)!.Value,
+                    KlClip = cfg.Double("kfac_kl_clip", 1e-3)!.Value,
+                };
+            if (adapt == DampingAdaptation.LevenbergMarquardt) o = o with { AdaptEvery = cfg.Int("kfac_adapt_every", 5)!.Value };
             if (cfg.Double("kfac_damping_decay") is { } decay)
             {
                 if (o.DampingAdaptation != DampingAdaptation.Fixed) throw cfg.Error("kfac_damping_decay", "schedules a fixed damping; --kfac-damping-adapt lm moves it by itself");
                 o = o with { DampingSchedule = new StepSchedule(cfg.Long("kfac_damping_every", Math.Max(1, stepsPerEpoch))!.Value, decay) };
             }
             else if (cfg.Has("kfac_damping_every")) throw cfg.Error("kfac_damping_every", "needs --kfac-damping-decay");
-            if (o.UpdateRule == KfacUpdateRule.Quadratic)
-                foreach (var key in new[] { "lr", "momentum", "schedule", "warmup", "kfac_kl_clip" })
-                    if (cfg.Has(key)) throw cfg.Error(key, "does not apply to --kfac-update quadratic, which chooses its step size and momentum from the quadratic model");
-            if (o.UpdateRule == KfacUpdateRule.KlClip && cfg.Has("kfac_adapt_every") && o.DampingAdaptation != DampingAdaptation.LevenbergMarquardt)
-                throw cfg.Error("kfac_adapt_every", "needs --kfac-damping-adapt lm");
             o.Validate();
             return o;
         }
