@@ -38,15 +38,18 @@ public sealed class TrainKillTests(ITestOutputHelper log) : IDisposable
         return process;
     }
 
-    [Fact]
-    public void TheCheckpointSurvivesKillMinus9AtRandomMomentsAndTheRunResumes()
+    [Theory]
+    [InlineData("adamw")]
+    [InlineData("kfac")]   // factors, inverses, damping and momentum: a larger state written every update
+    public void TheCheckpointSurvivesKillMinus9AtRandomMomentsAndTheRunResumes(string optimizer)
     {
-        string ck = _dir["run.ckpt"];
+        string ck = _dir[optimizer + ".ckpt"];
         string[] run =
         [
             "train", TrainData.Default("fashion_mlp.onnx"),
             "--train", TrainData.Default("train-images-idx3-ubyte.gz"), "--train-labels", TrainData.Default("train-labels-idx1-ubyte.gz"),
             "--scale", "255", "--epochs", "50", "--checkpoint", ck, "--checkpoint-every", "1", "--resume", "--quiet",
+            "--optimizer", optimizer, .. optimizer == "kfac" ? new[] { "--lr", "0.003", "--kfac-damping", "0.01", "--kfac-inverse-every", "5" } : [],
         ];
         int seed = int.TryParse(Environment.GetEnvironmentVariable("ONNXKFAC_KILL_SEED"), out int chosen) ? chosen : 20240917;
         log.WriteLine($"kill schedule seed {seed} (replay with ONNXKFAC_KILL_SEED={seed})");
