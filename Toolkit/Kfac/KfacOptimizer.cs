@@ -140,7 +140,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         LastStep = new KfacStepInfo { Update = update, DroppedStatistics = _observed == 0 ? 0 : LastStep.DroppedStatistics };
         long t0 = Stopwatch.GetTimestamp();
         if (_observed == 0) ObserveBatch(context, BatchSize(pass));   // stepped without the trainer's observation
-        UpdateEstimator(update);
+        UpdateEstimator(update, context.Collectives);
         long t1 = Stopwatch.GetTimestamp();
         RefreshInverses(update);
         long t2 = Stopwatch.GetTimestamp();
@@ -171,10 +171,14 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private bool IsStatisticsUpdate(long update) => (update - 1) % _options.StatisticsEvery == 0;
 
     /// <summary>Phase 1: fold the observed batches into the running factors (every T_cov updates).</summary>
-    private void UpdateEstimator(long update)
+    private void UpdateEstimator(long update, ICollectives collectives)
     {
         if (IsStatisticsUpdate(update))
-            foreach (var b in _blocks) b.Fold(_options.FactorDecay);
+            foreach (var b in _blocks)
+            {
+                b.Reduce(collectives);
+                b.Fold(_options.FactorDecay);
+            }
         _observed = 0;
     }
 

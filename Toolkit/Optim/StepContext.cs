@@ -36,6 +36,9 @@ public sealed class StepContext
     /// <summary>The session's extra outputs and passes, or null when the runtime offers none.</summary>
     public ITrainingPass? Pass { get; }
 
+    /// <summary>How the ranks of a data-parallel run combine what they computed (K-FAC: the factor statistics). Default one process.</summary>
+    public Runtime.ICollectives Collectives { get; init; } = Runtime.SingleProcess.Instance;
+
     /// <summary>Moves to the next update: increments <see cref="UpdateCount"/> and records <paramref name="loss"/>.</summary>
     public void Advance(double loss)
     {

@@ -45,6 +45,12 @@ public sealed record TrainerOptions
     /// <summary>The run's resolved configuration (JSON), stored in every checkpoint (<see cref="Checkpoints.Checkpoint.Config"/>).</summary>
     public string CheckpointConfig { get; init; } = "";
 
+    /// <summary>
+    /// How ranks combine gradients, statistics and metrics in data-parallel training (the seam
+    /// for MPI); default <see cref="SingleProcess"/>, where every collective is the identity.
+    /// </summary>
+    public ICollectives Collectives { get; init; } = SingleProcess.Instance;
+
     public void Validate()
     {
         static void Check(bool ok, string option, object? value, string rule)

@@ -46,6 +46,9 @@ internal abstract class CurvatureBlock(string name, string kind, string reason, 
     /// <summary>Adds one (micro-)batch's statistics from the training graph's outputs. False: a non-finite statistic was dropped.</summary>
     public virtual bool Observe(ITrainingPass pass, int batchSize) => true;
 
+    /// <summary>Data-parallel: sums the observed statistics over the ranks (before <see cref="Fold"/>).</summary>
+    public virtual void Reduce(Runtime.ICollectives collectives) { }
+
     /// <summary>Folds the observed batches into the running estimates, ε = min(1 − 1/k, <paramref name="decay"/>).</summary>
     public virtual void Fold(double decay) { }
 

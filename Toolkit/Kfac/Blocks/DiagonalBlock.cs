@@ -24,6 +24,13 @@ internal sealed class DiagonalBlock(Slot slot, string sampledGradient, string re
         return true;
     }
 
+    public override void Reduce(Runtime.ICollectives collectives)
+    {
+        if (collectives.Size == 1 || _batches == 0) return;
+        collectives.AllReduceSum(_sum);
+        _batches *= collectives.Size;
+    }
+
     public override void Fold(double decay)
     {
         if (_batches == 0) return;

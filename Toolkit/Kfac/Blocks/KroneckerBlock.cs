@@ -69,6 +69,14 @@ internal sealed class KroneckerBlock : CurvatureBlock
         return true;
     }
 
+    public override void Reduce(Runtime.ICollectives collectives)
+    {
+        if (collectives.Size == 1 || _batches == 0) return;
+        collectives.AllReduceSum(_aSum);
+        collectives.AllReduceSum(_gSum);
+        _batches *= collectives.Size;
+    }
+
     public override void Fold(double decay)
     {
         if (_batches == 0) return;

@@ -92,10 +92,10 @@ internal static class EvalCommand
         using var raw = setup.OpenData(cfg, "data", "labels");
         var norm = DataSources.ResolveNormalization(cfg, null);
         using var data = norm is null ? null : DataSources.Apply(raw, norm, cfg);
-        var trainer = new Trainer(setup.Session, new Sgd(setup.Session.Parameters), new TrainerOptions { BatchSize = batch });
+        var evaluator = new Evaluator(setup.Session, batch);   // evaluation needs no optimizer
         var evalClock = Stopwatch.StartNew();
         Metrics m;
-        try { m = trainer.Evaluate(data ?? raw); }
+        try { m = evaluator.Evaluate(data ?? raw); }
         catch (DataException e) { throw new OnnxKfacException($"{cfg.Where("data")}: {e.Message.TrimEnd('.')}", e); }
         double seconds = evalClock.Elapsed.TotalSeconds;
 

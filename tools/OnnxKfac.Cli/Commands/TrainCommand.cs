@@ -200,7 +200,7 @@ internal static class TrainCommand
             if (checkpoint is not null) TrainReport.CreateParent(checkpoint);
             options = options with { CheckpointConfig = cfg.ResolvedJson() };
 
-            var plan = new RunPlan(totalSteps, maxSteps is null || epochsGiven ? epochs : null, batch, resumeFrom?.Longs["step"] ?? 0, validateEvery is not null, _epochExamples);
+            var plan = new RunPlan(totalSteps, maxSteps is null || epochsGiven ? epochs : null, batch, resumeFrom?.Longs[CheckpointKeys.Step] ?? 0, validateEvery is not null, _epochExamples);
             bool terminal = ctx.IsTerminal && !quiet;
             IAnsiConsole? console = terminal ? AnsiConsole.Create(new AnsiConsoleSettings
             {
@@ -302,7 +302,7 @@ internal static class TrainCommand
             Metrics? testBefore, Metrics? testAfter, IReadOnlyList<Gate> gates, string? plot, string? report, string? export)
         {
             double seconds = trainClock.Elapsed.TotalSeconds;
-            long start = resumeFrom?.Longs["step"] ?? 0;
+            long start = resumeFrom?.Longs[CheckpointKeys.Step] ?? 0;
             long steps = res?.Steps ?? rec.Steps.Where(s => !s.Skipped).Select(s => s.Step).DefaultIfEmpty(start).Max();
             long skipped = res?.SkippedSteps ?? rec.Steps.Count(s => s.Skipped);
             double examplesPerSecond = seconds > 0 ? rec.Examples.Total(_batch, _epochExamples) / seconds : 0;
