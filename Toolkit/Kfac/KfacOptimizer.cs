@@ -36,6 +36,10 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private readonly CurvatureBlock[] _blocks;
     private readonly OrtProgram? _inverse, _precondition;
     private readonly float[][]? _snapshot;
+    private readonly double[] _rates, _ones, _fisher = new double[4], _quadratic = new double[3];
+    private readonly int[] _slotOfParameter;
+    private readonly string _lossOutput;
+    private readonly string[][] _tangentNames;
     private double _lambda;
     private long _updates;
     private bool _hasMemory, _hasInverses, _snapshotValid;
@@ -81,6 +85,12 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         _inverse = Build(ortOptions, "inverse", (b, pb, bind) => b.EmitInverse(pb, bind));
         _precondition = Build(ortOptions, "preconditioning", (b, pb, bind) => b.EmitPrecondition(pb, bind));
         if (_options.RollbackOnDivergence) _snapshot = [.. _slots.Select(s => new float[s.Parameter.Value.Length])];
+        _lossOutput = manifest.Loss.Output;
+        _tangentNames = [.. parameters.Select(p => new[] { Tangent(p.Name, 0), Tangent(p.Name, 1) })];
+        _rates = new double[_slots.Length];
+        _ones = [.. Enumerable.Repeat(1.0, _slots.Length)];
+        var slotIndex = _slots.Select((s, k) => (s.Name, k)).ToDictionary(t => t.Name, t => t.k, StringComparer.Ordinal);
+        _slotOfParameter = [.. parameters.Select(p => slotIndex.TryGetValue(p.Name, out int k) ? k : -1)];
     }
 
     /// <summary>The block of every trainable parameter and why (what <c>inspect --optimizer kfac</c> prints).</summary>
@@ -162,11 +172,8 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private static ITrainingPass Pass(StepContext context) => context.Pass ?? throw new InvalidOperationException(
         "K-FAC reads the training graph's factor statistics: step it with a StepContext whose Pass is the training session (the Trainer does)");
 
-    private int BatchSize(ITrainingPass pass)
-    {
-        var first = _blocks.OfType<KroneckerBlock>().FirstOrDefault();
-        return first is null ? 1 : 1;   // only the diagonal blocks use it, and the trainer passes it
-    }
+    /// <summary>The batch of the last run: the first dimension of the loss's output.</summary>
+    private int BatchSize(ITrainingPass pass) => checked((int)pass.GetOutputShape(_lossOutput)[0]);
 
     private bool IsStatisticsUpdate(long update) => (update - 1) % _options.StatisticsEvery == 0;
 
@@ -234,14 +241,15 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private static bool AllFinite(ReadOnlySpan<float> x) => FactorMath.AllFinite(x);
 
     /// <summary>The step to take: per slot, θ ← θ + Scale · Direction (Direction: the memory after this update).</summary>
-    private readonly record struct Move(double Scale, double[] SlotRates, double ModelChange, double[] Quadratic);
+    /// <summary>Rates per slot; Quadratic (δᵀFδ, δᵀδ, ∇ᵀδ) when the LM rule needs it (HasQuadratic).</summary>
+    private readonly record struct Move(double[] SlotRates, bool HasQuadratic);
 
     /// <summary>Phase 5a (KL clip): ν, then b ← μ b + ν V; the move is −α b.</summary>
     private Move KlClipUpdate(StepContext context, ITrainingPass pass)
     {
         double factor = _options.Schedule.Factor(context.UpdateCount);
         double s = 0;
-        var rates = new double[_slots.Length];
+        var rates = _rates;
         for (int k = 0; k < _slots.Length; k++)
         {
             var slot = _slots[k];
@@ -260,18 +268,19 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         }
         _hasMemory = true;
         LastStep = LastStep with { Nu = nu, KlSum = s };
-        double[] quadratic = [];
-        if (IsAdaptUpdate(context.UpdateCount))
+        if (!IsAdaptUpdate(context.UpdateCount)) return new Move(rates, false);
+        // The LM rule needs M(δ) of the move actually taken: F-products of δ = rate·b.
+        FisherProducts(pass, useSecond: false, firstIsV: false, rates);
+        double gd = 0, dd = 0;
+        for (int k = 0; k < _slots.Length; k++)
         {
-            // The LM rule needs M(δ) of the move actually taken: F-products of −α b.
-            var q = FisherProducts(pass, k => (_slots[k].Memory, rates[k]), null);
-            double gd = 0;
-            for (int k = 0; k < _slots.Length; k++) gd += rates[k] * Dot(_slots[k].Work, _slots[k].Memory);
-            double dd = 0;
-            for (int k = 0; k < _slots.Length; k++) dd += rates[k] * rates[k] * Dot(_slots[k].Memory, _slots[k].Memory);
-            quadratic = [q[0], dd, gd];
+            gd += rates[k] * Dot(_slots[k].Work, _slots[k].Memory);
+            dd += rates[k] * rates[k] * Dot(_slots[k].Memory, _slots[k].Memory);
         }
-        return new Move(1, rates, double.NaN, quadratic);
+        _quadratic[0] = _fisher[0];
+        _quadratic[1] = dd;
+        _quadratic[2] = gd;
+        return new Move(rates, true);
     }
 
     /// <summary>
@@ -281,7 +290,8 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private Move QuadraticUpdate(StepContext context, ITrainingPass pass)
     {
         // Q = [ΔᵀFΔ, ΔᵀFδ₀; δ₀ᵀFΔ, δ₀ᵀFδ₀] from the Jacobian-vector-product pass.
-        var q = FisherProducts(pass, k => (_slots[k].V, -1), _hasMemory ? k => _slots[k].Memory : null);
+        FisherProducts(pass, useSecond: _hasMemory, firstIsV: true, null);
+        var q = _fisher;
         double dd = 0, d0 = 0, o0 = 0, gD = 0, g0 = 0;
         foreach (var s in _slots)
         {
@@ -317,31 +327,35 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         double fdd = alpha * alpha * q[0] + 2 * alpha * mu * q[1] + mu * mu * q[3];
         double ddd = alpha * alpha * dd + 2 * alpha * mu * d0 + mu * mu * o0;
         LastStep = LastStep with { Alpha = alpha, Mu = mu, DeltaFDelta = q[0], GradDelta = gD };
-        var rates = Enumerable.Repeat(1.0, _slots.Length).ToArray();
-        return new Move(1, rates, double.NaN, [fdd, ddd, alpha * gD + mu * g0]);
+        _quadratic[0] = fdd;
+        _quadratic[1] = ddd;
+        _quadratic[2] = alpha * gD + mu * g0;
+        return new Move(_ones, true);
     }
 
     /// <summary>
-    /// [v₀ᵀFv₀, v₀ᵀFv₁, v₁ᵀFv₀, v₁ᵀFv₁] for v₀ = scale·first and v₁ = second (zeros when null), from
-    /// the training session's Jacobian-vector-product pass on the current minibatch.
+    /// Fills [v₀ᵀFv₀, v₀ᵀFv₁, v₁ᵀFv₀, v₁ᵀFv₁] from the training session's Jacobian-vector-product
+    /// pass on the current minibatch, for v₀ = −V (<paramref name="firstIsV"/>) or rate·memory,
+    /// and v₁ = the memory (δ₀) when <paramref name="useSecond"/>, else zero.
     /// </summary>
-    private double[] FisherProducts(ITrainingPass pass, Func<int, (float[] Data, double Scale)> first, Func<int, float[]>? second)
+    private void FisherProducts(ITrainingPass pass, bool useSecond, bool firstIsV, double[]? rates)
     {
-        var index = _slots.Select((s, k) => (s.Name, k)).ToDictionary(t => t.Name, t => t.k, StringComparer.Ordinal);
-        foreach (var p in _graphParameters)
+        for (int j = 0; j < _graphParameters.Count; j++)
         {
-            var t0 = pass.GetInput(Tangent(p.Name, 0));
-            var t1 = pass.GetInput(Tangent(p.Name, 1));
-            if (!index.TryGetValue(p.Name, out int k)) { t0.Clear(); t1.Clear(); continue; }
-            var (data, scale) = first(k);
-            float sc = (float)scale;
-            for (int i = 0; i < t0.Length; i++) t0[i] = sc * data[i];
-            if (second is null) t1.Clear();
-            else second(k).AsSpan().CopyTo(t1);
+            var t0 = pass.GetInput(_tangentNames[j][0]);
+            var t1 = pass.GetInput(_tangentNames[j][1]);
+            int k = _slotOfParameter[j];
+            if (k < 0) { t0.Clear(); t1.Clear(); continue; }
+            var slot = _slots[k];
+            float scale = firstIsV ? -1f : (float)rates![k];
+            var first = firstIsV ? slot.V : slot.Memory;
+            for (int i = 0; i < t0.Length; i++) t0[i] = scale * first[i];
+            if (useSecond) slot.Memory.AsSpan().CopyTo(t1);
+            else t1.Clear();
         }
         pass.RunExtra("jvp");
         var q = pass.GetOutput(FisherQuadratic);
-        return [q[0], q[1], q[2], q[3]];
+        for (int i = 0; i < 4; i++) _fisher[i] = q[i];
     }
 
     private static double Dot(float[] a, float[] b) => FactorMath.Dot(a, b);
@@ -389,10 +403,10 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     /// <summary>Phase 7: every T₁ updates, ρ = (h(θ+δ) − h(θ)) / (M(δ) − M(0)) moves λ.</summary>
     private void AdaptDamping(StepContext context, ITrainingPass pass, Move move)
     {
-        if (!IsAdaptUpdate(context.UpdateCount) || move.Quadratic.Length == 0 || double.IsNaN(context.Loss)) return;
+        if (!IsAdaptUpdate(context.UpdateCount) || !move.HasQuadratic || double.IsNaN(context.Loss)) return;
         double c = _clip;
         // M(δ) − M(0) = ½ δᵀ(F + ηI)δ + ∇ᵀδ, with the L2 term of h included on both sides.
-        double model = 0.5 * c * c * (move.Quadratic[0] + _options.WeightDecay * move.Quadratic[1]) + c * move.Quadratic[2];
+        double model = 0.5 * c * c * (_quadratic[0] + _options.WeightDecay * _quadratic[1]) + c * _quadratic[2];
         double after = pass.EvaluateLoss() + 0.5 * _thetaNormAfter;
         double before = context.Loss + 0.5 * _thetaNormBefore;
         double rho = model < 0 ? (after - before) / model : double.NegativeInfinity;
@@ -493,8 +507,8 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     internal float[] PreconditionedOf(string parameter) => _slots.First(s => s.Name == parameter).V;
 }
 
-/// <summary>What one K-FAC update did.</summary>
-public sealed record KfacStepInfo
+/// <summary>What one K-FAC update did (a struct: recording it allocates nothing).</summary>
+public readonly record struct KfacStepInfo()
 {
     public long Update { get; init; }
     /// <summary>KL clip: the clipping factor ν and Σ α²⟨V, ∇⟩.</summary>

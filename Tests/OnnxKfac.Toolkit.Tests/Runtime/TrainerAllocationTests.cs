@@ -1,3 +1,4 @@
+using KfacNs = OnnxKfac.Toolkit.Kfac;
 using OnnxKfac.Toolkit.Data;
 using OnnxKfac.Toolkit.Optim;
 using OnnxKfac.Toolkit.Runtime;
@@ -31,9 +32,9 @@ public class TrainerAllocationTests
         return least;
     }
 
-    private static void FitAllocatesNothingPerUpdate(bool fisher, Func<TrainingSession, IOptimizer> optimizer, int accumulate = 1)
+    private static void FitAllocatesNothingPerUpdate(bool fisher, Func<TrainingSession, IOptimizer> optimizer, int accumulate = 1, TrainingSession? session = null)
     {
-        using var s = RuntimeFixture.FashionSession(fisher: fisher);
+        using var s = session ?? RuntimeFixture.FashionSession(fisher: fisher);
         using var train = RuntimeFixture.Images(96, 9); // 3 batches an epoch
         Trainer Make(int steps) => new(s, optimizer(s), new TrainerOptions { BatchSize = 32, Seed = 2, MaxSteps = steps, AccumulationSteps = accumulate });
         Make(Updates).Fit(train); // warm-up: bindings, JIT tiers
@@ -54,4 +55,26 @@ public class TrainerAllocationTests
     [Fact]
     public void FitWithAccumulationAndSgdAllocatesNothingPerUpdate() =>
         FitAllocatesNothingPerUpdate(fisher: true, s => new Sgd(s.Parameters, new SgdOptions { LearningRate = 1e-3, Momentum = 0.9 }), accumulate: 2);
+
+    [Theory]
+    [InlineData(KfacNs.KfacUpdateRule.KlClip)]
+    [InlineData(KfacNs.KfacUpdateRule.Quadratic)]
+    public void FitWithKfacAllocatesNothingPerUpdate(KfacNs.KfacUpdateRule rule)
+    {
+        // Statistics, inverse refreshes (every 7 updates), preconditioning and, for the quadratic
+        // rule, the Jacobian-vector-product pass and Levenberg–Marquardt's extra forward.
+        var options = new KfacNs.KfacOptions
+        {
+            UpdateRule = rule, InverseEvery = 7, LearningRate = 0.003,
+            // The quadratic rule at batch 32 needs a damping floor to stay finite on this data.
+            Damping = rule == KfacNs.KfacUpdateRule.Quadratic ? 1 : 0.01, MinDamping = rule == KfacNs.KfacUpdateRule.Quadratic ? 0.5 : 1e-8,
+            DampingAdaptation = rule == KfacNs.KfacUpdateRule.Quadratic ? KfacNs.DampingAdaptation.LevenbergMarquardt : KfacNs.DampingAdaptation.Fixed,
+        };
+        var session = TrainingSession.Create(RuntimeFixture.Fashion(),
+            options.Configure(new Graph.Training.TrainingGraphOptions(new Graph.Losses.LossOptions(Graph.Losses.LossKind.CrossEntropy))),
+            new TrainingSessionOptions { Threads = 1 });
+        var kfac = new KfacNs.KfacOptimizer(session, options);
+        try { FitAllocatesNothingPerUpdate(fisher: true, _ => kfac, session: session); }
+        finally { kfac.Dispose(); }
+    }
 }
