@@ -24,7 +24,7 @@ internal sealed class BceWithLogitsLoss : LossFunction
         string loss = Reduce(e, o, perElement, count, lossName);
         string grad = e.Sub(e.Op("Sigmoid", [z]), t);
         if (o.Reduction == LossReduction.Mean) grad = e.Div(grad, count);
-        return new LossTensors(loss, grad);
+        return new LossTensors(loss, grad) { Denominator = o.Reduction == LossReduction.Mean ? count : null };
     }
 
     protected override string SampledGradient(NodeEmitter e, string output, string noise, int type)

@@ -106,7 +106,7 @@ internal sealed class CrossEntropyLoss : LossFunction
             grad = e.Add(e.Mul(grad, a), e.Mul(smoothGrad, b));
         }
         else loss = e.OpNamed(lossName, "Identity", [loss1]);
-        return new LossTensors(loss, restore(grad));
+        return new LossTensors(loss, restore(grad)) { Denominator = mean ? sumCoeff : null };
     }
 
     /// <summary>Which targets count: ignore (bool), keep (1/0 in <paramref name="type"/>), and targets with ignored ones set to 0.</summary>

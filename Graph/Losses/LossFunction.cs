@@ -5,7 +5,15 @@ using DataType = OnnxKfac.Graph.Proto.TensorProto.Types.DataType;
 namespace OnnxKfac.Graph.Losses;
 
 /// <summary>A loss appended to the graph: its scalar value and dLoss/dOutput in closed form.</summary>
-public sealed record LossTensors(string Loss, string OutputGradient);
+public sealed record LossTensors(string Loss, string OutputGradient)
+{
+    /// <summary>
+    /// The scalar a mean reduction divided the loss (and its gradient) by (element count, or the
+    /// sum of cross-entropy's row weights); null for a sum. The per-example gradients of the
+    /// empirical Fisher are the output gradient times it.
+    /// </summary>
+    public string? Denominator { get; init; }
+}
 
 /// <summary>
 /// One loss, everything about it in one place: its command-line name, which options apply,
@@ -190,7 +198,7 @@ public abstract class LossFunction
         string loss = Reduce(e, o, perElement(diff), count, lossName);
         string grad = slope(diff);
         if (o.Reduction == LossReduction.Mean) grad = e.Div(grad, count);
-        return new LossTensors(loss, grad);
+        return new LossTensors(loss, grad) { Denominator = o.Reduction == LossReduction.Mean ? count : null };
     }
 
     /// <summary>An elementwise Hessian h ⊙ w, divided by the element count for the mean.</summary>

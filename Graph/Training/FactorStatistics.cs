@@ -21,7 +21,13 @@ public sealed record FactorOutputs(string A, string G, long Groups, long DimA, l
 /// </summary>
 internal static class FactorStatistics
 {
-    public static FactorOutputs Emit(GraphBuildContext g, LayerInfo layer, string preactivationGradient, string lossOutput, double fraction)
+    /// <param name="empiricalDenominator">
+    /// Null for the sampled pass (its gradients are g/N). For the empirical Fisher, the real
+    /// loss's gradients are g/D with D its mean denominator (or g for a sum: pass ""), so G
+    /// takes D²/N instead of N.
+    /// </param>
+    public static FactorOutputs Emit(GraphBuildContext g, LayerInfo layer, string preactivationGradient, string lossOutput, double fraction,
+        string? empiricalDenominator = null)
     {
         var e = g.Emitter(layer.Name + "/kfac/stats");
         int type = EmitterState.FloatType(g.Infos.GetValueOrDefault(layer.PreActivation)?.ElemType ?? 0);
@@ -29,6 +35,11 @@ internal static class FactorStatistics
         string gName = g.State.UniqueName(layer.Name + "/kfac/G");
         var gradient = preactivationGradient;
         string gScale = e.Cast(e.Op("Gather", [e.Shape(lossOutput), e.Int64s(0)]), type);   // [1]: N
+        if (empiricalDenominator is not null)
+        {
+            string d = empiricalDenominator.Length == 0 ? e.Scalar(1, type) : empiricalDenominator;
+            gScale = e.Div(e.Mul(d, d), gScale);
+        }
         if (fraction < 1)
         {
             string all = e.Cast(e.Op("Size", [gradient]), type);

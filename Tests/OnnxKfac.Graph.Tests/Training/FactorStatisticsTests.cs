@@ -143,18 +143,24 @@ public class FactorStatisticsTests
         AssertClose(Gram(rows, d, n), outs[emb.FactorG!].Data, "embedding G");
     }
 
-    [Fact]
-    public void EmpiricalFisherUsesTheRealLossGradients()
+    [Theory]
+    [InlineData("mlp_opset17")]              // cross-entropy: the mean divides by N
+    [InlineData("autoencoder_mse_opset17")]  // mse: the mean divides by every element, N·16
+    [InlineData("autoencoder_bce_opset13")]
+    public void EmpiricalFisherUsesTheRealLossGradientsAsPerExampleGradients(string fixture)
     {
-        var (tg, outs, f) = Run("mlp_opset17", sampled: false);
+        // The real loss's output gradient is g/D (D: its mean denominator), so G = (D²/N) ĜᵀĜ
+        // is the mean over examples of g gᵀ, on the same scale as the sampled pass's.
+        var (tg, outs, f) = Run(fixture, sampled: false);
         Assert.Null(tg.Manifest.Fisher);
         int n = (int)f.Target.Shape[0];
+        double d = fixture.StartsWith("mlp", StringComparison.Ordinal) ? n : f.Target.Count;
         foreach (var l in tg.Manifest.Layers)
         {
             var g = outs[l.PreactivationGradient!].Data;
-            int d = (int)l.OutFeatures;
-            var rows = Enumerable.Range(0, g.Length / d).Select(r => g.Skip(r * d).Take(d).ToArray()).ToArray();
-            AssertClose(Gram(rows, d, n), outs[l.FactorG!].Data, $"{l.Name} G");
+            int dg = (int)l.OutFeatures;
+            var rows = Enumerable.Range(0, g.Length / dg).Select(r => g.Skip(r * dg).Take(dg).ToArray()).ToArray();
+            AssertClose(Gram(rows, dg, d * d / n), outs[l.FactorG!].Data, $"{l.Name} G");
         }
     }
 
