@@ -7,26 +7,17 @@ namespace OnnxKfac.Toolkit.Kfac.Blocks;
 /// An embedding table [V, d] (Gather of rows by ids): A is diagonal (each id's frequency),
 /// G is the [d, d] factor of the gathered rows' gradients; V[j] = ∇W[j] (Ĝ + γ/π I)⁻¹ / (Â_jj + πγ).
 /// </summary>
-internal sealed class EmbeddingBlock : CurvatureBlock
+internal sealed class EmbeddingBlock : FactoredBlock
 {
-    private readonly ManifestLayer _layer;
     private readonly int _vocab, _d;
-    private readonly double[] _a, _g, _aSum, _gSum;
     private readonly float[] _aInvDiag, _gIn, _gDamp, _gInv;
     private double _pi = 1;
-    private int _batches;
-    private long _k;
-    private bool _valid;
 
-    public EmbeddingBlock(ManifestLayer layer, Slot weight, string reason) : base(layer.Name, "embedding", reason, [weight])
+    public EmbeddingBlock(ManifestLayer layer, Slot weight, string reason)
+        : base(layer, "embedding", reason, [weight], checked((int)layer.InFeatures), checked((int)(layer.OutFeatures * layer.OutFeatures)))
     {
-        _layer = layer;
         _vocab = checked((int)layer.InFeatures);
         _d = checked((int)layer.OutFeatures);
-        _a = new double[_vocab];
-        _aSum = new double[_vocab];
-        _g = new double[_d * _d];
-        _gSum = new double[_d * _d];
         _aInvDiag = GC.AllocateArray<float>(_vocab, pinned: true);
         _gIn = GC.AllocateArray<float>(_d * _d, pinned: true);
         _gInv = GC.AllocateArray<float>(_d * _d, pinned: true);
@@ -35,44 +26,15 @@ internal sealed class EmbeddingBlock : CurvatureBlock
 
     public override double Pi => _pi;
 
-    public override bool Observe(ITrainingPass pass, int batchSize)
-    {
-        var a = pass.GetOutput(_layer.FactorA!);
-        var g = pass.GetOutput(_layer.FactorG!);
-        if (!AllFinite(a) || !AllFinite(g)) return false;
-        AddFinite(_aSum, a);
-        AddFinite(_gSum, g);
-        _batches++;
-        return true;
-    }
-
-    public override void Reduce(Runtime.ICollectives collectives)
-    {
-        if (collectives.Size == 1 || _batches == 0) return;
-        collectives.AllReduceSum(_aSum);
-        collectives.AllReduceSum(_gSum);
-        _batches *= collectives.Size;
-    }
-
-    public override void Fold(double decay)
-    {
-        if (_batches == 0) return;
-        _k++;
-        double e = Epsilon(_k, decay);
-        Fold(_a, _aSum, _batches, e);
-        Fold(_g, _gSum, _batches, e);
-        _batches = 0;
-    }
-
     public override void PrepareInverse(double gamma, double boost)
     {
-        double trA = _a.Sum() / _vocab, trG = 0;
-        for (int i = 0; i < _d; i++) trG += _g[i * _d + i];
+        double trA = A.Sum() / _vocab, trG = 0;
+        for (int i = 0; i < _d; i++) trG += G[i * _d + i];
         trG /= _d;
         _pi = trA > 0 && trG > 0 && double.IsFinite(trA) && double.IsFinite(trG) ? Math.Clamp(Math.Sqrt(trA / trG), 1e-6, 1e6) : 1;
-        for (int j = 0; j < _vocab; j++) _aInvDiag[j] = (float)(1 / (_a[j] + _pi * gamma * boost));
+        for (int j = 0; j < _vocab; j++) _aInvDiag[j] = (float)(1 / (A[j] + _pi * gamma * boost));
         _gDamp[0] = (float)(gamma / _pi * boost);
-        FactorMath.Narrow(_g, _gIn);
+        FactorMath.Narrow(G, _gIn);
     }
 
     public override void EmitInverse(ProgramBuilder pb, ProgramBindings b)
@@ -88,7 +50,7 @@ internal sealed class EmbeddingBlock : CurvatureBlock
         b.Outputs.Add((id + "_inv", _gInv, shape));
     }
 
-    public override bool InverseIsFinite() => _valid = AllFinite(_gInv) && AllFinite(_aInvDiag);
+    public override bool InverseIsFinite() => Valid = AllFinite(_gInv) && AllFinite(_aInvDiag);
 
     public override void EmitPrecondition(ProgramBuilder pb, ProgramBindings b)
     {
@@ -105,35 +67,5 @@ internal sealed class EmbeddingBlock : CurvatureBlock
         b.Outputs.Add((id + "_v", Slots[0].V, shape));
     }
 
-    public override void Precondition(double lambda, double eta)
-    {
-        if (!_valid) Slots[0].Work.AsSpan().CopyTo(Slots[0].V);
-    }
-
-    public override IEnumerable<string> StateKeys => [$"A:{Name}", $"G:{Name}", $"Ainv:{Name}", $"Ginv:{Name}", $"k:{Name}", $"valid:{Name}"];
-
-    public override void Save(OptimizerState state)
-    {
-        state.DoubleTensors[$"A:{Name}"] = (double[])_a.Clone();
-        state.DoubleTensors[$"G:{Name}"] = (double[])_g.Clone();
-        state.DoubleTensors[$"Ainv:{Name}"] = [.. _aInvDiag.Select(x => (double)x)];
-        state.DoubleTensors[$"Ginv:{Name}"] = [.. _gInv.Select(x => (double)x)];
-        state.Longs[$"k:{Name}"] = _k;
-        state.Longs[$"valid:{Name}"] = _valid ? 1 : 0;
-    }
-
-    public override void Load(OptimizerState state)
-    {
-        Load(state, $"A:{Name}", _a.Length).CopyTo(_a, 0);
-        Load(state, $"G:{Name}", _g.Length).CopyTo(_g, 0);
-        var ai = Load(state, $"Ainv:{Name}", _vocab);
-        var gi = Load(state, $"Ginv:{Name}", _gInv.Length);
-        for (int i = 0; i < ai.Length; i++) _aInvDiag[i] = (float)ai[i];
-        for (int i = 0; i < gi.Length; i++) _gInv[i] = (float)gi[i];
-        _k = state.Longs[$"k:{Name}"];
-        _valid = state.Longs[$"valid:{Name}"] != 0;
-        Array.Clear(_aSum);
-        Array.Clear(_gSum);
-        _batches = 0;
-    }
+    protected override (float[] A, float[] G) Inverses => (_aInvDiag, _gInv);
 }

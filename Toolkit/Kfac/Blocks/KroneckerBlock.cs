@@ -12,37 +12,27 @@ namespace OnnxKfac.Toolkit.Kfac.Blocks;
 /// inverses (float32, refreshed by the inverse program) and preconditions
 /// V = (Ĝ + γ/π I)⁻¹ ∇W̄ (Â + πγ I)⁻¹ in the preconditioning program.
 /// </summary>
-internal sealed class KroneckerBlock : CurvatureBlock
+internal sealed class KroneckerBlock : FactoredBlock
 {
-    private readonly ManifestLayer _layer;
     private readonly Slot _weight;
     private readonly Slot? _bias;
     private readonly int _groups, _dA, _dG, _perIn;
-    private readonly double[] _a, _g, _aSum, _gSum;
     private readonly float[] _aIn, _gIn, _aDamp, _gDamp, _aInv, _gInv;
     private readonly double[] _pi;
-    private int _batches;
-    private long _k;
-    private bool _valid;
 
     public KroneckerBlock(ManifestLayer layer, Slot weight, Slot? bias, string reason)
-        : base(layer.Name, "kronecker", reason, bias is null ? [weight] : [weight, bias])
+        : base(layer, "kronecker", reason, bias is null ? [weight] : [weight, bias], Size(layer, bias, a: true), Size(layer, bias, a: false))
     {
-        _layer = layer;
         _weight = weight;
         _bias = bias;
         _groups = checked((int)layer.Groups);
         _perIn = checked((int)layer.InFeatures);
         _dA = _perIn + (bias is null ? 0 : 1);
         _dG = checked((int)(layer.OutFeatures / layer.Groups));
-        _a = new double[_groups * _dA * _dA];
-        _g = new double[_groups * _dG * _dG];
-        _aSum = new double[_a.Length];
-        _gSum = new double[_g.Length];
-        _aIn = Pinned(_a.Length);
-        _gIn = Pinned(_g.Length);
-        _aInv = Pinned(_a.Length);
-        _gInv = Pinned(_g.Length);
+        _aIn = Pinned(A.Length);
+        _gIn = Pinned(G.Length);
+        _aInv = Pinned(A.Length);
+        _gInv = Pinned(G.Length);
         _aDamp = Pinned(_groups);
         _gDamp = Pinned(_groups);
         _pi = new double[_groups];
@@ -50,59 +40,33 @@ internal sealed class KroneckerBlock : CurvatureBlock
 
     private static float[] Pinned(int n) => GC.AllocateArray<float>(n, pinned: true);
 
+    private static int Size(ManifestLayer layer, Slot? bias, bool a)
+    {
+        int d = a ? checked((int)layer.InFeatures) + (bias is null ? 0 : 1) : checked((int)(layer.OutFeatures / layer.Groups));
+        return checked((int)layer.Groups * d * d);
+    }
+
+    protected override (float[] A, float[] G) Inverses => (_aInv, _gInv);
+
     public override double Pi => _pi[0];
 
     public int DimA => _dA;
     public int DimG => _dG;
     public int Groups => _groups;
 
-    public override bool Observe(ITrainingPass pass, int batchSize)
-    {
-        var a = pass.GetOutput(_layer.FactorA!);
-        var g = pass.GetOutput(_layer.FactorG!);
-        if (a.Length != _a.Length || g.Length != _g.Length)
-            throw new InvalidOperationException($"layer '{Name}': factor outputs hold {a.Length} and {g.Length} values, expected {_a.Length} and {_g.Length}");
-        if (!AllFinite(a) || !AllFinite(g)) return false;
-        AddFinite(_aSum, a);
-        AddFinite(_gSum, g);
-        _batches++;
-        return true;
-    }
-
-    public override void Reduce(Runtime.ICollectives collectives)
-    {
-        if (collectives.Size == 1 || _batches == 0) return;
-        collectives.AllReduceSum(_aSum);
-        collectives.AllReduceSum(_gSum);
-        _batches *= collectives.Size;
-    }
-
-    public override void Fold(double decay)
-    {
-        if (_batches == 0) return;
-        _k++;
-        double e = Epsilon(_k, decay);
-        Fold(_a, _aSum, _batches, e);
-        Fold(_g, _gSum, _batches, e);
-        _batches = 0;
-    }
-
-    /// <summary>Whether any statistics have been folded in (the first refresh needs them).</summary>
-    public bool HasStatistics => _k > 0;
-
     public override void PrepareInverse(double gamma, double boost)
     {
         for (int gi = 0; gi < _groups; gi++)
         {
-            double trA = Trace(_a, gi, _dA) / _dA, trG = Trace(_g, gi, _dG) / _dG;
+            double trA = Trace(A, gi, _dA) / _dA, trG = Trace(G, gi, _dG) / _dG;
             double pi = trA > 0 && trG > 0 && double.IsFinite(trA) && double.IsFinite(trG) ? Math.Sqrt(trA / trG) : 1;
             pi = Math.Clamp(pi, 1e-6, 1e6);
             _pi[gi] = pi;
             _aDamp[gi] = (float)(pi * gamma * boost);
             _gDamp[gi] = (float)(gamma / pi * boost);
         }
-        FactorMath.Narrow(_a, _aIn);
-        FactorMath.Narrow(_g, _gIn);
+        FactorMath.Narrow(A, _aIn);
+        FactorMath.Narrow(G, _gIn);
     }
 
     private static double Trace(double[] m, int group, int d)
@@ -134,7 +98,7 @@ internal sealed class KroneckerBlock : CurvatureBlock
         b.Outputs.Add((id + "_inv", inverse, shape));
     }
 
-    public override bool InverseIsFinite() => _valid = AllFinite(_aInv) && AllFinite(_gInv);
+    public override bool InverseIsFinite() => Valid = AllFinite(_aInv) && AllFinite(_gInv);
 
     public override void EmitPrecondition(ProgramBuilder pb, ProgramBindings b)
     {
@@ -146,7 +110,7 @@ internal sealed class KroneckerBlock : CurvatureBlock
         string ginv = pb.Input(id + "_ginv", [_groups, _dG, _dG]);
         b.Inputs.Add((ainv, _aInv, [_groups, _dA, _dA]));
         b.Inputs.Add((ginv, _gInv, [_groups, _dG, _dG]));
-        bool inOut = _layer.Kind == LayerKind.Dense && !_layer.WeightTransposed;   // MatMul / Gemm transB=0: [in, out]
+        bool inOut = Layer.Kind == LayerKind.Dense && !Layer.WeightTransposed;   // MatMul / Gemm transB=0: [in, out]
         string wbar = inOut ? pb.Reshape(pb.Transpose(w, 1, 0), 1, _dG, _perIn) : pb.Reshape(w, _groups, _dG, _perIn);
         if (_bias is not null)
         {
@@ -168,40 +132,6 @@ internal sealed class KroneckerBlock : CurvatureBlock
         }
     }
 
-    public override void Precondition(double lambda, double eta)
-    {
-        // The program wrote V; where the damped inverses were not finite, fall back to the gradient.
-        if (_valid) return;
-        foreach (var s in Slots) s.Work.AsSpan().CopyTo(s.V);
-    }
-
-    public override IEnumerable<string> StateKeys => [$"A:{Name}", $"G:{Name}", $"Ainv:{Name}", $"Ginv:{Name}", $"k:{Name}", $"valid:{Name}"];
-
-    public override void Save(OptimizerState state)
-    {
-        state.DoubleTensors[$"A:{Name}"] = (double[])_a.Clone();
-        state.DoubleTensors[$"G:{Name}"] = (double[])_g.Clone();
-        state.DoubleTensors[$"Ainv:{Name}"] = [.. _aInv.Select(x => (double)x)];
-        state.DoubleTensors[$"Ginv:{Name}"] = [.. _gInv.Select(x => (double)x)];
-        state.Longs[$"k:{Name}"] = _k;
-        state.Longs[$"valid:{Name}"] = _valid ? 1 : 0;
-    }
-
-    public override void Load(OptimizerState state)
-    {
-        Load(state, $"A:{Name}", _a.Length).CopyTo(_a, 0);
-        Load(state, $"G:{Name}", _g.Length).CopyTo(_g, 0);
-        var ai = Load(state, $"Ainv:{Name}", _aInv.Length);
-        var gi = Load(state, $"Ginv:{Name}", _gInv.Length);
-        for (int i = 0; i < ai.Length; i++) _aInv[i] = (float)ai[i];
-        for (int i = 0; i < gi.Length; i++) _gInv[i] = (float)gi[i];
-        _k = state.Longs[$"k:{Name}"];
-        _valid = state.Longs[$"valid:{Name}"] != 0;
-        Array.Clear(_aSum);
-        Array.Clear(_gSum);
-        _batches = 0;
-    }
-
     /// <summary>The running factors (tests, reports).</summary>
-    internal (double[] A, double[] G, float[] AInverse, float[] GInverse) Factors => (_a, _g, _aInv, _gInv);
+    internal (double[] A, double[] G, float[] AInverse, float[] GInverse) Factors => (A, G, _aInv, _gInv);
 }

@@ -1,0 +1,102 @@
+using OnnxKfac.Graph.Training;
+using OnnxKfac.Toolkit.Optim;
+
+namespace OnnxKfac.Toolkit.Kfac.Blocks;
+
+/// <summary>
+/// What every block with two factors shares: the batch statistics A and G that the training
+/// graph emits for its layer, their float64 sums over the update's (micro-)batches, the running
+/// estimates they fold into, whether the last damped inverses were finite, and the state entries
+/// of all that. <see cref="KroneckerBlock"/> and <see cref="EmbeddingBlock"/> add their inverses.
+/// </summary>
+internal abstract class FactoredBlock : CurvatureBlock
+{
+    protected readonly ManifestLayer Layer;
+    protected readonly double[] A, G;
+    private readonly double[] _aSum, _gSum;
+    private int _batches;
+    private long _k;
+
+    protected FactoredBlock(ManifestLayer layer, string kind, string reason, Slot[] slots, int aLength, int gLength)
+        : base(layer.Name, kind, reason, slots)
+    {
+        Layer = layer;
+        A = new double[aLength];
+        G = new double[gLength];
+        _aSum = new double[aLength];
+        _gSum = new double[gLength];
+    }
+
+    /// <summary>Whether the damped inverses of the last refresh were all finite.</summary>
+    protected bool Valid { get; set; }
+
+    public override bool Observe(ITrainingPass pass, int batchSize)
+    {
+        var a = pass.GetOutput(Layer.FactorA!);
+        var g = pass.GetOutput(Layer.FactorG!);
+        if (a.Length != A.Length || g.Length != G.Length)
+            throw new InvalidOperationException($"layer '{Name}': factor outputs hold {a.Length} and {g.Length} values, expected {A.Length} and {G.Length}");
+        if (!AllFinite(a) || !AllFinite(g)) return false;
+        AddFinite(_aSum, a);
+        AddFinite(_gSum, g);
+        _batches++;
+        return true;
+    }
+
+    public override void Reduce(Runtime.ICollectives collectives)
+    {
+        if (collectives.Size == 1 || _batches == 0) return;
+        collectives.AllReduceSum(_aSum);
+        collectives.AllReduceSum(_gSum);
+        _batches *= collectives.Size;
+    }
+
+    public override void Fold(double decay)
+    {
+        if (_batches == 0) return;
+        _k++;
+        double e = Epsilon(_k, decay);
+        Fold(A, _aSum, _batches, e);
+        Fold(G, _gSum, _batches, e);
+        _batches = 0;
+    }
+
+    /// <summary>The float32 inverses to save with the factors (the A-side one, the G-side one).</summary>
+    protected abstract (float[] A, float[] G) Inverses { get; }
+
+    public override void Precondition(double lambda, double eta)
+    {
+        // The program wrote V; where the damped inverses were not finite, fall back to the gradient.
+        if (Valid) return;
+        foreach (var s in Slots) s.Work.AsSpan().CopyTo(s.V);
+    }
+
+    public override IEnumerable<string> StateKeys => [$"A:{Name}", $"G:{Name}", $"Ainv:{Name}", $"Ginv:{Name}", $"k:{Name}", $"valid:{Name}"];
+
+    public override void Save(OptimizerState state)
+    {
+        var (ai, gi) = Inverses;
+        state.DoubleTensors[$"A:{Name}"] = (double[])A.Clone();
+        state.DoubleTensors[$"G:{Name}"] = (double[])G.Clone();
+        state.DoubleTensors[$"Ainv:{Name}"] = [.. ai.Select(x => (double)x)];
+        state.DoubleTensors[$"Ginv:{Name}"] = [.. gi.Select(x => (double)x)];
+        state.Longs[$"k:{Name}"] = _k;
+        state.Longs[$"valid:{Name}"] = Valid ? 1 : 0;
+    }
+
+    public override void Load(OptimizerState state)
+    {
+        var (ai, gi) = Inverses;
+        Load(state, $"A:{Name}", A.Length).CopyTo(A, 0);
+        Load(state, $"G:{Name}", G.Length).CopyTo(G, 0);
+        var savedA = Load(state, $"Ainv:{Name}", ai.Length);
+        var savedG = Load(state, $"Ginv:{Name}", gi.Length);
+        for (int i = 0; i < ai.Length; i++) ai[i] = (float)savedA[i];
+        for (int i = 0; i < gi.Length; i++) gi[i] = (float)savedG[i];
+        _k = state.Longs[$"k:{Name}"];
+        Valid = state.Longs[$"valid:{Name}"] != 0;
+        Array.Clear(_aSum);
+        Array.Clear(_gSum);
+        _batches = 0;
+    }
+}
