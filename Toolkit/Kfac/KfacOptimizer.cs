@@ -177,6 +177,9 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
 
     private bool IsStatisticsUpdate(long update) => (update - 1) % _options.StatisticsEvery == 0;
 
+    /// <inheritdoc/>
+    public bool NeedsStatistics(long update) => IsStatisticsUpdate(update);
+
     /// <summary>Phase 1: fold the observed batches into the running factors (every T_cov updates).</summary>
     private void UpdateEstimator(long update, ICollectives collectives)
     {

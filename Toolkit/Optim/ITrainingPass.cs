@@ -53,6 +53,12 @@ public interface ITrainingPass
 public interface IBatchObserver
 {
     void ObserveBatch(StepContext context, int batchSize);
+
+    /// <summary>
+    /// Whether the runs of update <paramref name="update"/> need the graph's statistics outputs
+    /// (false lets the runtime run a cheaper graph without them: K-FAC between statistics updates).
+    /// </summary>
+    bool NeedsStatistics(long update) => true;
 }
 
 /// <summary>An optimizer that can recover from a diverged step (a non-finite loss) instead of stopping the run.</summary>

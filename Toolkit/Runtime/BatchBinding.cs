@@ -18,6 +18,9 @@ public sealed class BatchBinding : IDisposable
     private readonly TensorBuffer _loss;
     private OrtIoBinding? _evalBinding;
     private OrtIoBinding? _jvpBinding;
+    private OrtIoBinding? _lightBinding;
+    private TensorBuffer? _lightLoss;
+    private readonly Dictionary<string, TensorBuffer> _lightOutputs = new(StringComparer.Ordinal);
     private TensorBuffer? _evalLoss;
 
     internal BatchBinding(TrainingSession session, int batchSize)
@@ -68,6 +71,30 @@ public sealed class BatchBinding : IDisposable
     /// <summary>The Jacobian-vector-product pass over this batch's inputs (made on first use).</summary>
     internal OrtIoBinding JvpBinding =>
         _jvpBinding ??= _session.Jvp.Bind(name => _inputs.GetValueOrDefault(name), _session.ParameterValues);
+
+    /// <summary>The training graph without K-FAC's outputs, over this batch's inputs (made on first use).</summary>
+    internal OrtIoBinding LightBinding
+    {
+        get
+        {
+            if (_lightBinding is null)
+            {
+                var lm = _session.LightManifest;
+                var b = _session.LightSession.CreateIoBinding();
+                foreach (var input in lm.Inputs)
+                {
+                    if (_inputs.TryGetValue(input.Name, out var buf)) b.BindInput(input.Name, buf.Value);
+                    else if (_session.ParameterValues.TryGetValue(input.Name, out var p)) b.BindInput(input.Name, p.Value);
+                }
+                foreach (var (name, buffer) in ProbeAndAllocate(_session.LightSession, b, lm, _lightOutputs, _session)) b.BindOutput(name, buffer.Value);
+                _lightLoss = _lightOutputs[lm.Loss.Loss];
+                _lightBinding = b;
+            }
+            return _lightBinding;
+        }
+    }
+
+    internal double LightLoss => _lightLoss!.Span<float>()[0];
 
     /// <summary>The loss of the last training run over this binding.</summary>
     public double Loss => _loss.Span<float>()[0];
@@ -144,6 +171,8 @@ public sealed class BatchBinding : IDisposable
         TrainBinding.Dispose();
         _evalBinding?.Dispose();
         _jvpBinding?.Dispose();
+        _lightBinding?.Dispose();
+        foreach (var b in _lightOutputs.Values) b.Dispose();
         foreach (var b in _inputs.Values) b.Dispose();
         foreach (var b in _outputs.Values) b.Dispose();
         foreach (var b in _evalOutputs.Values) b.Dispose();

@@ -86,7 +86,7 @@ public sealed partial class Trainer
                 if (_options.MaxSteps is null && loader.Epoch >= _options.Epochs) break;
                 continue;
             }
-            double loss = _session.Run(binding);
+            double loss = _session.Run(binding, statistics: _optimizer is not IBatchObserver o || o.NeedsStatistics(_step + 1));
             batchInEpoch++;
             examplesSinceTick += count;
             bool finite = double.IsFinite(loss) && double.IsFinite(GradientClipping.GlobalNorm(_session.Parameters));

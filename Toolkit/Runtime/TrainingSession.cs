@@ -28,6 +28,7 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
     private readonly RunOptions _runOptions = new();
     private readonly NoiseSource _noise;
     private readonly Lazy<JvpPass> _jvp;
+    private readonly Lazy<(InferenceSession Session, TrainingManifest Manifest)> _light;
     private BatchBinding? _last;
     private bool _disposed;
 
@@ -54,6 +55,16 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
             return (CreateSession(eg.Model, o, "evaluation graph"), eg.Manifest);
         });
         _noise = new NoiseSource(options.NoiseSeed);
+        _light = new Lazy<(InferenceSession, TrainingManifest)>(() =>
+        {
+            var lg = TrainingGraphBuilder.Build(source, graphOptions with
+            {
+                KeepInitialValues = false, LossOnly = false, FactorStatistics = false, SampledFisher = false, LayerTaps = false,
+                SampledGradientsOutsideLayers = false, SampledGradients = [],
+            });
+            using var o = options.CreateOrtOptions();
+            return (CreateSession(lg.Model, o, "training graph without statistics"), lg.Manifest);
+        });
         _jvp = new Lazy<JvpPass>(() =>
         {
             using var o = options.CreateOrtOptions();
@@ -114,14 +125,32 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
     /// Forward, loss and backward over the batch: gradients land in the parameters'
     /// <see cref="Parameter.Grad"/>, taps and outputs in <paramref name="batch"/>. Returns the loss.
     /// </summary>
-    public double Run(BatchBinding batch)
+    public double Run(BatchBinding batch) => Run(batch, statistics: true);
+
+    /// <summary>
+    /// As <see cref="Run(BatchBinding)"/>; with <paramref name="statistics"/> false and a graph
+    /// that has K-FAC outputs (factor statistics, the sampled pass), runs a second graph without
+    /// them (built on first use): loss, outputs and gradients only, for the updates between
+    /// K-FAC's statistics updates (T_cov &gt; 1). The K-FAC outputs then keep their last values.
+    /// </summary>
+    public double Run(BatchBinding batch, bool statistics)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        _last = batch;
+        if (!statistics && HasKfacOutputs)
+        {
+            _light.Value.Session.RunWithBinding(_runOptions, batch.LightBinding);
+            return batch.LightLoss;
+        }
         if (DrawNoise && batch.NoiseBuffer is { } noise) _noise.Fill(noise.Span<float>(), Manifest.Fisher!.NoiseDistribution == "normal");
         _train.RunWithBinding(_runOptions, batch.TrainBinding);
-        _last = batch;
         return batch.Loss;
     }
+
+    private bool HasKfacOutputs => Manifest.Fisher is not null || Manifest.Layers.Any(l => l.FactorA is not null);
+
+    internal InferenceSession LightSession => _light.Value.Session;
+    internal TrainingManifest LightManifest => _light.Value.Manifest;
 
     /// <summary>The loss (and model outputs, in <see cref="BatchBinding.EvalOutput"/>) without a backward pass.</summary>
     public double Evaluate(BatchBinding batch)
@@ -225,6 +254,7 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
         _train.Dispose();
         if (_eval.IsValueCreated) _eval.Value.Session.Dispose();
         if (_jvp.IsValueCreated) _jvp.Value.Dispose();
+        if (_light.IsValueCreated) _light.Value.Session.Dispose();
         _runOptions.Dispose();
     }
 }

@@ -143,4 +143,31 @@ public sealed class KfacTrainingTests
         Assert.Contains("non-finite loss", e.Message);
         Assert.Contains("--kfac-damping", e.Message);
     }
+
+    [Fact]
+    public void BetweenStatisticsUpdatesTheGraphWithoutStatisticsGivesTheSameLossAndGradients()
+    {
+        var options = new KfacOptions { StatisticsEvery = 3 };
+        using var s = Session(options);
+        using var data = RuntimeFixture.Images(16, 35);
+        var batch = s.Bind(16);
+        using (var loader = new DataLoader(data, new LoaderOptions { BatchSize = 16, Shuffle = false }))
+            Assert.True(loader.TryNextBatch(batch.Input<float>(s.DataInputs[0].Name), batch.Input<long>(s.TargetInput.Name), out _));
+        double full = s.Run(batch, statistics: true);
+        var grads = s.Parameters.Select(p => (float[])p.Grad.Clone()).ToArray();
+        foreach (var p in s.Parameters) Array.Clear(p.Grad);
+        double light = s.Run(batch, statistics: false);
+        Assert.Equal(full, light, 6);
+        for (int k = 0; k < grads.Length; k++)
+        {
+            float scale = grads[k].Max(Math.Abs);
+            for (int i = 0; i < grads[k].Length; i++)
+                Assert.True(Math.Abs(grads[k][i] - s.Parameters[k].Grad[i]) <= 1e-5f * scale, $"{s.Parameters[k].Name}[{i}]");
+        }
+        using var kfac = new KfacOptimizer(s, options);
+        Assert.True(kfac.NeedsStatistics(1));
+        Assert.False(kfac.NeedsStatistics(2));
+        Assert.False(kfac.NeedsStatistics(3));
+        Assert.True(kfac.NeedsStatistics(4));
+    }
 }
