@@ -1,3 +1,5 @@
+using OnnxKfac.Graph.Model;
+
 namespace OnnxKfac.Graph.Layers;
 
 /// <summary>The layer kinds K-FAC has Kronecker-factored blocks for.</summary>
@@ -37,11 +39,9 @@ public sealed record LayerInfo
     public float Beta { get; init; } = 1f;
     /// <summary>Rank of the dense input; above 2 every position is an extra example.</summary>
     public int InputRank { get; init; } = 2;
-    public ConvGeometry? Conv { get; init; }
+    /// <summary>The convolution window (conv layers only).</summary>
+    public ConvWindow? Conv { get; init; }
 }
-
-/// <summary>Convolution attributes as the K-FAC stage needs them.</summary>
-public sealed record ConvGeometry(long[] Kernel, long[] Strides, long[] Pads, long[] Dilations, long Group, string AutoPad);
 
 /// <summary>A node that looked like a layer but failed a check, with the reason.</summary>
 public sealed record LayerRejection(string Node, string OpType, string Reason);

@@ -121,19 +121,13 @@ public static class LayerMatcher
         var ws = Shape(infos, w);
         if (ws is null || ws.Length < 3) { why = $"weight '{w}' has no known kernel shape"; return null; }
         string? b = n.Input.Count > 2 && n.Input[2].Length > 0 ? Param(index, n.Input[2], p) : null;
-        int sp = ws.Length - 2;
-        long group = n.GetInt("group", 1);
-        var geometry = new ConvGeometry(
-            n.GetInts("kernel_shape") ?? ws[2..],
-            n.GetInts("strides") ?? Enumerable.Repeat(1L, sp).ToArray(),
-            n.GetInts("pads") ?? new long[2 * sp],
-            n.GetInts("dilations") ?? Enumerable.Repeat(1L, sp).ToArray(),
-            group, n.GetString("auto_pad", "NOTSET"));
+        var window = ConvWindow.TryRead(n, Shape(infos, n.Input[0]), ws, out why);
+        if (window is null) return null;
         return new LayerInfo
         {
             Name = LayerName(w, n), Kind = LayerKind.Conv, Node = GraphIndex.Describe(n), OpType = "Conv",
             Weight = w, Bias = b, Input = n.Input[0], PreActivation = n.Output[0],
-            InFeatures = ws[1] * ws[2..].Aggregate(1L, (a, x) => a * x), OutFeatures = ws[0], Conv = geometry,
+            InFeatures = ws[1] * ws[2..].Aggregate(1L, (a, x) => a * x), OutFeatures = ws[0], Conv = window,
         };
     }
 

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using OnnxKfac.Graph.Layers;
+using OnnxKfac.Graph.Model;
 
 namespace OnnxKfac.Graph.Training;
 
@@ -60,7 +61,7 @@ public sealed record ManifestLayer
     public float Alpha { get; init; } = 1f;
     public float Beta { get; init; } = 1f;
     public int InputRank { get; init; } = 2;
-    public ConvGeometry? Conv { get; init; }
+    public ConvWindow? Conv { get; init; }
 }
 
 public sealed record ManifestLoss(string Kind, string Reduction, string Output, string Target, string Loss)
