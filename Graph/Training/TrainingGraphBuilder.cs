@@ -66,6 +66,9 @@ public sealed record TrainingGraphOptions
     public IReadOnlyList<string> SampledGradients { get; init; } = [];
 
     public GradientRegistry? Registry { get; init; }
+
+    /// <summary>The table of layer patterns K-FAC factors (null: <see cref="LayerPatterns.Default"/>).</summary>
+    public LayerPatterns? LayerPatterns { get; init; }
 }
 
 /// <summary>A training graph and its manifest.</summary>
@@ -111,7 +114,7 @@ public static class TrainingGraphBuilder
         if (!options.KeepInitialValues)
             foreach (var p in parameters) graph.Initializer.Remove(p);
 
-        var (layers, _) = LayerMatcher.Match(g.Index, g.Infos, paramNames);
+        var (layers, _) = LayerMatcher.Match(g.Index, g.Infos, paramNames, options.LayerPatterns);
         if (!(options.LayerTaps || options.FactorStatistics) || options.LossOnly) layers = [];
 
         // Loss and its closed-form output gradient.
