@@ -1,3 +1,4 @@
+using OnnxKfac.Graph.Layers;
 using OnnxKfac.Graph.Training;
 using OnnxKfac.Toolkit.Optim;
 
@@ -9,7 +10,7 @@ namespace OnnxKfac.Toolkit.Kfac.Blocks;
 /// </summary>
 internal sealed class EmbeddingBlock : CurvatureBlock
 {
-    private readonly ManifestLayer _layer;
+    private readonly LayerInfo _layer;
     private readonly int _vocab, _d;
     private readonly double[] _a, _g, _aSum, _gSum;
     private readonly float[] _aInvDiag, _gIn, _gDamp, _gInv;
@@ -18,7 +19,7 @@ internal sealed class EmbeddingBlock : CurvatureBlock
     private long _k;
     private bool _valid;
 
-    public EmbeddingBlock(ManifestLayer layer, Slot weight, string reason) : base(layer.Name, "embedding", reason, [weight])
+    public EmbeddingBlock(LayerInfo layer, Slot weight, string reason) : base(layer.Name, "embedding", reason, [weight])
     {
         _layer = layer;
         _vocab = checked((int)layer.InFeatures);
@@ -37,8 +38,8 @@ internal sealed class EmbeddingBlock : CurvatureBlock
 
     public override bool Observe(ITrainingPass pass, int batchSize)
     {
-        var a = pass.GetOutput(_layer.FactorA!);
-        var g = pass.GetOutput(_layer.FactorG!);
+        var a = pass.GetOutput(_layer.Outputs.FactorA!);
+        var g = pass.GetOutput(_layer.Outputs.FactorG!);
         if (!AllFinite(a) || !AllFinite(g)) return false;
         AddFinite(_aSum, a);
         AddFinite(_gSum, g);

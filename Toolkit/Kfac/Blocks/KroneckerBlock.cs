@@ -14,7 +14,7 @@ namespace OnnxKfac.Toolkit.Kfac.Blocks;
 /// </summary>
 internal sealed class KroneckerBlock : CurvatureBlock
 {
-    private readonly ManifestLayer _layer;
+    private readonly LayerInfo _layer;
     private readonly Slot _weight;
     private readonly Slot? _bias;
     private readonly int _groups, _dA, _dG, _perIn;
@@ -25,7 +25,7 @@ internal sealed class KroneckerBlock : CurvatureBlock
     private long _k;
     private bool _valid;
 
-    public KroneckerBlock(ManifestLayer layer, Slot weight, Slot? bias, string reason)
+    public KroneckerBlock(LayerInfo layer, Slot weight, Slot? bias, string reason)
         : base(layer.Name, "kronecker", reason, bias is null ? [weight] : [weight, bias])
     {
         _layer = layer;
@@ -58,8 +58,8 @@ internal sealed class KroneckerBlock : CurvatureBlock
 
     public override bool Observe(ITrainingPass pass, int batchSize)
     {
-        var a = pass.GetOutput(_layer.FactorA!);
-        var g = pass.GetOutput(_layer.FactorG!);
+        var a = pass.GetOutput(_layer.Outputs.FactorA!);
+        var g = pass.GetOutput(_layer.Outputs.FactorG!);
         if (a.Length != _a.Length || g.Length != _g.Length)
             throw new InvalidOperationException($"layer '{Name}': factor outputs hold {a.Length} and {g.Length} values, expected {_a.Length} and {_g.Length}");
         if (!AllFinite(a) || !AllFinite(g)) return false;
