@@ -29,8 +29,18 @@ public sealed record LayerMatchContext(GraphIndex Index, IReadOnlyDictionary<str
 
     public long[]? Shape(string tensor) => Infos.GetValueOrDefault(tensor)?.Shape;
 
+    /// <summary>
+    /// The layer of node <paramref name="n"/> with weight <paramref name="weight"/> and model
+    /// input <paramref name="input"/>, its pre-activation the node's output; a pattern sets the rest with <c>with</c>.
+    /// </summary>
+    public static LayerInfo Layer(NodeProto n, LayerKind kind, string weight, string input) => new()
+    {
+        Name = LayerName(weight, n), Kind = kind, Node = GraphIndex.Describe(n), OpType = n.OpType,
+        Weight = weight, Input = input, PreActivation = n.Output[0],
+    };
+
     /// <summary>A layer's display name: the weight's name without a trailing ".weight", else the node's name.</summary>
-    public static string LayerName(string weight, NodeProto n)
+    private static string LayerName(string weight, NodeProto n)
     {
         if (weight.EndsWith(".weight", StringComparison.Ordinal)) return weight[..^".weight".Length];
         return n.Name.Length > 0 ? n.Name : weight;

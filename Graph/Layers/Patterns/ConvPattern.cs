@@ -15,11 +15,9 @@ internal static class ConvPattern
         string? b = n.Input.Count > 2 && n.Input[2].Length > 0 ? c.Param(n.Input[2]) : null;
         var window = ConvWindow.TryRead(n, c.Shape(n.Input[0]), ws, out string? why);
         if (window is null) return LayerMatch.Reject(why!);
-        return new LayerInfo
+        return LayerMatchContext.Layer(n, LayerKind.Conv, w, n.Input[0]) with
         {
-            Name = LayerMatchContext.LayerName(w, n), Kind = LayerKind.Conv, Node = GraphIndex.Describe(n), OpType = "Conv",
-            Weight = w, Bias = b, Input = n.Input[0], PreActivation = n.Output[0],
-            InFeatures = ws[1] * ws[2..].Aggregate(1L, (a, x) => a * x), OutFeatures = ws[0], Conv = window,
+            Bias = b, InFeatures = ws[1] * ws[2..].Aggregate(1L, (a, x) => a * x), OutFeatures = ws[0], Conv = window,
         };
     }
 }

@@ -17,11 +17,9 @@ internal static class DensePatterns
         if (ws is not null && ws.Length != 2) return LayerMatch.Reject($"B '{w}' is not a matrix");
         if (b is not null && c.Shape(b) is { } bs && bs.Length > 1 && !(bs.Length == 2 && bs[0] == 1))
             b = null; // a full [M, N] bias matrix is not a per-output bias: leave it to a diagonal block
-        return new LayerInfo
+        return LayerMatchContext.Layer(n, LayerKind.Dense, w, n.Input[0]) with
         {
-            Name = LayerMatchContext.LayerName(w, n), Kind = LayerKind.Dense, Node = GraphIndex.Describe(n), OpType = "Gemm",
-            Weight = w, Bias = b, Input = n.Input[0], PreActivation = n.Output[0],
-            WeightTransposed = tb, InputTransposed = n.GetInt("transA", 0) == 1,
+            Bias = b, WeightTransposed = tb, InputTransposed = n.GetInt("transA", 0) == 1,
             Alpha = n.GetFloat("alpha", 1f), Beta = n.GetFloat("beta", 1f),
             InFeatures = ws is null ? -1 : tb ? ws[1] : ws[0], OutFeatures = ws is null ? -1 : tb ? ws[0] : ws[1],
         };
@@ -51,11 +49,9 @@ internal static class DensePatterns
                 pre = add.Output[0];
             }
         }
-        return new LayerInfo
+        return LayerMatchContext.Layer(n, LayerKind.Dense, w, n.Input[0]) with
         {
-            Name = LayerMatchContext.LayerName(w, n), Kind = LayerKind.Dense, Node = GraphIndex.Describe(n), OpType = "MatMul",
-            Weight = w, Bias = bias, Input = n.Input[0], PreActivation = pre, InputRank = rank,
-            WeightTransposed = false, InFeatures = ws[0], OutFeatures = ws[1],
+            Bias = bias, PreActivation = pre, InputRank = rank, WeightTransposed = false, InFeatures = ws[0], OutFeatures = ws[1],
         };
     }
 }

@@ -13,10 +13,6 @@ internal static class EmbeddingPattern
         if (n.GetInt("axis", 0) != 0) return LayerMatch.Reject("gathers along an axis other than 0");
         var ws = c.Shape(w);
         if (ws is null || ws.Length != 2) return LayerMatch.Reject($"table '{w}' is not a matrix");
-        return new LayerInfo
-        {
-            Name = LayerMatchContext.LayerName(w, n), Kind = LayerKind.Embedding, Node = GraphIndex.Describe(n), OpType = "Gather",
-            Weight = w, Input = n.Input[1], PreActivation = n.Output[0], InFeatures = ws[0], OutFeatures = ws[1],
-        };
+        return LayerMatchContext.Layer(n, LayerKind.Embedding, w, n.Input[1]) with { InFeatures = ws[0], OutFeatures = ws[1] };
     }
 }
