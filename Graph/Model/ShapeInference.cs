@@ -178,10 +178,10 @@ public static class ShapeInference
             long m = Dim(i[0], n.GetInt("transA", 0) == 1 ? 1 : 0), k = Dim(i[1], n.GetInt("transB", 0) == 1 ? 0 : 1);
             return [new TensorInfo(i[0]?.ElemType ?? 0, [m, k])];
         };
-        r["Conv"] = (n, i, _) => [ConvLike(n, i, transpose: false)];
-        r["ConvTranspose"] = (n, i, _) => [ConvLike(n, i, transpose: true)];
-        r["MaxPool"] = (n, i, _) => { var y = ConvLike(n, i, transpose: false); return [y, y is null ? null : y with { ElemType = (int)DataType.Int64 }]; };
-        r["AveragePool"] = (n, i, _) => [ConvLike(n, i, transpose: false)];
+        r["Conv"] = (n, i, _) => [ConvLike(n, i)];
+        r["ConvTranspose"] = (n, i, _) => [ConvLike(n, i)];
+        r["MaxPool"] = (n, i, _) => { var y = ConvLike(n, i); return [y, y is null ? null : y with { ElemType = (int)DataType.Int64 }]; };
+        r["AveragePool"] = (n, i, _) => [ConvLike(n, i)];
         r["GlobalAveragePool"] = GlobalPool;
         r["GlobalMaxPool"] = GlobalPool;
         r["BatchNormalization"] = (n, i, _) => [i[0], i.Length > 3 ? i[3] : null, i.Length > 4 ? i[4] : null];
@@ -369,61 +369,18 @@ public static class ShapeInference
         return [new TensorInfo(type, result.ToArray())];
     }
 
-    private static TensorInfo? ConvLike(NodeProto n, TensorInfo?[] i, bool transpose)
+    private static TensorInfo? ConvLike(NodeProto n, TensorInfo?[] i)
     {
         if (i[0]?.Shape is not { } x || x.Length < 3) return i[0] is null ? null : new TensorInfo(i[0]!.ElemType, null);
-        int sp = x.Length - 2;
         long[]? w = i.Length > 1 ? i[1]?.Shape : null;
-        if (w is not null && n.OpType is "Conv" or "ConvTranspose" && w.Length != x.Length)
-            throw Invalid(n, $"the weight has rank {w.Length} but the input has rank {x.Length}");
-        long[] kernel = n.GetInts("kernel_shape") is { } ks ? Exactly(n, ks, sp, "kernel_shape") : w is not null && w.Length == x.Length ? w[2..] : Enumerable.Repeat(-1L, sp).ToArray();
-        long[] strides = n.GetInts("strides") is { } st ? Exactly(n, st, sp, "strides") : Enumerable.Repeat(1L, sp).ToArray();
-        long[] dil = n.GetInts("dilations") is { } dl ? Exactly(n, dl, sp, "dilations") : Enumerable.Repeat(1L, sp).ToArray();
-        long[] pads = n.GetInts("pads") is { } pd ? Exactly(n, pd, 2 * sp, "pads") : new long[2 * sp];
-        if (strides.Any(v => v < 1) || dil.Any(v => v < 1) || (n.GetInts("kernel_shape") is not null && kernel.Any(v => v < 1)))
-            throw Invalid(n, $"kernel_shape [{string.Join(",", kernel)}], strides [{string.Join(",", strides)}] and dilations [{string.Join(",", dil)}] must be positive");
-        string autoPad = n.GetString("auto_pad", "NOTSET");
-        long group = n.GetInt("group", 1);
+        var window = ConvWindow.Read(n, x, w, why => Invalid(n, why));
         long channels = n.OpType switch
         {
             "Conv" => w?[0] ?? -1,
-            "ConvTranspose" => w is null ? -1 : w[1] * group,
+            "ConvTranspose" => w is null ? -1 : w[1] * window.Group,
             _ => x[1],
         };
-        var y = new long[x.Length];
-        y[0] = x[0];
-        y[1] = channels;
-        bool ceil = n.GetInt("ceil_mode", 0) == 1;
-        for (int k = 0; k < sp; k++)
-        {
-            long xin = x[k + 2];
-            if (xin < 0 || kernel[k] < 0) { y[k + 2] = -1; continue; }
-            long eff = dil[k] * (kernel[k] - 1) + 1;
-            if (transpose)
-            {
-                long[]? outShape = n.GetInts("output_shape");
-                if (outShape is not null && outShape.Length < sp) throw Invalid(n, $"output_shape has {outShape.Length} value(s) for {sp} spatial axes");
-                long[] outPad = n.GetInts("output_padding") is { } op ? Exactly(n, op, sp, "output_padding") : new long[sp];
-                y[k + 2] = outShape is not null ? outShape[^(sp - k)]
-                    : autoPad is "SAME_UPPER" or "SAME_LOWER" ? Math.Min(xin * strides[k], strides[k] * (xin - 1) + outPad[k] + eff)
-                    : strides[k] * (xin - 1) + outPad[k] + eff - (autoPad == "VALID" ? 0 : pads[k] + pads[k + sp]);
-            }
-            else if (autoPad is "SAME_UPPER" or "SAME_LOWER")
-            {
-                long target = (xin + strides[k] - 1) / strides[k];
-                // ONNX Runtime's pools size SAME padding from the undilated kernel.
-                y[k + 2] = n.OpType == "Conv" ? target : (xin + (target - 1) * strides[k] + kernel[k] - xin - eff) / strides[k] + 1;
-            }
-            else
-            {
-                long head = autoPad == "VALID" ? 0 : pads[k];
-                long span = xin + (autoPad == "VALID" ? 0 : pads[k] + pads[k + sp]) - eff;
-                y[k + 2] = (ceil ? (span + strides[k] - 1) / strides[k] : span / strides[k]) + 1;
-                // Ceil mode drops a last window that would start inside the end padding.
-                if (ceil && (y[k + 2] - 1) * strides[k] >= xin + head) y[k + 2]--;
-            }
-        }
-        return new TensorInfo(i[0]!.ElemType, y);
+        return new TensorInfo(i[0]!.ElemType, [x[0], channels, .. window.Out]);
     }
 
     private static TensorInfo?[] GlobalPool(NodeProto n, TensorInfo?[] i, int opset)

@@ -39,7 +39,7 @@ internal static class Patches
             Attributes.Ints("kernel_shape", geo.Kernel), Attributes.Ints("strides", geo.Strides),
             Attributes.Ints("dilations", geo.Dilations), Attributes.Int("group", channels),
         };
-        if (geo.AutoPad is "NOTSET" or "") attrs.Add(Attributes.Ints("pads", geo.Pads));
+        if (geo.AutoPad is "NOTSET" or "") attrs.Add(Attributes.Ints("pads", geo.Pads!));
         else attrs.Add(Attributes.String("auto_pad", geo.AutoPad));
         string result = e.OpNamed(outputName, "Conv", [layer.Input, kernel], attrs.ToArray());
         var outShape = g.Infos.GetValueOrDefault(layer.PreActivation)?.Shape;

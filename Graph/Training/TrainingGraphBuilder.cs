@@ -66,6 +66,9 @@ public sealed record TrainingGraphOptions
     public IReadOnlyList<string> SampledGradients { get; init; } = [];
 
     public GradientRegistry? Registry { get; init; }
+
+    /// <summary>The table of layer patterns K-FAC factors (null: <see cref="LayerPatterns.Default"/>).</summary>
+    public LayerPatterns? LayerPatterns { get; init; }
 }
 
 /// <summary>A training graph and its manifest.</summary>
@@ -111,7 +114,7 @@ public static class TrainingGraphBuilder
         if (!options.KeepInitialValues)
             foreach (var p in parameters) graph.Initializer.Remove(p);
 
-        var (layers, _) = LayerMatcher.Match(g.Index, g.Infos, paramNames);
+        var (layers, _) = LayerMatcher.Match(g.Index, g.Infos, paramNames, options.LayerPatterns);
         if (!(options.LayerTaps || options.FactorStatistics) || options.LossOnly) layers = [];
 
         // Loss and its closed-form output gradient.
@@ -173,7 +176,7 @@ public static class TrainingGraphBuilder
                 string sg = g.Emitter("sampled").OpNamed(g.State.UniqueName(name + "/sampled_grad"), "Identity", [sampled[name]]);
                 AddOutput(graph, outputs, g, sg, TensorRole.SampledGradient, new TensorInfo(p.DataType, p.Dims.ToArray()), name);
             }
-        var manifestLayers = new List<ManifestLayer>();
+        var manifestLayers = new List<LayerInfo>();
         foreach (var l in layers)
         {
             var e = g.Emitter(l.Name + "/kfac");
@@ -205,13 +208,13 @@ public static class TrainingGraphBuilder
                 AddOutput(graph, outputs, g, factors.A, TensorRole.FactorA, g.Infos.GetValueOrDefault(factors.A), l.Name);
                 AddOutput(graph, outputs, g, factors.G, TensorRole.FactorG, g.Infos.GetValueOrDefault(factors.G), l.Name);
             }
-            manifestLayers.Add(new ManifestLayer
+            manifestLayers.Add(l with
             {
-                Name = l.Name, Kind = l.Kind, Node = l.Node, OpType = l.OpType, Weight = l.Weight, Bias = l.Bias, Input = a,
-                PreactivationGradient = gl, SampledPreactivationGradient = gs, Patches = patches,
-                FactorA = factors?.A, FactorG = factors?.G, Groups = factors?.Groups ?? l.Conv?.Group ?? 1,
-                InFeatures = l.InFeatures, OutFeatures = l.OutFeatures, WeightTransposed = l.WeightTransposed,
-                Alpha = l.Alpha, Beta = l.Beta, InputRank = l.InputRank, Conv = l.Conv,
+                Outputs = new LayerOutputs
+                {
+                    Input = a, PreactivationGradient = gl, SampledPreactivationGradient = gs, Patches = patches,
+                    FactorA = factors?.A, FactorG = factors?.G,
+                },
             });
         }
         g.Commit();

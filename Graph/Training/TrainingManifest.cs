@@ -35,34 +35,6 @@ public sealed record ManifestParameter(string Name, string ElemType, long[] Shap
     public int Uses { get; init; } = 1;
 }
 
-public sealed record ManifestLayer
-{
-    public required string Name { get; init; }
-    public required LayerKind Kind { get; init; }
-    public required string Node { get; init; }
-    public string OpType { get; init; } = "";
-    public required string Weight { get; init; }
-    public string? Bias { get; init; }
-    /// <summary>The layer-input tap a_l (null when the graph was built without taps).</summary>
-    public string? Input { get; init; }
-    /// <summary>The pre-activation-gradient tap g_l (null without taps).</summary>
-    public string? PreactivationGradient { get; init; }
-    public string? SampledPreactivationGradient { get; init; }
-    public string? Patches { get; init; }
-    /// <summary>The factor-statistics outputs A ([groups, d_A, d_A]; embedding: [V]) and G ([groups, d_G, d_G]).</summary>
-    public string? FactorA { get; init; }
-    public string? FactorG { get; init; }
-    /// <summary>Conv groups (block-diagonal factors); 1 for other layers.</summary>
-    public long Groups { get; init; } = 1;
-    public long InFeatures { get; init; }
-    public long OutFeatures { get; init; }
-    public bool WeightTransposed { get; init; }
-    public float Alpha { get; init; } = 1f;
-    public float Beta { get; init; } = 1f;
-    public int InputRank { get; init; } = 2;
-    public ConvGeometry? Conv { get; init; }
-}
-
 public sealed record ManifestLoss(string Kind, string Reduction, string Output, string Target, string Loss)
 {
     public long? IgnoreIndex { get; init; }
@@ -81,7 +53,7 @@ public sealed record ManifestExclusion(string Name, string Reason);
 /// </summary>
 public sealed record TrainingManifest
 {
-    public const string CurrentFormat = "onnx-kfac/training-graph/1";
+    public const string CurrentFormat = "onnx-kfac/training-graph/2";
 
     public string Format { get; init; } = CurrentFormat;
     public required int SourceOpset { get; init; }
@@ -90,7 +62,8 @@ public sealed record TrainingManifest
     public required IReadOnlyList<ManifestTensor> Inputs { get; init; }
     public required IReadOnlyList<ManifestTensor> Outputs { get; init; }
     public required IReadOnlyList<ManifestParameter> Parameters { get; init; }
-    public required IReadOnlyList<ManifestLayer> Layers { get; init; }
+    /// <summary>The layers K-FAC factors, each with the names of its outputs in the graph.</summary>
+    public required IReadOnlyList<LayerInfo> Layers { get; init; }
     public ManifestFisher? Fisher { get; init; }
     public IReadOnlyList<ManifestExclusion> Excluded { get; init; } = [];
 

@@ -22,7 +22,9 @@ public class PrepareTests
         var manifest = TrainingManifest.FromJson(File.ReadAllText(dir["out/training.manifest.json"]), "manifest");
         Assert.Equal("cross-entropy", manifest.Loss.Kind);
         Assert.Equal(["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"], manifest.Parameters.Select(p => p.Name));
+        Assert.Equal("onnx-kfac/training-graph/2", manifest.Format);
         Assert.Equal(2, manifest.Layers.Count);
+        Assert.All(manifest.Layers, l => Assert.Contains(l.Outputs.Input!, manifest.Outputs.Select(o => o.Name))); // the tap; l.Input is the model tensor
         Assert.Null(manifest.Fisher);
         var tg = OnnxModelIO.Load(output);
         Assert.Equal("onnx-kfac", tg.ProducerName);

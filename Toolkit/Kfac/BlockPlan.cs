@@ -10,7 +10,7 @@ namespace OnnxKfac.Toolkit.Kfac;
 public sealed record KfacBlockInfo(string Block, string Kind, IReadOnlyList<string> Parameters, string Reason)
 {
     /// <summary>The training-graph layer behind a Kronecker or embedding block (null for the others).</summary>
-    public ManifestLayer? Layer { get; init; }
+    public LayerInfo? Layer { get; init; }
 }
 
 /// <summary>
@@ -40,7 +40,7 @@ internal static class BlockPlan
             return null;
         }
         var trainable = manifest.Parameters.Select(p => p.Name).Where(n => !frozen.Contains(n)).ToList();
-        var uses = new Dictionary<string, List<ManifestLayer>>(StringComparer.Ordinal);
+        var uses = new Dictionary<string, List<LayerInfo>>(StringComparer.Ordinal);
         foreach (var l in manifest.Layers)
             foreach (var p in l.Bias is null ? [l.Weight] : new[] { l.Weight, l.Bias })
                 (uses.TryGetValue(p, out var list) ? list : uses[p] = []).Add(l);
@@ -59,7 +59,7 @@ internal static class BlockPlan
                 throw new OnnxKfacException($"--kfac-block: layer '{l.Name}' is an embedding; a Kronecker block needs a dense or conv layer (use embedding, diagonal or identity)");
             if (kind == "embedding" && l.Kind != LayerKind.Embedding)
                 throw new OnnxKfacException($"--kfac-block: layer '{l.Name}' is {l.Kind.ToString().ToLowerInvariant()}, not an embedding");
-            if (l.FactorA is null || l.FactorG is null)
+            if (l.Outputs.FactorA is null || l.Outputs.FactorG is null)
                 throw new OnnxKfacException($"layer '{l.Name}': the training graph has no factor statistics; build it with KfacOptions.Configure(graphOptions)");
             string why = l.Kind switch
             {

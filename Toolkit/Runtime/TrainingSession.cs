@@ -147,7 +147,7 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
         return batch.Loss;
     }
 
-    private bool HasKfacOutputs => Manifest.Fisher is not null || Manifest.Layers.Any(l => l.FactorA is not null);
+    private bool HasKfacOutputs => Manifest.Fisher is not null || Manifest.Layers.Any(l => l.Outputs.FactorA is not null);
 
     internal InferenceSession LightSession => _light.Value.Session;
     internal TrainingManifest LightManifest => _light.Value.Manifest;

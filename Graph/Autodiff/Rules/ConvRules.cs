@@ -29,17 +29,17 @@ internal static class ConvRules
 
     // The adjoint in X is ConvTranspose with the same geometry; output_padding restores the
     // trailing positions the forward's floor division left uncovered.
-    private static string ConvInputGrad(GradientContext c, Window win, long group)
+    private static string ConvInputGrad(GradientContext c, ConvWindow win, long group)
     {
         var e = c.Emit;
         string[] inputs = [c.DY()!, c.X(1)];
-        if (win.In is { } inSize)
+        if (win.StaticIn is { } inSize)
         {
-            var outPad = win.Axes.Select(k => inSize[k] - (win.Strides[k] * (win.Out![k] - 1) + win.Extent(k) - win.Begin(k) - win.End(k))).ToArray();
-            return e.Op("ConvTranspose", inputs, Spatial.Attrs(win.Strides, win.Dilations, win.Pads, group, outPad));
+            var outPad = win.Axes.Select(k => inSize[k] - (win.Strides[k] * (win.Out[k] - 1) + win.Extent(k) - win.Begin(k) - win.End(k))).ToArray();
+            return e.Op("ConvTranspose", inputs, Spatial.Attrs(win.Strides, win.Dilations, win.Pads!, group, outPad));
         }
         // Sizes known only at run time: pad by stride − 1 (enough for any remainder), then crop to X.
-        string dx = e.Op("ConvTranspose", inputs, Spatial.Attrs(win.Strides, win.Dilations, win.Pads, group, win.Strides.Select(s => s - 1).ToArray()));
+        string dx = e.Op("ConvTranspose", inputs, Spatial.Attrs(win.Strides, win.Dilations, win.Pads!, group, win.Strides.Select(s => s - 1).ToArray()));
         return win.Strides.All(s => s == 1) ? dx : Spatial.CropLike(e, dx, c.X(0), win.Rank);
     }
 
@@ -47,8 +47,8 @@ internal static class ConvRules
     // (1×1..., unit strides, no pads) with W's shape static makes X its own patches: one batched
     // MatMul and a sum over the batch. Any other window is one Conv. (im2col patches + MatMul for
     // every window measured slower on the CNN fixture: Known costs in README.md.)
-    private static string ConvWeightGrad(GradientContext c, Window win, long group) =>
-        win.Kernel.All(k => k == 1) && win.Strides.All(s => s == 1) && win.Pads.All(p => p == 0)
+    private static string ConvWeightGrad(GradientContext c, ConvWindow win, long group) =>
+        win.Kernel.All(k => k == 1) && win.Strides.All(s => s == 1) && win.Pads!.All(p => p == 0)
             && c.Info(c.X(1))?.Shape is { } w && w.Length == win.Rank + 2 && w.All(d => d >= 1) && w[0] % group == 0
             ? ConvWeightGradPointwise(c, group, w) : ConvWeightGradConv(c, win, group);
 
@@ -63,19 +63,19 @@ internal static class ConvRules
     }
 
     // A Conv over X with batch and channels swapped and dY as the kernel, strides and dilations exchanged.
-    private static string ConvWeightGradConv(GradientContext c, Window win, long group)
+    private static string ConvWeightGradConv(GradientContext c, ConvWindow win, long group)
     {
         var e = c.Emit;
         int sp = win.Rank;
-        var pads = (long[])win.Pads.Clone();
-        if (win.In is { } inSize)
+        var pads = (long[])win.Pads!.Clone();
+        if (win.StaticIn is { } inSize)
             foreach (int k in win.Axes) // drop end padding no window reaches
                 pads[sp + k] = Math.Max(0, win.End(k) - (inSize[k] + win.Begin(k) + win.End(k) - win.Extent(k)) % win.Strides[k]);
         string xs = Spatial.GroupsToBatch(c, c.X(0), group, sp);
         string dw = e.Op("Conv", [xs, Spatial.SwapBatchChannel(e, c.DY()!, sp)], Spatial.Attrs(win.Dilations, win.Strides, pads, group, null));
         // The result covers at least the kernel; crop when it is (or may be) larger.
-        bool exact = win.In is { } s && win.Axes.All(k =>
-            (s[k] + win.Begin(k) + pads[sp + k] - (win.Strides[k] * (win.Out![k] - 1) + 1)) / win.Dilations[k] + 1 == win.Kernel[k]);
+        bool exact = win.StaticIn is { } s && win.Axes.All(k =>
+            (s[k] + win.Begin(k) + pads[sp + k] - (win.Strides[k] * (win.Out[k] - 1) + 1)) / win.Dilations[k] + 1 == win.Kernel[k]);
         return Spatial.SwapBatchChannel(e, exact ? dw : Spatial.Crop(e, dw, win.Kernel), sp);
     }
 
@@ -85,13 +85,14 @@ internal static class ConvRules
     {
         var e = c.Emit;
         string x = c.X(0), w = c.X(1), dy = c.DY()!;
-        var win = Window.OfConvTranspose(c, out long[] outPad);
+        var win = Window.OfConvTranspose(c);
+        long[] outPad = win.OutputPadding!;
         long group = c.AttrInt("group", 1);
         if (c.Needs(0))
         {
-            string dx = e.Op("Conv", [dy, w], Spatial.Attrs(win.Strides, win.Dilations, win.Pads, group, null));
+            string dx = e.Op("Conv", [dy, w], Spatial.Attrs(win.Strides, win.Dilations, win.Pads!, group, null));
             // Conv of the full output gives S + floor(output_padding / stride) positions.
-            if (win.Axes.Any(k => outPad[k] >= win.Strides[k])) dx = win.In is { } s ? Spatial.Crop(e, dx, s) : Spatial.CropLike(e, dx, x, win.Rank);
+            if (win.Axes.Any(k => outPad[k] >= win.Strides[k])) dx = win.StaticIn is { } s ? Spatial.Crop(e, dx, s) : Spatial.CropLike(e, dx, x, win.Rank);
             c.SetGrad(0, dx);
         }
         if (c.Needs(1))
@@ -99,7 +100,7 @@ internal static class ConvRules
             // dW[c, m, k] = Σ_n Σ_i X[n, c, i] · dỸ[n, m, i·s + k·d] (dỸ padded back): the Conv-weight
             // formula with the roles of input and output gradient exchanged.
             string ds = Spatial.GroupsToBatch(c, dy, group, win.Rank);
-            string dw = e.Op("Conv", [ds, Spatial.SwapBatchChannel(e, x, win.Rank)], Spatial.Attrs(win.Dilations, win.Strides, win.Pads, group, null));
+            string dw = e.Op("Conv", [ds, Spatial.SwapBatchChannel(e, x, win.Rank)], Spatial.Attrs(win.Dilations, win.Strides, win.Pads!, group, null));
             // Size K + floor(output_padding / dilation).
             if (win.Axes.Any(k => outPad[k] >= win.Dilations[k])) dw = Spatial.Crop(e, dw, win.Kernel);
             c.SetGrad(1, Spatial.SwapBatchChannel(e, dw, win.Rank));
@@ -109,155 +110,50 @@ internal static class ConvRules
 }
 
 /// <summary>
-/// The sliding-window geometry of a Conv, ConvTranspose or pooling node as ONNX Runtime
-/// resolves it: kernel, strides, dilations, explicit pads (begin..., end...) after
-/// auto_pad, and the spatial sizes of input and output when they are static.
+/// A conv or pool window (<see cref="ConvWindow"/>) read for a gradient rule, with what the
+/// rules need on top: a known kernel, pads resolved (auto_pad and output_shape need static
+/// spatial sizes) and non-negative. Errors name the node.
 /// </summary>
-internal sealed record Window(long[] Kernel, long[] Strides, long[] Dilations, long[] Pads, long[]? In, long[]? Out)
+internal static class Window
 {
-    public int Rank => Kernel.Length;
-
-    public IEnumerable<int> Axes => Enumerable.Range(0, Rank);
-
-    public long Extent(int k) => Dilations[k] * (Kernel[k] - 1) + 1;
-
-    public long Begin(int k) => Pads[k];
-
-    public long End(int k) => Pads[Rank + k];
-
-    public static Window OfConv(GradientContext c)
+    public static ConvWindow OfConv(GradientContext c)
     {
-        int sp = SpatialRank(c);
-        long[] kernel = c.AttrInts("kernel_shape") ?? Spatial.StaticSpatial(c, c.X(1))
-            ?? throw c.Unsupported($"the gradient needs the kernel size: add kernel_shape or give '{c.X(1)}' a static shape");
-        var (strides, dil) = (Ints(c, "strides", sp, 1), Ints(c, "dilations", sp, 1));
-        long[]? inSize = Spatial.StaticSpatial(c, c.X(0));
-        Check(c, sp, kernel, strides, dil, inSize);
-        long[] pads = ResolvePads(c, sp, inSize, kernel, strides);
-        var w = new Window(kernel, strides, dil, pads, inSize, null);
-        return w with { Out = inSize?.Select((s, k) => (s + pads[k] + pads[sp + k] - w.Extent(k)) / strides[k] + 1).ToArray() };
+        var w = Read(c, c.Info(c.X(1))?.Shape);
+        if (w.Kernel.Any(k => k < 1))
+            throw c.Unsupported($"the gradient needs the kernel size: add kernel_shape or give '{c.X(1)}' a static shape");
+        return Resolved(c, w);
     }
 
-    /// <summary>
-    /// ConvTranspose: pads are explicit unless output_shape or SAME_* fixes the output size,
-    /// in which case the total padding is split as ONNX Runtime splits it (SAME_UPPER puts
-    /// the larger half at the end, every other mode at the beginning).
-    /// </summary>
-    public static Window OfConvTranspose(GradientContext c, out long[] outputPadding)
+    /// <summary>ConvTranspose: pads are explicit unless output_shape or SAME_* fixes the output size.</summary>
+    public static ConvWindow OfConvTranspose(GradientContext c)
     {
-        int sp = SpatialRank(c);
-        long[] kernel = c.AttrInts("kernel_shape") ?? Spatial.StaticSpatial(c, c.X(1))
-            ?? throw c.Unsupported($"the gradient needs the kernel size: add kernel_shape or give '{c.X(1)}' a static shape");
-        var (strides, dil) = (Ints(c, "strides", sp, 1), Ints(c, "dilations", sp, 1));
-        long[] outPad = outputPadding = Ints(c, "output_padding", sp, 0);
-        long[]? inSize = Spatial.StaticSpatial(c, c.X(0));
-        Check(c, sp, kernel, strides, dil, inSize);
-        if (outPad.Length != sp || outPad.Any(p => p < 0)) throw c.Unsupported($"output_padding must hold {sp} non-negative entries");
-        string autoPad = c.AttrString("auto_pad", "NOTSET");
-        long[]? target = c.AttrInts("output_shape") is { Length: > 0 } os ? (os.Length >= sp ? os[^sp..] : throw c.Unsupported($"output_shape must end with {sp} spatial sizes"))
-            : autoPad is "SAME_UPPER" or "SAME_LOWER" ? inSize?.Select((s, k) => s * strides[k]).ToArray() ?? throw NeedsStatic(c, autoPad)
-            : null;
-        long[] pads = autoPad == "VALID" && target is null ? new long[2 * sp] : c.AttrInts("pads") ?? new long[2 * sp];
-        CheckPads(c, sp, pads);
-        var w = new Window(kernel, strides, dil, pads, inSize, null);
-        if (target is not null)
-        {
-            if (inSize is null) throw NeedsStatic(c, "output_shape");
-            pads = new long[2 * sp];
-            for (int k = 0; k < sp; k++)
-            {
-                long total = strides[k] * (inSize[k] - 1) + outPad[k] + w.Extent(k) - target[k];
-                total = Math.Max(0, total); // SAME beyond the full size stays full size (an explicit output_shape there fails in the forward)
-                pads[k] = autoPad == "SAME_UPPER" ? total / 2 : total - total / 2;
-                pads[sp + k] = total - pads[k];
-            }
-        }
-        return w with { Pads = pads, Out = inSize?.Select((s, k) => strides[k] * (s - 1) + outPad[k] + w.Extent(k) - pads[k] - pads[sp + k]).ToArray() };
+        var w = OfConv(c);
+        if (w.OutputPadding!.Any(p => p < 0)) throw c.Unsupported($"output_padding must hold {w.Rank} non-negative entries");
+        return w;
     }
 
-    /// <summary>
-    /// MaxPool/AveragePool as ONNX Runtime computes them: SAME_* pads from the undilated
-    /// kernel, and in ceil mode a last window that would start inside the end padding dropped.
-    /// </summary>
-    public static Window OfPool(GradientContext c)
+    /// <summary>MaxPool/AveragePool; in ceil mode the sizes must be static.</summary>
+    public static ConvWindow OfPool(GradientContext c)
     {
-        long[] kernel = c.AttrInts("kernel_shape") ?? throw c.Unsupported("kernel_shape is missing");
-        int sp = kernel.Length;
-        var (strides, dil) = (Ints(c, "strides", sp, 1), Ints(c, "dilations", sp, 1));
-        long[]? inSize = Spatial.StaticSpatial(c, c.X(0));
-        Check(c, sp, kernel, strides, dil, inSize);
-        bool ceil = c.AttrInt("ceil_mode", 0) == 1;
-        long[] pads = ResolvePads(c, sp, inSize, kernel, strides);
-        var w = new Window(kernel, strides, dil, pads, inSize, null);
-        if (inSize is null)
-        {
-            if (ceil) throw NeedsStatic(c, "ceil_mode");
-            return w;
-        }
-        var outSize = new long[sp];
-        for (int k = 0; k < sp; k++)
-        {
-            long span = inSize[k] + pads[k] + pads[sp + k] - w.Extent(k);
-            outSize[k] = (ceil ? (span + strides[k] - 1) / strides[k] : span / strides[k]) + 1;
-            if (ceil && (outSize[k] - 1) * strides[k] >= inSize[k] + pads[k]) outSize[k]--;
-        }
-        return w with { Out = outSize };
+        if (c.AttrInts("kernel_shape") is null) throw c.Unsupported("kernel_shape is missing");
+        var w = Resolved(c, Read(c, null));
+        if (w.StaticIn is null && c.AttrInt("ceil_mode", 0) == 1) throw NeedsStatic(c, "ceil_mode");
+        return w;
     }
 
-    // ONNX Runtime's SAME_*: total = (ceil(in/s) − 1)·s + k − in with the undilated kernel;
-    // SAME_LOWER puts the larger half first.
-    private static long[] SamePads(GradientContext c, long[]? inSize, long[] kernel, long[] strides, bool lower)
-    {
-        if (inSize is null) throw NeedsStatic(c, c.AttrString("auto_pad", ""));
-        int sp = kernel.Length;
-        var pads = new long[2 * sp];
-        for (int k = 0; k < sp; k++)
-        {
-            long target = (inSize[k] + strides[k] - 1) / strides[k];
-            long total = (target - 1) * strides[k] + kernel[k] - inSize[k];
-            if (total < 0) throw c.Unsupported($"auto_pad gives negative padding on spatial axis {k}");
-            pads[k] = lower ? (total + 1) / 2 : total / 2;
-            pads[sp + k] = total - pads[k];
-        }
-        return pads;
-    }
-
-    private static int SpatialRank(GradientContext c)
+    private static ConvWindow Read(GradientContext c, long[]? weight)
     {
         int sp = c.Rank(c.X(0)) - 2;
-        return sp >= 1 ? sp : throw c.Unsupported($"input '{c.X(0)}' has rank {sp + 2}; it needs (N, C, spatial...)");
+        if (sp < 1) throw c.Unsupported($"input '{c.X(0)}' has rank {sp + 2}; it needs (N, C, spatial...)");
+        return ConvWindow.Read(c.Node, c.Info(c.X(0))?.Shape, weight, c.Unsupported);
     }
 
-    // Malformed attributes (a hand-edited or corrupt model) fail here, naming the node, not deep in the arithmetic.
-    private static void Check(GradientContext c, int sp, long[] kernel, long[] strides, long[] dil, long[]? inSize)
+    private static ConvWindow Resolved(GradientContext c, ConvWindow w)
     {
-        if (sp < 1 || kernel.Length != sp || strides.Length != sp || dil.Length != sp || (inSize is not null && inSize.Length != sp))
-            throw c.Unsupported($"kernel_shape, strides, dilations and the input's spatial axes disagree on the spatial rank ({sp})");
-        if (kernel.Any(k => k < 1) || strides.Any(v => v < 1) || dil.Any(d => d < 1))
-            throw c.Unsupported("kernel_shape, strides and dilations must be positive");
+        if (w.Pads is null) throw NeedsStatic(c, c.AttrInts("output_shape") is { Length: > 0 } ? "output_shape" : w.AutoPad);
+        if (w.Pads.Any(p => p < 0)) throw c.Unsupported($"pads must hold {2 * w.Rank} non-negative entries, got [{string.Join(",", w.Pads)}]");
+        return w;
     }
-
-    /// <summary>The begin/end pads of a conv or pool window: explicit, VALID (none) or SAME_* (from the input size).</summary>
-    private static long[] ResolvePads(GradientContext c, int sp, long[]? inSize, long[] kernel, long[] strides)
-    {
-        string autoPad = c.AttrString("auto_pad", "NOTSET");
-        long[] pads = autoPad switch
-        {
-            "SAME_UPPER" or "SAME_LOWER" => SamePads(c, inSize, kernel, strides, autoPad == "SAME_LOWER"),
-            "VALID" => new long[2 * sp],
-            _ => c.AttrInts("pads") ?? new long[2 * sp],
-        };
-        CheckPads(c, sp, pads);
-        return pads;
-    }
-
-    private static void CheckPads(GradientContext c, int sp, long[] pads)
-    {
-        if (pads.Length != 2 * sp || pads.Any(p => p < 0)) throw c.Unsupported($"pads must hold {2 * sp} non-negative entries");
-    }
-
-    private static long[] Ints(GradientContext c, string name, int count, long fallback) =>
-        c.AttrInts(name) is { Length: > 0 } v ? v : Enumerable.Repeat(fallback, count).ToArray();
 
     private static UnsupportedOpException NeedsStatic(GradientContext c, string what) =>
         c.Unsupported($"{what} needs the spatial size of '{c.X(0)}', which is not known statically (add value_info with shapes to the model)");

@@ -39,25 +39,25 @@ internal static class PoolRules
         var win = Window.OfPool(c);
         int sp = win.Rank;
         // Extend the end padding over ceil-mode windows that overhang the padded input.
-        var pads = (long[])win.Pads.Clone();
-        if (win.In is { } inSize)
+        var pads = (long[])win.Pads!.Clone();
+        if (win.StaticIn is { } inSize)
             foreach (int k in win.Axes)
-                pads[sp + k] = Math.Max(pads[sp + k], (win.Out![k] - 1) * win.Strides[k] + win.Extent(k) - inSize[k] - win.Begin(k));
+                pads[sp + k] = Math.Max(pads[sp + k], (win.Out[k] - 1) * win.Strides[k] + win.Extent(k) - inSize[k] - win.Begin(k));
         string kernel = Ones(c, e.Int64s([1, 1, .. win.Kernel]));
         string ones = Ones(c, Spatial.LeadPlusSpatial(c, [1, 1], x, sp));
         string averaged = e.Op("AveragePool", [ones], c.Node.Attribute.Select(a => a.Clone()).ToArray());
         // In ceil mode the runtime's kernel drops a last window starting inside the end
         // padding but its static shape inference keeps it: a (run-time no-op) crop makes
         // the two agree.
-        if (c.AttrInt("ceil_mode", 0) == 1) averaged = Spatial.Crop(e, averaged, win.Out!);
+        if (c.AttrInt("ceil_mode", 0) == 1) averaged = Spatial.Crop(e, averaged, win.Out);
         string real = e.Op("Conv", [ones, kernel], Spatial.Attrs(win.Strides, win.Dilations, pads, 1, null));
         string scale = e.Div(averaged, e.Op("Max", [real, c.Scalar(1, x)]));
 
         string folded = e.Mul(e.Reshape(dy, Spatial.LeadPlusSpatial(c, [-1, 1], dy, sp)), scale);
         string dx;
-        if (win.In is { } inS)
+        if (win.StaticIn is { } inS)
         {
-            var outPad = win.Axes.Select(k => inS[k] - ((win.Out![k] - 1) * win.Strides[k] + win.Extent(k) - win.Begin(k) - pads[sp + k])).ToArray();
+            var outPad = win.Axes.Select(k => inS[k] - ((win.Out[k] - 1) * win.Strides[k] + win.Extent(k) - win.Begin(k) - pads[sp + k])).ToArray();
             dx = e.Op("ConvTranspose", [folded, kernel], Spatial.Attrs(win.Strides, win.Dilations, pads, 1, outPad));
         }
         else

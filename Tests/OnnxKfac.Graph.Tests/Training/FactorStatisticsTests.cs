@@ -62,8 +62,8 @@ public class FactorStatisticsTests
         Assert.NotEmpty(dense);
         foreach (var l in dense)
         {
-            var a = outs[l.Input!];
-            var g = outs[l.SampledPreactivationGradient!];
+            var a = outs[l.Outputs.Input!];
+            var g = outs[l.Outputs.SampledPreactivationGradient!];
             int din = (int)l.InFeatures, dout = (int)l.OutFeatures, dA = din + (l.Bias is null ? 0 : 1);
             // Statistics see the first ⌈f·D⌉ entries of the layer's leading axis D (the batch, or
             // the sequence in seq-first attention); G is rescaled by all rows / rows seen.
@@ -77,9 +77,9 @@ public class FactorStatisticsTests
                 return row;
             }).ToArray();
             var gRows = Enumerable.Range(0, rows).Select(r => g.Data.Skip(r * dout).Take(dout).ToArray()).ToArray();
-            AssertClose(Gram(aRows, dA, 1.0 / rows), outs[l.FactorA!].Data, $"{l.Name} A");
-            AssertClose(Gram(gRows, dout, (double)n * total / rows), outs[l.FactorG!].Data, $"{l.Name} G");
-            Assert.Equal(new long[] { 1, dA, dA }, outs[l.FactorA!].Shape);
+            AssertClose(Gram(aRows, dA, 1.0 / rows), outs[l.Outputs.FactorA!].Data, $"{l.Name} A");
+            AssertClose(Gram(gRows, dout, (double)n * total / rows), outs[l.Outputs.FactorG!].Data, $"{l.Name} G");
+            Assert.Equal(new long[] { 1, dA, dA }, outs[l.Outputs.FactorA!].Shape);
         }
     }
 
@@ -96,8 +96,8 @@ public class FactorStatisticsTests
         if (fixture.StartsWith("cnn", StringComparison.Ordinal)) Assert.Contains(convs, c => c.Groups > 1);
         foreach (var l in convs)
         {
-            var patches = outs[l.Patches!];                       // [N, C_in·k, L...]
-            var g = outs[l.SampledPreactivationGradient!];        // [N, C_out, L...]
+            var patches = outs[l.Outputs.Patches!];                       // [N, C_in·k, L...]
+            var g = outs[l.Outputs.SampledPreactivationGradient!];        // [N, C_out, L...]
             int groups = (int)l.Groups, perIn = (int)l.InFeatures, cout = (int)l.OutFeatures, perOut = cout / groups;
             int cols = perIn * groups;
             int positions = (int)(patches.Data.Length / n / cols);
@@ -122,9 +122,9 @@ public class FactorStatisticsTests
                 expectedA.AddRange(Gram(aRows, dA, 1.0 / aRows.Count));
                 expectedG.AddRange(Gram(gRows, perOut, (double)n * n / seen));
             }
-            AssertClose([.. expectedA], outs[l.FactorA!].Data, $"{l.Name} A");
-            AssertClose([.. expectedG], outs[l.FactorG!].Data, $"{l.Name} G");
-            Assert.Equal(new long[] { groups, dA, dA }, outs[l.FactorA!].Shape);
+            AssertClose([.. expectedA], outs[l.Outputs.FactorA!].Data, $"{l.Name} A");
+            AssertClose([.. expectedG], outs[l.Outputs.FactorG!].Data, $"{l.Name} G");
+            Assert.Equal(new long[] { groups, dA, dA }, outs[l.Outputs.FactorA!].Shape);
         }
     }
 
@@ -133,14 +133,14 @@ public class FactorStatisticsTests
     {
         var (tg, outs, f) = Run("transformer_opset17");
         var emb = Assert.Single(tg.Manifest.Layers, l => l.Kind == LayerKind.Embedding);
-        var ids = outs[emb.Input!].Data;
+        var ids = outs[emb.Outputs.Input!].Data;
         var expected = new double[emb.InFeatures];
         foreach (var id in ids) expected[(long)id] += 1.0 / ids.Length;
-        AssertClose(expected, outs[emb.FactorA!].Data, "embedding A");
-        var g = outs[emb.SampledPreactivationGradient!].Data;
+        AssertClose(expected, outs[emb.Outputs.FactorA!].Data, "embedding A");
+        var g = outs[emb.Outputs.SampledPreactivationGradient!].Data;
         int d = (int)emb.OutFeatures, n = (int)f.Target.Shape[0];
         var rows = Enumerable.Range(0, g.Length / d).Select(r => g.Skip(r * d).Take(d).ToArray()).ToArray();
-        AssertClose(Gram(rows, d, n), outs[emb.FactorG!].Data, "embedding G");
+        AssertClose(Gram(rows, d, n), outs[emb.Outputs.FactorG!].Data, "embedding G");
     }
 
     [Theory]
@@ -157,10 +157,10 @@ public class FactorStatisticsTests
         double d = fixture.StartsWith("mlp", StringComparison.Ordinal) ? n : f.Target.Count;
         foreach (var l in tg.Manifest.Layers)
         {
-            var g = outs[l.PreactivationGradient!].Data;
+            var g = outs[l.Outputs.PreactivationGradient!].Data;
             int dg = (int)l.OutFeatures;
             var rows = Enumerable.Range(0, g.Length / dg).Select(r => g.Skip(r * dg).Take(dg).ToArray()).ToArray();
-            AssertClose(Gram(rows, dg, d * d / n), outs[l.FactorG!].Data, $"{l.Name} G");
+            AssertClose(Gram(rows, dg, d * d / n), outs[l.Outputs.FactorG!].Data, $"{l.Name} G");
         }
     }
 
@@ -169,7 +169,7 @@ public class FactorStatisticsTests
     {
         var f = Fixture.Load("mlp_opset17");
         var tg = TrainingGraphBuilder.Build(f.Model, new TrainingGraphOptions(f.LossOptions) { LayerTaps = false, SampledFisher = true, FactorStatistics = true });
-        Assert.All(tg.Manifest.Layers, l => { Assert.Null(l.Input); Assert.NotNull(l.FactorA); Assert.NotNull(l.FactorG); });
+        Assert.All(tg.Manifest.Layers, l => { Assert.Null(l.Outputs.Input); Assert.NotNull(l.Outputs.FactorA); Assert.NotNull(l.Outputs.FactorG); });
         Assert.DoesNotContain(tg.Manifest.Outputs, o => o.Role is TensorRole.LayerInput or TensorRole.PreactivationGradient);
         Assert.Equal(2 * tg.Manifest.Layers.Count, tg.Manifest.Outputs.Count(o => o.Role is TensorRole.FactorA or TensorRole.FactorG));
     }

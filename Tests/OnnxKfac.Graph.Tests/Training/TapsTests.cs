@@ -48,8 +48,8 @@ public class TapsTests
         Assert.NotEmpty(dense);
         foreach (var l in dense)
         {
-            var a = outs[l.Input!];
-            var g = outs[l.PreactivationGradient!];
+            var a = outs[l.Outputs.Input!];
+            var g = outs[l.Outputs.PreactivationGradient!];
             int din = (int)l.InFeatures, dout = (int)l.OutFeatures;
             int rows = a.Data.Length / din;
             Assert.Equal(rows * dout, g.Data.Length); // one g row per a row (positions count as examples)
@@ -92,10 +92,10 @@ public class TapsTests
         for (int d = 0; d < draws; d++)
         {
             feed[tg.Manifest.Fisher!.NoiseInput] = Noise(tg, f, 1000 + d);
-            var o = ort.Run(feed, [last.SampledPreactivationGradient!, f.Output]);
+            var o = ort.Run(feed, [last.Outputs.SampledPreactivationGradient!, f.Output]);
             var logits = o[f.Output].Data;
             p ??= Softmax(logits, classes);
-            var g = o[last.SampledPreactivationGradient!].Data;
+            var g = o[last.Outputs.SampledPreactivationGradient!].Data;
             for (int k = 0; k < counts.Length; k++) counts[k] += Math.Round(p[k] - n * g[k]);
         }
         for (int k = 0; k < counts.Length; k++)
@@ -117,7 +117,7 @@ public class TapsTests
         // The model's output is a Sigmoid of the last layer, so compare through the output gradient
         // via the layer tap: the last layer's sampled g = dY ⊙ y(1-y).
         var last = tg.Manifest.Layers[^1];
-        var g = outs[last.SampledPreactivationGradient!].Data;
+        var g = outs[last.Outputs.SampledPreactivationGradient!].Data;
         var y = outs[f.Output].Data;
         for (int k = 0; k < g.Length; k++)
         {
@@ -140,10 +140,10 @@ public class TapsTests
         for (int d = 0; d < draws; d++)
         {
             feed[tg.Manifest.Fisher.NoiseInput] = Noise(tg, f, 5000 + d);
-            var o = ort.Run(feed, [last.SampledPreactivationGradient!, f.Output]);
+            var o = ort.Run(feed, [last.Outputs.SampledPreactivationGradient!, f.Output]);
             p ??= o[f.Output].Data.Select(z => 1 / (1 + Math.Exp(-z))).ToArray();
             ones ??= new double[p.Length];
-            var g = o[last.SampledPreactivationGradient!].Data;
+            var g = o[last.Outputs.SampledPreactivationGradient!].Data;
             for (int k = 0; k < p.Length; k++) ones[k] += Math.Round(p[k] - n * g[k]); // t = p - N g
         }
         for (int k = 0; k < p!.Length; k++)
@@ -204,8 +204,8 @@ public class ConvPatchTests
         Assert.NotEmpty(convs);
         foreach (var l in convs)
         {
-            var patches = outs[l.Patches!];        // [N, C·K, positions...]
-            var g = outs[l.PreactivationGradient!]; // [N, O, positions...]
+            var patches = outs[l.Outputs.Patches!];        // [N, C·K, positions...]
+            var g = outs[l.Outputs.PreactivationGradient!]; // [N, O, positions...]
             var w = tg.Manifest.Parameters.First(p => p.Name == l.Weight);
             var dW = outs[w.Gradient].Data;        // [O, C/G, k...] = [O, perGroup]
             long groups = l.Conv!.Group, outCh = l.OutFeatures, perGroup = l.InFeatures;
@@ -255,9 +255,9 @@ public class MoreTapsTests
         Assert.Equal(dout, layer.OutFeatures);
         using var ort = new Ort(tg.Model);
         var outs = ort.Run(new Dictionary<string, TestTensor> { ["x"] = x, [tg.Manifest.Loss.Target] = TestTensor.Random(1, [n, dout], 4) });
-        var a = outs[layer.Input!];
+        var a = outs[layer.Outputs.Input!];
         Assert.Equal(new long[] { n, din }, a.Shape); // exposed as [N, in] whatever transA
-        var g = outs[layer.PreactivationGradient!].Data;
+        var g = outs[layer.Outputs.PreactivationGradient!].Data;
         var dW = outs[tg.Manifest.Parameters.First(p => p.Name == "fc.weight").Gradient].Data;
         var dB = outs[tg.Manifest.Parameters.First(p => p.Name == "fc.bias").Gradient].Data;
         for (int o = 0; o < dout; o++)
@@ -282,8 +282,8 @@ public class MoreTapsTests
         var emb = Assert.Single(tg.Manifest.Layers, l => l.Kind == Layers.LayerKind.Embedding);
         using var ort = new Ort(tg.Model);
         var outs = ort.Run(new Dictionary<string, TestTensor>(f.Inputs) { [tg.Manifest.Loss.Target] = f.Target });
-        var ids = outs[emb.Input!].Data;
-        var g = outs[emb.PreactivationGradient!].Data;
+        var ids = outs[emb.Outputs.Input!].Data;
+        var g = outs[emb.Outputs.PreactivationGradient!].Data;
         var dW = outs[tg.Manifest.Parameters.First(p => p.Name == emb.Weight).Gradient].Data;
         int d = (int)emb.OutFeatures;
         var expected = new double[dW.Length];

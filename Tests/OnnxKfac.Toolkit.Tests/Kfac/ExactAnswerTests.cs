@@ -62,8 +62,8 @@ public sealed class ExactAnswerTests
         for (int d = 0; d < draws; d++)
         {
             session.Run(batch);
-            a = session.GetOutput(layer.FactorA!).ToArray();
-            var g = session.GetOutput(layer.FactorG!);
+            a = session.GetOutput(layer.Outputs.FactorA!).ToArray();
+            var g = session.GetOutput(layer.Outputs.FactorG!);
             for (int i = 0; i < gSum.Length; i++) gSum[i] += g[i] / draws;
         }
         for (int i = 0; i < Out; i++)

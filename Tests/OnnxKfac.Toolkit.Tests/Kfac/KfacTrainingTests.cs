@@ -105,7 +105,7 @@ public sealed class KfacTrainingTests
             x.AsSpan(m * 8 * 784, 8 * 784).CopyTo(batch.Input<float>(s.DataInputs[0].Name));
             y.AsSpan(m * 8, 8).CopyTo(batch.Input<long>(s.TargetInput.Name));
             ctx.Loss = s.Run(batch);
-            var a = s.GetOutput(layer.FactorA!);
+            var a = s.GetOutput(layer.Outputs.FactorA!);
             sums[m] = [.. a.ToArray().Select(v => (double)v)];
             kfac.ObserveBatch(ctx, 8);
         }

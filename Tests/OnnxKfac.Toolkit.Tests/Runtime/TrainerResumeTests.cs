@@ -57,7 +57,7 @@ public class TrainerResumeTests
             Losses.Add(step.Loss);
             var sampled = new List<float>();
             foreach (var layer in session.Manifest.Layers)
-                if (layer.SampledPreactivationGradient is { } name) sampled.AddRange(session.GetOutput(name).ToArray());
+                if (layer.Outputs.SampledPreactivationGradient is { } name) sampled.AddRange(session.GetOutput(name).ToArray());
             Fisher.Add([.. sampled]);
         }
 

@@ -92,7 +92,7 @@ public class TrainingSessionTests
         FillBatch(b, 5);
         var state = s.NoiseState;
         s.Run(b);
-        string tap = s.Manifest.Layers[0].SampledPreactivationGradient!;
+        string tap = s.Manifest.Layers[0].Outputs.SampledPreactivationGradient!;
         var first = b.Output(tap).ToArray();
         s.Run(b);
         Assert.NotEqual(first, b.Output(tap).ToArray()); // new targets each step

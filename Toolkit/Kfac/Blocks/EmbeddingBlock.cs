@@ -1,3 +1,4 @@
+using OnnxKfac.Graph.Layers;
 using OnnxKfac.Graph.Training;
 using OnnxKfac.Toolkit.Optim;
 
@@ -13,7 +14,7 @@ internal sealed class EmbeddingBlock : FactoredBlock
     private readonly float[] _aInvDiag, _gIn, _gDamp, _gInv;
     private double _pi = 1;
 
-    public EmbeddingBlock(ManifestLayer layer, Slot weight, string reason)
+    public EmbeddingBlock(LayerInfo layer, Slot weight, string reason)
         : base(layer, "embedding", reason, [weight], checked((int)layer.InFeatures), checked((int)(layer.OutFeatures * layer.OutFeatures)))
     {
         _vocab = checked((int)layer.InFeatures);

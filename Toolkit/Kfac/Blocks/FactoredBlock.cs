@@ -1,3 +1,4 @@
+using OnnxKfac.Graph.Layers;
 using OnnxKfac.Graph.Training;
 using OnnxKfac.Toolkit.Optim;
 
@@ -11,13 +12,13 @@ namespace OnnxKfac.Toolkit.Kfac.Blocks;
 /// </summary>
 internal abstract class FactoredBlock : CurvatureBlock
 {
-    protected readonly ManifestLayer Layer;
+    protected readonly LayerInfo Layer;
     protected readonly double[] A, G;
     private readonly double[] _aSum, _gSum;
     private int _batches;
     private long _k;
 
-    protected FactoredBlock(ManifestLayer layer, string kind, string reason, Slot[] slots, int aLength, int gLength)
+    protected FactoredBlock(LayerInfo layer, string kind, string reason, Slot[] slots, int aLength, int gLength)
         : base(layer.Name, kind, reason, slots)
     {
         Layer = layer;
@@ -32,8 +33,8 @@ internal abstract class FactoredBlock : CurvatureBlock
 
     public override bool Observe(ITrainingPass pass, int batchSize)
     {
-        var a = pass.GetOutput(Layer.FactorA!);
-        var g = pass.GetOutput(Layer.FactorG!);
+        var a = pass.GetOutput(Layer.Outputs.FactorA!);
+        var g = pass.GetOutput(Layer.Outputs.FactorG!);
         if (a.Length != A.Length || g.Length != G.Length)
             throw new InvalidOperationException($"layer '{Name}': factor outputs hold {a.Length} and {g.Length} values, expected {A.Length} and {G.Length}");
         if (!AllFinite(a) || !AllFinite(g)) return false;

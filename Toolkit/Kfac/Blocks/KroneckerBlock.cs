@@ -20,7 +20,7 @@ internal sealed class KroneckerBlock : FactoredBlock
     private readonly float[] _aIn, _gIn, _aDamp, _gDamp, _aInv, _gInv;
     private readonly double[] _pi;
 
-    public KroneckerBlock(ManifestLayer layer, Slot weight, Slot? bias, string reason)
+    public KroneckerBlock(LayerInfo layer, Slot weight, Slot? bias, string reason)
         : base(layer, "kronecker", reason, bias is null ? [weight] : [weight, bias], Size(layer, bias, a: true), Size(layer, bias, a: false))
     {
         _weight = weight;
@@ -40,7 +40,7 @@ internal sealed class KroneckerBlock : FactoredBlock
 
     private static float[] Pinned(int n) => GC.AllocateArray<float>(n, pinned: true);
 
-    private static int Size(ManifestLayer layer, Slot? bias, bool a)
+    private static int Size(LayerInfo layer, Slot? bias, bool a)
     {
         int d = a ? checked((int)layer.InFeatures) + (bias is null ? 0 : 1) : checked((int)(layer.OutFeatures / layer.Groups));
         return checked((int)layer.Groups * d * d);
