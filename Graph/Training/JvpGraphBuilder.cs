@@ -52,28 +52,12 @@ public static class JvpGraphBuilder
         string output = TrainingGraphBuilder.ChooseOutput(graph, options.Loss.Output);
 
         // Parameters, data and target inputs exactly as the training graph has them.
-        var selection = ParameterSelection.Select(g.Index, output, options.Trainable, options.Frozen, registry);
+        var declared = TrainingInputs.Declare(g, options, output, registry);
+        var selection = declared.Selection;
         var parameters = selection.Parameters;
-        var inputs = new List<ManifestTensor>();
-        foreach (var vi in graph.Input.Where(i => !g.Index.Initializers.ContainsKey(i.Name)))
-        {
-            var info = ShapeInference.FromValueInfo(vi);
-            inputs.Add(new ManifestTensor(vi.Name, TensorRole.Data, TypeName(info?.ElemType ?? 0), info?.Shape));
-        }
-        foreach (var p in parameters)
-        {
-            if (!g.Index.GraphInputs.ContainsKey(p.Name)) graph.Input.Add(ValueInfos.Tensor(p.Name, p.DataType, p.Dims.ToArray()));
-            inputs.Add(new ManifestTensor(p.Name, TensorRole.Parameter, TypeName(p.DataType), p.Dims.ToArray()));
-        }
-        if (!options.KeepInitialValues)
-            foreach (var p in parameters) graph.Initializer.Remove(p);
-
+        var inputs = declared.Inputs;
+        string target = declared.Target;
         var outInfo = g.Infos.GetValueOrDefault(output);
-        string target = g.State.UniqueName(TrainingGraphBuilder.TargetName);
-        var targetInfo = loss.TargetInfo(outInfo);
-        graph.Input.Add(ValueInfos.Tensor(target, targetInfo.ElemType, targetInfo.PlainShape));
-        g.SetInfo(target, targetInfo);
-        inputs.Add(new ManifestTensor(target, TensorRole.Target, TypeName(targetInfo.ElemType), targetInfo.PlainShape));
         string lossName = g.State.UniqueName(TrainingGraphBuilder.LossName);
         var lossTensors = loss.Append(g, options.Loss, output, target, lossName);
 
@@ -221,5 +205,5 @@ public static class JvpGraphBuilder
         list.Add(new ManifestTensor(name, role, TypeName(elemType), shape) { Of = of, Direction = direction });
     }
 
-    private static string TypeName(int elemType) => elemType == 0 ? "unknown" : TensorData.TypeName(elemType);
+    private static string TypeName(int elemType) => TrainingInputs.TypeName(elemType);
 }

@@ -95,35 +95,17 @@ public static class TrainingGraphBuilder
         var graph = model.Graph;
         string output = ChooseOutput(graph, options.Loss.Output);
 
-        var selection = ParameterSelection.Select(g.Index, output, options.Trainable, options.Frozen, registry);
+        var declared = TrainingInputs.Declare(g, options, output, registry);
+        var selection = declared.Selection;
         var parameters = selection.Parameters;
         var paramNames = new HashSet<string>(parameters.Select(p => p.Name), StringComparer.Ordinal);
-        var manifestInputs = new List<ManifestTensor>();
-        foreach (var vi in graph.Input.Where(i => !g.Index.Initializers.ContainsKey(i.Name)))
-        {
-            var info = ShapeInference.FromValueInfo(vi);
-            manifestInputs.Add(new ManifestTensor(vi.Name, TensorRole.Data, TypeName(info?.ElemType ?? 0), info?.Shape));
-        }
-
-        // Parameters become graph inputs: the runtime owns the weights.
-        foreach (var p in parameters)
-        {
-            if (!g.Index.GraphInputs.ContainsKey(p.Name)) graph.Input.Add(ValueInfos.Tensor(p.Name, p.DataType, p.Dims.ToArray()));
-            manifestInputs.Add(new ManifestTensor(p.Name, TensorRole.Parameter, TypeName(p.DataType), p.Dims.ToArray()));
-        }
-        if (!options.KeepInitialValues)
-            foreach (var p in parameters) graph.Initializer.Remove(p);
+        var manifestInputs = declared.Inputs;
+        string target = declared.Target;
+        var outInfo = g.Infos.GetValueOrDefault(output);
 
         var (layers, _) = LayerMatcher.Match(g.Index, g.Infos, paramNames, options.LayerPatterns);
         if (!(options.LayerTaps || options.FactorStatistics) || options.LossOnly) layers = [];
 
-        // Loss and its closed-form output gradient.
-        var outInfo = g.Infos.GetValueOrDefault(output);
-        string target = g.State.UniqueName(TargetName);
-        var targetInfo = options.Loss.Function.TargetInfo(outInfo);
-        graph.Input.Add(ValueInfos.Tensor(target, targetInfo.ElemType, targetInfo.PlainShape));
-        g.SetInfo(target, targetInfo);
-        manifestInputs.Add(new ManifestTensor(target, TensorRole.Target, TypeName(targetInfo.ElemType), targetInfo.PlainShape));
         string lossName = g.State.UniqueName(LossName);
         var loss = options.Loss.Function.Append(g, options.Loss, output, target, lossName);
 
@@ -268,5 +250,5 @@ public static class TrainingGraphBuilder
         list.Add(new ManifestTensor(name, role, TypeName(info?.ElemType ?? 0), info?.PlainShape) { Of = of });
     }
 
-    private static string TypeName(int elemType) => elemType == 0 ? "unknown" : TensorData.TypeName(elemType);
+    private static string TypeName(int elemType) => TrainingInputs.TypeName(elemType);
 }
