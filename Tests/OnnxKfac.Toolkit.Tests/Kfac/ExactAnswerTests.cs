@@ -234,4 +234,68 @@ public sealed class ExactAnswerTests
             foreach (var p in session.Parameters) Assert.All(p.Value, v => Assert.True(float.IsFinite(v), $"{p.Name} became non-finite at update {step}"));
         }
     }
+
+    private static void Steps(KfacOptimizer kfac, TrainingSession session, BatchBinding batch, int count, int first = 1)
+    {
+        var ctx = new StepContext(session.Parameters, session);
+        for (int step = first; step < first + count; step++)
+        {
+            ctx.UpdateCount = step;
+            ctx.Loss = session.Run(batch);
+            kfac.Step(ctx);
+        }
+    }
+
+    [Fact]
+    public void ClippingBoundsTheUpdateActuallyTaken()
+    {
+        var options = new KfacOptions { LearningRate = 1, KlClip = 1e6, Damping = 1e-3, ClipUpdateNorm = 1e-3, Momentum = 0 };
+        var (session, batch, _) = Open(options);
+        using var s = session;
+        using var kfac = new KfacOptimizer(session, options);
+        var before = session.Parameters.Select(p => (float[])p.Value.Clone()).ToArray();
+        Steps(kfac, session, batch, 1);
+        double norm = Math.Sqrt(session.Parameters.Select((p, k) => p.Value.Zip(before[k], (a, b) => (double)(a - b) * (a - b)).Sum()).Sum());
+        Assert.True(kfac.LastStep.Clipped);
+        Assert.Equal(1e-3, norm, 6);
+    }
+
+    [Fact]
+    public void GroupsFreezeAndScaleTheirParameters()
+    {
+        var options = new KfacOptions
+        {
+            LearningRate = 0.01, Momentum = 0, KlClip = 1e6, Fallback = FallbackBlock.Identity, Blocks = [new BlockOverride("fc.*", "identity")],
+            Groups = [new ParameterGroup("fc.bias") { Frozen = true }, new ParameterGroup("fc.weight") { LearningRate = 0.02 }],
+        };
+        var (session, batch, _) = Open(options);
+        using var s = session;
+        using var kfac = new KfacOptimizer(session, options);
+        var w = session.Parameters.First(p => p.Name == "fc.weight");
+        var b = session.Parameters.First(p => p.Name == "fc.bias");
+        var w0 = (float[])w.Value.Clone();
+        var b0 = (float[])b.Value.Clone();
+        session.Run(batch);
+        var grad = w.Grad.Zip(w.Value, (g, v) => g + (float)options.WeightDecay * v).ToArray();
+        kfac.Step(new StepContext(session.Parameters, session) { UpdateCount = 1 });
+        Assert.Equal(b0, b.Value);                                         // frozen
+        for (int i = 0; i < w0.Length; i++) Assert.Equal(w0[i] - 0.02f * grad[i], w.Value[i], 6);   // identity block at the group's rate
+        Assert.DoesNotContain(kfac.Blocks, x => x.Parameters.Contains("fc.bias"));
+    }
+
+    [Fact]
+    public void AScheduledDampingFollowsItsSchedule()
+    {
+        var options = new KfacOptions { Damping = 0.1, DampingSchedule = new StepSchedule(2, 0.5), MinDamping = 0.02, InverseEvery = 1 };
+        var (session, batch, _) = Open(options);
+        using var s = session;
+        using var kfac = new KfacOptimizer(session, options);
+        var seen = new List<double>();
+        for (int step = 1; step <= 8; step++)
+        {
+            Steps(kfac, session, batch, 1, step);
+            seen.Add(kfac.Damping);
+        }
+        Assert.Equal(new[] { 0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.02, 0.02 }, seen.Select(x => Math.Round(x, 12)));
+    }
 }
