@@ -130,4 +130,22 @@ public class InspectTests
         }
         Assert.Contains("inspect", AssertOk(Run("--help")).Out);
     }
+
+    [Fact]
+    public void WithOptimizerKfacEveryParameterHasABlockAndAReason()
+    {
+        string model = Path.Combine(AppContext.BaseDirectory, "Fixtures", "transformer_opset17", "model.onnx");
+        var r = AssertOk(Run("inspect", model, "--optimizer", "kfac"));
+        Assert.Contains("K-FAC blocks: 13 (1 embedding, 5 kronecker, 7 diagonal)", r.Out);
+        Assert.Matches(@"\n  emb +embedding +emb\.weight +Gather of a \[20, 16\] table", r.Out);
+        Assert.Matches(@"/ff1/MatMul +kronecker +onnx::MatMul_138, ff1\.bias +MatMul applied over 2 leading axes \(every position a row: the expand form\)", r.Out);
+        Assert.Matches(@"ln1\.weight +diagonal +ln1\.weight +scale-and-shift \(LayerNormalization\)", r.Out);
+
+        var json = JsonDocument.Parse(AssertOk(Run("inspect", model, "--optimizer", "kfac", "--kfac-block", "head.*:identity", "--kfac-fallback", "identity", "--json")).Out).RootElement;
+        var blocks = json.GetProperty("kfac_blocks").EnumerateArray().ToArray();
+        Assert.Equal("identity", blocks.First(b => b.GetProperty("block").GetString() == "head.weight").GetProperty("kind").GetString());
+        Assert.Equal("identity", blocks.First(b => b.GetProperty("block").GetString() == "ln1.weight").GetProperty("kind").GetString());
+        AssertUserError(Run("inspect", model, "--optimizer", "kfac", "--kfac-block", "nothing:diagonal"), "--kfac-block", "matches no trainable parameter");
+        AssertUserError(Run("inspect", model, "--kfac-block", "head.*:identity"), "--optimizer kfac");
+    }
 }
