@@ -11,9 +11,10 @@ public sealed record FactorOutputs(string A, string G, long Groups, long DimA, l
 /// <summary>
 /// A layer's Kronecker-factor statistics of one batch, emitted as graph outputs so that only
 /// d×d matrices leave ONNX Runtime (Toolkit/Kfac/README.md has the formulas):
-/// <c>A = ĀᵀĀ / R</c> and <c>G = N (R_all / R) ĜᵀĜ</c>, per group, as [groups, d, d] tensors,
+/// <c>A = ĀᵀĀ / R</c> and <c>G = (N²/D)(R_all / R) ĜᵀĜ</c>, per group, as [groups, d, d] tensors,
 /// with Ā the layer-input rows (conv: patches) with a homogeneous column for the bias, Ĝ the
-/// pre-activation-gradient rows of a batch-mean loss (g/N), R the rows the statistics see
+/// pre-activation-gradient rows of the sampled loss (g/N), D the real loss's mean denominator
+/// (G is the Fisher of the loss being trained), R the rows the statistics see
 /// (all R_all of them, or those of the first ⌈f·D⌉ entries of the layer's leading axis D),
 /// N the batch: the first dimension of the loss's output. The leading axis of a layer need
 /// not be the batch (seq-first attention), which is why N comes from the output.
@@ -21,25 +22,23 @@ public sealed record FactorOutputs(string A, string G, long Groups, long DimA, l
 /// </summary>
 internal static class FactorStatistics
 {
-    /// <param name="empiricalDenominator">
-    /// Null for the sampled pass (its gradients are g/N). For the empirical Fisher, the real
-    /// loss's gradients are g/D with D its mean denominator (or g for a sum: pass ""), so G
-    /// takes D²/N instead of N.
+    /// <param name="denominator">
+    /// The real loss's mean denominator D (element count, or the sum of cross-entropy's row
+    /// weights), "" for a sum. G estimates the Fisher of the loss the graph trains: the sampled
+    /// pass's rows are g/N, so G = (N²/D)·ĜᵀĜ; the real loss's own rows (empirical Fisher) are
+    /// g/D, so G = D·ĜᵀĜ. For cross-entropy on [N, C] D = N and both are N·ĜᵀĜ.
     /// </param>
     public static FactorOutputs Emit(GraphBuildContext g, LayerInfo layer, string preactivationGradient, string lossOutput, double fraction,
-        string? empiricalDenominator = null)
+        string denominator, bool empirical)
     {
         var e = g.Emitter(layer.Name + "/kfac/stats");
         int type = EmitterState.FloatType(g.Infos.GetValueOrDefault(layer.PreActivation)?.ElemType ?? 0);
         string aName = g.State.UniqueName(layer.Name + "/kfac/A");
         string gName = g.State.UniqueName(layer.Name + "/kfac/G");
         var gradient = preactivationGradient;
-        string gScale = e.Cast(e.Op("Gather", [e.Shape(lossOutput), e.Int64s(0)]), type);   // [1]: N
-        if (empiricalDenominator is not null)
-        {
-            string d = empiricalDenominator.Length == 0 ? e.Scalar(1, type) : empiricalDenominator;
-            gScale = e.Div(e.Mul(d, d), gScale);
-        }
+        string d = denominator.Length == 0 ? e.Scalar(1, type) : denominator;
+        string n = e.Cast(e.Op("Gather", [e.Shape(lossOutput), e.Int64s(0)]), type);   // [1]: N
+        string gScale = empirical ? d : e.Div(e.Mul(n, n), d);
         if (fraction < 1)
         {
             string all = e.Cast(e.Op("Size", [gradient]), type);

@@ -186,7 +186,7 @@ public static class TrainingGraphBuilder
             if (options.FactorStatistics)
             {
                 factors = FactorStatistics.Emit(g, l, (sampled ?? grads)[l.PreActivation], output, options.StatisticsFraction,
-                    sampled is null ? loss.Denominator ?? "" : null);
+                    loss.Denominator ?? "", empirical: sampled is null);
                 AddOutput(graph, outputs, g, factors.A, TensorRole.FactorA, g.Infos.GetValueOrDefault(factors.A), l.Name);
                 AddOutput(graph, outputs, g, factors.G, TensorRole.FactorG, g.Infos.GetValueOrDefault(factors.G), l.Name);
             }

@@ -7,7 +7,8 @@ namespace OnnxKfac.Graph.Tests.Training;
 /// <summary>
 /// The factor statistics the graph emits equal the sums Toolkit/Kfac/README.md defines,
 /// computed here row by row from the taps (patch by patch for conv, per group, id by id for
-/// embeddings): A = ĀᵀĀ / R, G = (N²/n) ĜᵀĜ over the sampled pre-activation gradients.
+/// embeddings): A = ĀᵀĀ / R, G = (N²/D)·(R_all/R)·ĜᵀĜ over the sampled pre-activation gradients, D the
+/// real loss's mean denominator.
 /// </summary>
 public class FactorStatisticsTests
 {
@@ -78,7 +79,9 @@ public class FactorStatisticsTests
             }).ToArray();
             var gRows = Enumerable.Range(0, rows).Select(r => g.Data.Skip(r * dout).Take(dout).ToArray()).ToArray();
             AssertClose(Gram(aRows, dA, 1.0 / rows), outs[l.Outputs.FactorA!].Data, $"{l.Name} A");
-            AssertClose(Gram(gRows, dout, (double)n * total / rows), outs[l.Outputs.FactorG!].Data, $"{l.Name} G");
+            // G is the Fisher of the real loss: N²/D with D its mean denominator (N for cross-entropy, every element for bce).
+            double denominator = f.LossOptions.Kind == Graph.Losses.LossKind.CrossEntropy ? n : f.Target.Count;
+            AssertClose(Gram(gRows, dout, (double)n * n / denominator * total / rows), outs[l.Outputs.FactorG!].Data, $"{l.Name} G");
             Assert.Equal(new long[] { 1, dA, dA }, outs[l.Outputs.FactorA!].Shape);
         }
     }
@@ -149,8 +152,8 @@ public class FactorStatisticsTests
     [InlineData("autoencoder_bce_opset13")]
     public void EmpiricalFisherUsesTheRealLossGradientsAsPerExampleGradients(string fixture)
     {
-        // The real loss's output gradient is g/D (D: its mean denominator), so G = (D²/N) ĜᵀĜ
-        // is the mean over examples of g gᵀ, on the same scale as the sampled pass's.
+        // The real loss's output gradient is g/D (D: its mean denominator), so G = D·ĜᵀĜ is the
+        // empirical Fisher of that loss, on the scale of the sampled pass's (N²/D)·ĜᵀĜ.
         var (tg, outs, f) = Run(fixture, sampled: false);
         Assert.Null(tg.Manifest.Fisher);
         int n = (int)f.Target.Shape[0];
@@ -160,7 +163,7 @@ public class FactorStatisticsTests
             var g = outs[l.Outputs.PreactivationGradient!].Data;
             int dg = (int)l.OutFeatures;
             var rows = Enumerable.Range(0, g.Length / dg).Select(r => g.Skip(r * dg).Take(dg).ToArray()).ToArray();
-            AssertClose(Gram(rows, dg, d * d / n), outs[l.Outputs.FactorG!].Data, $"{l.Name} G");
+            AssertClose(Gram(rows, dg, d), outs[l.Outputs.FactorG!].Data, $"{l.Name} G");
         }
     }
 
