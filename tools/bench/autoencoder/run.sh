@@ -3,8 +3,9 @@
 # AdamW from the same weights (section 1), OnnxKfac against PyTorch (section 3), the K-FAC step broken
 # down (section 4), peak RSS (section 5). Writes tools/bench/autoencoder/RESULTS.md and the PNG plots.
 #
-#   tools/bench/autoencoder/run.sh                    # about 20 min on 2 cores: 11 training runs of RUN_SECONDS=60, then the step costs
-#   RUN_SECONDS=300 STEP_REPEAT=5 tools/bench/autoencoder/run.sh   # longer
+#   tools/bench/autoencoder/run.sh                    # about 15 min on 2 cores: 11 training runs of RUN_SECONDS=20, step costs once
+#   PARTS=train tools/bench/autoencoder/run.sh        # only the training curves (~5 min); PARTS=step only the step costs (~10 min)
+#   RUN_SECONDS=60 STEP_REPEAT=3 tools/bench/autoencoder/run.sh   # what RESULTS.md holds (~40 min)
 #   PARTS=step tools/bench/autoencoder/run.sh         # only the step costs (PARTS=train,step by default)
 #   KEEP=/tmp/ae tools/bench/autoencoder/run.sh       # keep the raw JSON
 set -euo pipefail
@@ -13,11 +14,11 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 PY=/usr/bin/python3
 TORCH=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY")   # the OpenBLAS tuning variables select slow kernels; PyTorch only
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
-RUN_SECONDS=${RUN_SECONDS:-60}
+RUN_SECONDS=${RUN_SECONDS:-20}
 THREADS=${THREADS:-1}               # training runs
 STEP_THREADS=${STEP_THREADS:-1,2}
 STEP_BATCHES=${STEP_BATCHES:-256,1024}
-STEP_REPEAT=${STEP_REPEAT:-3}
+STEP_REPEAT=${STEP_REPEAT:-1}
 STEPS=${STEPS:-20}
 PARTS=${PARTS:-train,step}
 SGD_LRS=${SGD_LRS:-3,10,30}

@@ -6,6 +6,21 @@ namespace OnnxKfac.AeBench;
 /// <summary>Training loss (the evaluation subset, ×784) against wall-clock and against updates, one line per run (ScottPlot, as the CLI's LossPlot).</summary>
 internal static class Plots
 {
+    private static string Label(JsonObject r)
+    {
+        string fw = (string?)r["framework"] == "pytorch" ? "PyTorch" : "OnnxKfac";
+        string o = (string)r["optimizer"]!;
+        double lr = (double)r["lr"]!, damping = (double)r["damping"]!;
+        string h = o switch
+        {
+            "kfac-quad" => $"K-FAC α/μ, LM λ₀={damping:g}",
+            "kfac-kl" => $"K-FAC KL-clip lr {lr:g} λ={damping:g}",
+            "sgd" => $"SGD+mom lr {lr:g}",
+            _ => $"AdamW lr {lr:g}",
+        };
+        return $"{fw} {h}, batch {r["batch"]}";
+    }
+
     public static void Save(string dir, IReadOnlyList<string> runs)
     {
         Directory.CreateDirectory(dir);
@@ -23,13 +38,14 @@ internal static class Plots
                 var ev = r["evals"]!.AsArray().Where(e => double.IsFinite((double)e!["loss"]!)).ToArray();
                 if (ev.Length == 0) continue;
                 var line = plot.Add.Scatter(ev.Select(e => (double)e![axis]!).ToArray(), ev.Select(e => (double)e!["loss"]!).ToArray(), palette.GetColor(k++));
-                string name = (string?)r["label"] ?? (string)r["optimizer"]!;
+                string name = Label(r);
                 line.LegendText = name;
                 line.MarkerSize = 3;
                 line.LineWidth = 2;
             }
             plot.Axes.AutoScale();
             plot.ShowLegend(Alignment.UpperRight);
+            plot.Legend.FontSize = 11;
             File.WriteAllBytes(Path.Combine(dir, file), plot.GetImage(1000, 560).GetImageBytes(ImageFormat.Png, 100));
             Console.WriteLine(Path.Combine(dir, file));
         }
