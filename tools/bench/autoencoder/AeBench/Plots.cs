@@ -31,7 +31,7 @@ internal static class Plots
             plot.Title("Fashion-MNIST deep autoencoder: training loss (BCE summed over pixels, mean over images)");
             plot.XLabel(label);
             plot.YLabel("loss on 5120 training images");
-            var palette = new ScottPlot.Palettes.Category10();
+            var palette = new ScottPlot.Palettes.Category20();
             int k = 0;
             foreach (var r in loaded)
             {
