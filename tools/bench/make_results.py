@@ -94,6 +94,8 @@ def merge(records):
             continue
         best = min(have, key=lambda r: r[key]["median_ms"])
         out[key] = best[key]
+        if key == "step" and "torch_threads" in best:
+            out["torch_threads"], out["blas_threads"] = best["torch_threads"], best["blas_threads"]
         if "other_cores" in best and key in best["other_cores"]:
             out["other_cores"][key] = best["other_cores"][key]
     for key in ("alloc_bytes", "alloc_fisher_bytes"):
@@ -160,7 +162,8 @@ def main():
       "(`SampledFisher = true`) and its overhead over the plain step; **no taps** = `LayerTaps = false`; "
       "**static N** = the same model with the batch dimension fixed (no run-time shape arithmetic in the backward graph); "
       "**SGD ms** = the `Sgd.Step` part of the step; **alloc** = managed bytes allocated by 100 untimed steps "
-      "(`GC.GetAllocatedBytesForCurrentThread`; see Allocation).")
+      "(`GC.GetAllocatedBytesForCurrentThread`; see Allocation); **PyTorch threads** = torch (OpenMP) / OpenBLAS threads of the "
+      "PyTorch row: for 2 threads both 1/2 and 2/2 are timed and the faster kept (two torch threads over-subscribe 2 cores).")
     w("")
 
     models = []
@@ -185,8 +188,8 @@ def main():
           f"nodes: model {r0['model_nodes']}, training graph {r0['training_nodes']} "
           f"(with Fisher {r0['fisher_nodes']}, no taps {r0['bare_nodes']}, static batch {r0['static_nodes']}).")
         w("")
-        w("| batch | threads | OnnxKfac ms | PyTorch ms | ratio | ORT fwd ms | step/fwd | PyTorch step/fwd | Fisher ms | Fisher overhead | no taps ms | static N ms | SGD ms | alloc B / steps | others |")
-        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| batch | threads | OnnxKfac ms | PyTorch ms | ratio | ORT fwd ms | step/fwd | PyTorch step/fwd | Fisher ms | Fisher overhead | no taps ms | static N ms | SGD ms | alloc B / steps | PyTorch threads | others |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in sorted(rows, key=lambda r: (r["batch"], r["threads"])):
             t = theirs.get((name, r["batch"], r["threads"]))
             s = med(r, "step")
@@ -196,7 +199,7 @@ def main():
               f"{ratio(s, med(r, 'forward'), '{:.1f}')} | {ratio(ts, med(t, 'forward'), '{:.1f}')} | "
               f"{ms(med(r, 'fisher_step'))} | {pct(med(r, 'fisher_step'), s)} | {ms(med(r, 'bare_step'))} | "
               f"{ms(med(r, 'static_step'))} | {ms(med(r, 'sgd'))} | {r['alloc_bytes']} / {r['alloc_steps']} | "
-              f"{fmt_others(others(r), others(t))} |")
+              f"{(t or {}).get('torch_threads', '?')}/{(t or {}).get('blas_threads', '?')} | {fmt_others(others(r), others(t))} |")
         w("")
 
     w("## Allocation")

@@ -27,6 +27,13 @@ PROFILE=${PROFILE:-fashion_mlp:256:1,transformer:256:1,cnn:256:1,resnet:256:1}
 EXPERIMENTS=${EXPERIMENTS:-transformer:32:1,transformer:256:1,transformer:256:2,fashion_mlp:256:2,cnn:32:1,cnn:256:1,resnet:32:1,resnet:256:1,resnet:256:2}
 PY=/usr/bin/python3
 
+# Section 0 of issue 7: PyTorch on OpenBLAS, not the netlib reference BLAS. Debian's
+# python3-torch calls libblas.so.3; libopenblas0-pthread takes over that alternative.
+if ! dpkg -s libopenblas0-pthread >/dev/null 2>&1; then
+  echo "installing libopenblas0-pthread (PyTorch's BLAS; see tools/bench/README.md)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread >/dev/null
+fi
+
 out=${KEEP:-$(mktemp -d)}
 mkdir -p "$out"
 [ -z "${KEEP:-}" ] && trap 'rm -rf "$out"' EXIT

@@ -1,0 +1,53 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OnnxKfac.AeBench;
+
+// onnx-kfac-ae-bench: the autoencoder benchmarks of issue 7 (tools/bench/autoencoder/README.md).
+//   train --model M --data DIR --optimizer sgd|adamw|kfac-quad|kfac-kl [--lr X] [--batch N] [--seconds S] ... --out run.json
+//   step  --model M --matmul MM --data DIR --batch N --threads T [--steps K] [--fraction F] --out step.json
+//   plot  --out DIR run1.json run2.json ...       (loss against wall-clock and against updates, PNG)
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+if (args.Length == 0) { Console.Error.WriteLine("usage: onnx-kfac-ae-bench train|step|plot ..."); return 2; }
+var opts = new Dictionary<string, string>();
+var rest = new List<string>();
+for (int i = 1; i < args.Length; i++)
+{
+    if (args[i].StartsWith("--", StringComparison.Ordinal) && i + 1 < args.Length) opts[args[i][2..]] = args[++i];
+    else rest.Add(args[i]);
+}
+string S(string k, string d) => opts.GetValueOrDefault(k, d);
+double D(string k, double d) => opts.TryGetValue(k, out var v) ? double.Parse(v, CultureInfo.InvariantCulture) : d;
+int I(string k, int d) => opts.TryGetValue(k, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : d;
+var json = new JsonSerializerOptions { WriteIndented = false };
+const string data = "/usr/share/datasets/fashion-mnist";
+
+switch (args[0])
+{
+    case "train":
+    {
+        var c = new Train.Config(S("model", ""), S("data", data), S("optimizer", "sgd"), D("lr", 0.1), I("batch", 256), D("seconds", 30),
+            I("max-updates", int.MaxValue), I("threads", 1), I("seed", 42), D("eval-every", 2), I("eval-examples", 5120), D("damping", 150),
+            D("fraction", 1), I("inverse-every", 20), D("kl-clip", 1e-3), D("momentum", 0.9), S("out", "run.json"));
+        var r = Train.Run(c);
+        File.WriteAllText(c.Out, r.ToJsonString(json));
+        var ev = r["evals"]!.AsArray();
+        Console.WriteLine($"{c.Optimizer} lr {c.Lr} batch {c.Batch}: {r["updates"]} updates in {(double)r["train_seconds"]!:F1} s, " +
+            $"loss {(double)ev[0]!["loss"]!:F2} -> {(double)ev[^1]!["loss"]!:F2} ({r["stop"]}), others {(double)r["other_cores"]!:F2} cores, peak RSS {(double)r["peak_rss_mib"]!:F0} MiB");
+        return 0;
+    }
+    case "step":
+    {
+        var r = Step.Run(S("model", ""), S("matmul", ""), S("data", data), I("batch", 256), I("threads", 1), I("steps", 30), I("warmup", 5), D("fraction", 0.125));
+        File.AppendAllText(S("out", "step.jsonl"), r.ToJsonString(json) + "\n");
+        Console.WriteLine(r.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        return 0;
+    }
+    case "plot":
+        Plots.Save(S("out", "."), rest);
+        return 0;
+    default:
+        Console.Error.WriteLine($"unknown command {args[0]}");
+        return 2;
+}

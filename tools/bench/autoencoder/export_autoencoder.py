@@ -1,0 +1,80 @@
+#!/usr/bin/python3
+"""The deep autoencoder of Martens & Grosse (2015) / Hinton & Salakhutdinov (2006) on 28x28 images:
+784-1000-500-250-30-250-500-1000-784, sigmoid units, linear 30-unit code layer, linear output
+(logits; the loss is BCE-with-logits against the input pixels). Exported to ONNX with a dynamic
+batch; every optimizer in tools/bench/autoencoder starts from these weights.
+
+    /usr/bin/python3 tools/bench/autoencoder/export_autoencoder.py OUT_DIR [--seed 0]
+
+Writes OUT_DIR/autoencoder.onnx (input 'x' [N, 784], output 'logits' [N, 784]). The PyTorch
+benchmarks (ae_torch.py) build the same module and load the same weights from that file, so the
+two sides start equal. Initialisation: PyTorch's default nn.Linear init under torch.manual_seed(seed)
+(the paper used sparse initialisation; this is a stated deviation).
+"""
+import argparse
+import os
+
+import torch
+import torch.nn as nn
+
+SIZES = [784, 1000, 500, 250, 30]
+
+
+class Autoencoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        dims = SIZES + SIZES[-2::-1]          # 784 1000 500 250 30 250 500 1000 784
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.code = len(SIZES) - 2            # index of the 250->30 layer: linear code
+
+    def forward(self, x):
+        h = x
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i != self.code and i != last:
+                h = torch.sigmoid(h)
+        return h
+
+
+def build(seed=0):
+    torch.manual_seed(seed)
+    return Autoencoder()
+
+
+def load_onnx_weights(model, path):
+    """Copies the initializers of an exported autoencoder.onnx into `model` (names match the state dict)."""
+    import onnx
+    from onnx import numpy_helper
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer}
+    state = model.state_dict()
+    for k in state:
+        state[k] = torch.from_numpy(inits[k].copy())
+    model.load_state_dict(state)
+    return model
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    model = build(a.seed).eval()
+    path = os.path.join(a.out, "autoencoder.onnx")
+    torch.onnx.export(model, torch.rand(2, 784), path, input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}}, opset_version=17, do_constant_folding=True)
+    print(path)
+    # The machine's MatMul peak in ONNX Runtime (section 4): one 1000x1000 by 1000x1000 MatMul.
+    import onnx
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul1000",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1000, 1000]),
+                           helper.make_tensor_value_info("b", TensorProto.FLOAT, [1000, 1000])],
+                          [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1000, 1000])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(m, os.path.join(a.out, "matmul1000.onnx"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The autoencoder benchmarks of issue 7 (README.md here): training curves of K-FAC, SGD+momentum and
+# AdamW from the same weights (section 1), OnnxKfac against PyTorch (section 3), the K-FAC step broken
+# down (section 4), peak RSS (section 5). Writes tools/bench/autoencoder/RESULTS.md and the PNG plots.
+#
+#   tools/bench/autoencoder/run.sh                    # about 15 min on 2 cores: 11 training runs of RUN_SECONDS=20, step costs once
+#   PARTS=train tools/bench/autoencoder/run.sh        # only the training curves (~5 min); PARTS=step only the step costs (~10 min)
+#   RUN_SECONDS=60 STEP_REPEAT=3 tools/bench/autoencoder/run.sh   # what RESULTS.md holds (~40 min)
+#   PARTS=step tools/bench/autoencoder/run.sh         # only the step costs (PARTS=train,step by default)
+#   KEEP=/tmp/ae tools/bench/autoencoder/run.sh       # keep the raw JSON
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+PY=/usr/bin/python3
+TORCH=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY")   # the OpenBLAS tuning variables select slow kernels; PyTorch only
+DATA=${DATA:-/usr/share/datasets/fashion-mnist}
+RUN_SECONDS=${RUN_SECONDS:-20}
+THREADS=${THREADS:-1}               # training runs
+STEP_THREADS=${STEP_THREADS:-1,2}
+STEP_BATCHES=${STEP_BATCHES:-256,1024}
+STEP_REPEAT=${STEP_REPEAT:-1}
+STEPS=${STEPS:-20}
+PARTS=${PARTS:-train,step}
+SGD_LRS=${SGD_LRS:-3,10,30}
+ADAMW_LRS=${ADAMW_LRS:-3e-4,1e-3,3e-3}
+TARGETS=${TARGETS:-450,400,385,350,300}
+
+if ! dpkg -s libopenblas0-pthread >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread >/dev/null
+fi
+if [ ! -f "$DATA/train-images-idx3-ubyte.gz" ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+out=${KEEP:-$(mktemp -d)}
+mkdir -p "$out"
+[ -z "${KEEP:-}" ] && trap 'rm -rf "$out"' EXIT
+"${TORCH[@]}" tools/bench/autoencoder/export_autoencoder.py "$out" >/dev/null
+dotnet build tools/bench/autoencoder/AeBench/AeBench.csproj -c Release --nologo -v q -clp:ErrorsOnly
+ae=(dotnet tools/bench/autoencoder/AeBench/bin/Release/net10.0/onnx-kfac-ae-bench.dll)
+tr=("${TORCH[@]}" tools/bench/autoencoder/ae_torch.py)
+m="$out/autoencoder.onnx"
+common=(--model "$m" --data "$DATA" --seconds "$RUN_SECONDS" --threads "$THREADS")
+load_start=$(cut -d' ' -f1 /proc/loadavg)
+start=$(date +%s)
+commands=("tools/bench/autoencoder/run.sh  # RUN_SECONDS=$RUN_SECONDS THREADS=$THREADS STEP_REPEAT=$STEP_REPEAT STEPS=$STEPS")
+
+if [[ ,$PARTS, == *,train,* ]]; then
+  # K-FAC: the paper's quadratic rule with LM damping from λ₀ = 150, and the KL-clip rule.
+  "${ae[@]}" train "${common[@]}" --optimizer kfac-quad --damping 150 --batch 1024 --out "$out/train-kfac-quad-1024.json"
+  # λ₀ = 1: the quadratic model's λ sits on the mean-reduced loss's scale (784× smaller F), see README.md
+  "${ae[@]}" train "${common[@]}" --optimizer kfac-quad --damping 1 --batch 1024 --out "$out/train-kfac-quad-1024-l1.json"
+  kl=(--optimizer kfac-kl --lr "${KL_LR:-10}" --damping "${KL_DAMPING:-1}" --kl-clip "${KL_CLIP:-1e-2}" --batch 256)
+  "${ae[@]}" train "${common[@]}" "${kl[@]}" --out "$out/train-kfac-kl-256.json"
+  "${tr[@]}" train "${common[@]}" "${kl[@]}" --out "$out/train-torch-kfac-kl-256.json"
+  IFS=',' read -r -a lrs <<< "$SGD_LRS"
+  for lr in "${lrs[@]}"; do "${ae[@]}" train "${common[@]}" --optimizer sgd --lr "$lr" --batch 256 --out "$out/train-sgd-$lr.json"; done
+  "${tr[@]}" train "${common[@]}" --optimizer sgd --lr "${lrs[1]}" --batch 256 --out "$out/train-torch-sgd-${lrs[1]}.json"
+  IFS=',' read -r -a lrs <<< "$ADAMW_LRS"
+  for lr in "${lrs[@]}"; do "${ae[@]}" train "${common[@]}" --optimizer adamw --lr "$lr" --batch 256 --out "$out/train-adamw-$lr.json"; done
+  "${ae[@]}" plot --out tools/bench/autoencoder "$out"/train-*.json
+  commands+=("onnx-kfac-ae-bench train --model autoencoder.onnx --optimizer kfac-quad|kfac-kl|sgd|adamw --lr X --batch N --seconds $RUN_SECONDS --threads $THREADS --out F.json" \
+             "ae_torch.py train --model autoencoder.onnx --optimizer kfac-kl|sgd --lr X --batch 256 --seconds $RUN_SECONDS --threads $THREADS --out F.json")
+fi
+if [[ ,$PARTS, == *,step,* ]]; then
+  IFS=',' read -r -a bs <<< "$STEP_BATCHES"
+  IFS=',' read -r -a ts <<< "$STEP_THREADS"
+  for _ in $(seq "$STEP_REPEAT"); do
+    for b in "${bs[@]}"; do for t in "${ts[@]}"; do
+      "${ae[@]}" step --model "$m" --matmul "$out/matmul1000.onnx" --data "$DATA" --batch "$b" --threads "$t" --steps "$STEPS" --fraction 0.125 --out "$out/step.jsonl" >/dev/null
+      "${tr[@]}" step --model "$m" --data "$DATA" --batch "$b" --threads "$t" --steps "$STEPS" --fraction 0.125 --out "$out/torch-step.jsonl" >/dev/null
+    done; done
+  done
+  commands+=("onnx-kfac-ae-bench step --model autoencoder.onnx --matmul matmul1000.onnx --batch B --threads T --steps $STEPS --fraction 0.125 --out step.jsonl" \
+             "ae_torch.py step --model autoencoder.onnx --batch B --threads T --steps $STEPS --fraction 0.125 --out torch-step.jsonl")
+fi
+export META_COMMANDS="$(printf '%s\n' "${commands[@]}")" META_LOAD_START="$load_start" META_LOAD_END="$(cut -d' ' -f1 /proc/loadavg)"
+export META_WALL=$(( $(date +%s) - start )) META_TARGETS="$TARGETS" META_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
+export META_COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- Graph Toolkit tools/bench || echo '+dirty')"
+export META_CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" META_NPROC="$(nproc)"
+export META_ISA="$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512bw|avx512vl|avx512_vnni|avx512_bf16)$' | tr '\n' ' ' | sed 's/ $//')"
+export META_BLAS="$("${TORCH[@]}" -c 'import torch; print(",".join(sorted({l.split()[-1] for l in open("/proc/self/maps") if "openblas" in l or "libblas" in l})))')"
+"$PY" - "$out/meta.json" <<'EOF2'
+import json, os, sys
+e = os.environ
+json.dump({"date": e["META_DATE"], "commit": e["META_COMMIT"], "cpu": e["META_CPU"], "nproc": e["META_NPROC"], "isa": e["META_ISA"],
+           "torch_blas": e["META_BLAS"], "load_start": e["META_LOAD_START"], "load_end": e["META_LOAD_END"], "wall_s": e["META_WALL"],
+           "targets": [float(t) for t in e["META_TARGETS"].split(",")], "commands": e["META_COMMANDS"].splitlines()}, open(sys.argv[1], "w"))
+EOF2
+"$PY" tools/bench/autoencoder/summarize.py "$out" > tools/bench/autoencoder/RESULTS.md
+echo "wrote tools/bench/autoencoder/RESULTS.md ($(( $(date +%s) - start )) s)"
