@@ -20,18 +20,27 @@ internal static class FactorMath
         return float.IsFinite(Vector.Sum(acc) + tail);
     }
 
-    /// <summary>sum += x, widening to float64.</summary>
-    public static void Accumulate(Span<double> sum, ReadOnlySpan<float> x)
+    /// <summary>sum += x, widening to float64; false when x holds a NaN or infinity (the sum is then poisoned).</summary>
+    public static bool Accumulate(Span<double> sum, ReadOnlySpan<float> x)
     {
         var xv = MemoryMarshal.Cast<float, Vector<float>>(x);
         var sv = MemoryMarshal.Cast<double, Vector<double>>(sum);
+        var probe = Vector<float>.Zero;
         for (int i = 0; i < xv.Length; i++)
         {
-            Vector.Widen(xv[i], out var lo, out var hi);
+            var v = xv[i];
+            probe += v * Vector<float>.Zero;   // 0·x is NaN exactly for NaN and ±∞
+            Vector.Widen(v, out var lo, out var hi);
             sv[2 * i] += lo;
             sv[2 * i + 1] += hi;
         }
-        for (int i = xv.Length * Vector<float>.Count; i < x.Length; i++) sum[i] += x[i];
+        float tail = 0;
+        for (int i = xv.Length * Vector<float>.Count; i < x.Length; i++)
+        {
+            tail += x[i] * 0f;
+            sum[i] += x[i];
+        }
+        return float.IsFinite(Vector.Sum(probe) + tail);
     }
 
     /// <summary>ema = e·ema + w·sum, then sum = 0.</summary>
@@ -41,9 +50,16 @@ internal static class FactorMath
         var sv = MemoryMarshal.Cast<double, Vector<double>>(sum);
         var eV = new Vector<double>(e);
         var wV = new Vector<double>(w);
-        for (int i = 0; i < ev.Length; i++) ev[i] = eV * ev[i] + wV * sv[i];
-        for (int i = ev.Length * Vector<double>.Count; i < ema.Length; i++) ema[i] = e * ema[i] + w * sum[i];
-        sum.Clear();
+        for (int i = 0; i < ev.Length; i++)
+        {
+            ev[i] = eV * ev[i] + wV * sv[i];
+            sv[i] = Vector<double>.Zero;
+        }
+        for (int i = ev.Length * Vector<double>.Count; i < ema.Length; i++)
+        {
+            ema[i] = e * ema[i] + w * sum[i];
+            sum[i] = 0;
+        }
     }
 
     /// <summary>Narrows float64 to float32.</summary>

@@ -77,12 +77,6 @@ internal abstract class CurvatureBlock(string name, string kind, string reason, 
     protected static void Fold(double[] ema, double[] sum, int batches, double epsilon) =>
         FactorMath.Fold(ema, sum, epsilon, (1 - epsilon) / batches);
 
-    protected static bool AddFinite(double[] sum, ReadOnlySpan<float> batch)
-    {
-        if (!FactorMath.AllFinite(batch)) return false;
-        FactorMath.Accumulate(sum, batch);
-        return true;
-    }
 
     protected static bool AllFinite(ReadOnlySpan<float> x) => FactorMath.AllFinite(x);
 

@@ -37,11 +37,18 @@ internal abstract class FactoredBlock : CurvatureBlock
         var g = pass.GetOutput(Layer.Outputs.FactorG!);
         if (a.Length != A.Length || g.Length != G.Length)
             throw new InvalidOperationException($"layer '{Name}': factor outputs hold {a.Length} and {g.Length} values, expected {A.Length} and {G.Length}");
-        if (!AllFinite(a) || !AllFinite(g)) return false;
-        AddFinite(_aSum, a);
-        AddFinite(_gSum, g);
-        _batches++;
-        return true;
+        // One pass per factor: accumulate and check together. A non-finite batch poisons the
+        // sums, so the whole update's statistics are dropped (the running factors stay as they were).
+        bool finite = FactorMath.Accumulate(_aSum, a) & FactorMath.Accumulate(_gSum, g);
+        if (finite)
+        {
+            _batches++;
+            return true;
+        }
+        Array.Clear(_aSum);
+        Array.Clear(_gSum);
+        _batches = 0;
+        return false;
     }
 
     public override void Reduce(Runtime.ICollectives collectives)
