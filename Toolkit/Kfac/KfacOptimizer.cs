@@ -309,7 +309,9 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         double c11 = q[0] + damp * dd, c12 = q[1] + damp * d0, c22 = q[3] + damp * o0;
         double alpha, mu = 0;
         double det = c11 * c22 - c12 * c12;
-        if (_hasMemory && o0 > 0 && det > 1e-12 * Math.Abs(c11 * c22) && double.IsFinite(det))
+        // Δ and δ₀ nearly parallel in the C metric (det/(c11·c22) = 1 − cos²) make the 2×2 solve
+        // cancel catastrophically (the products come from float32): then μ = 0, α alone.
+        if (_hasMemory && o0 > 0 && det > 1e-4 * Math.Abs(c11 * c22) && double.IsFinite(det))
         {
             alpha = (-gD * c22 + g0 * c12) / det;
             mu = (-g0 * c11 + gD * c12) / det;
