@@ -47,51 +47,35 @@ public sealed class BatchBinding : IDisposable
 
     internal TensorBuffer? NoiseBuffer { get; }
 
-    internal OrtIoBinding EvalBinding
-    {
-        get
-        {
-            if (_evalBinding is null)
-            {
-                var em = _session.EvalManifest;
-                var b = _session.EvalSession.CreateIoBinding();
-                foreach (var input in em.Inputs)
-                {
-                    if (_inputs.TryGetValue(input.Name, out var buf)) b.BindInput(input.Name, buf.Value);
-                    else if (_session.ParameterValues.TryGetValue(input.Name, out var p)) b.BindInput(input.Name, p.Value);
-                }
-                foreach (var (name, buffer) in ProbeAndAllocate(_session.EvalSession, b, em, _evalOutputs, null)) b.BindOutput(name, buffer.Value);
-                _evalLoss = _evalOutputs[em.Loss.Loss];
-                _evalBinding = b;
-            }
-            return _evalBinding;
-        }
-    }
+    /// <summary>The evaluation graph (loss and outputs only) over this batch's inputs (made on first use).</summary>
+    internal OrtIoBinding EvalBinding =>
+        _evalBinding ??= BindAnother(_session.EvalSession, _session.EvalManifest, _evalOutputs, gradsTo: null, out _evalLoss);
 
     /// <summary>The Jacobian-vector-product pass over this batch's inputs (made on first use).</summary>
     internal OrtIoBinding JvpBinding =>
         _jvpBinding ??= _session.Jvp.Bind(name => _inputs.GetValueOrDefault(name), _session.ParameterValues);
 
     /// <summary>The training graph without K-FAC's outputs, over this batch's inputs (made on first use).</summary>
-    internal OrtIoBinding LightBinding
+    internal OrtIoBinding LightBinding =>
+        _lightBinding ??= BindAnother(_session.LightSession, _session.LightManifest, _lightOutputs, gradsTo: _session, out _lightLoss);
+
+    /// <summary>
+    /// A binding of another graph of the session over this batch's input buffers and the
+    /// parameters, its outputs allocated (gradients into the parameters' own buffers when
+    /// <paramref name="gradsTo"/> is given); <paramref name="loss"/> is its loss buffer.
+    /// </summary>
+    private OrtIoBinding BindAnother(InferenceSession graph, TrainingManifest manifest, Dictionary<string, TensorBuffer> outputs,
+        TrainingSession? gradsTo, out TensorBuffer? loss)
     {
-        get
+        var b = graph.CreateIoBinding();
+        foreach (var input in manifest.Inputs)
         {
-            if (_lightBinding is null)
-            {
-                var lm = _session.LightManifest;
-                var b = _session.LightSession.CreateIoBinding();
-                foreach (var input in lm.Inputs)
-                {
-                    if (_inputs.TryGetValue(input.Name, out var buf)) b.BindInput(input.Name, buf.Value);
-                    else if (_session.ParameterValues.TryGetValue(input.Name, out var p)) b.BindInput(input.Name, p.Value);
-                }
-                foreach (var (name, buffer) in ProbeAndAllocate(_session.LightSession, b, lm, _lightOutputs, _session)) b.BindOutput(name, buffer.Value);
-                _lightLoss = _lightOutputs[lm.Loss.Loss];
-                _lightBinding = b;
-            }
-            return _lightBinding;
+            if (_inputs.TryGetValue(input.Name, out var buf)) b.BindInput(input.Name, buf.Value);
+            else if (_session.ParameterValues.TryGetValue(input.Name, out var p)) b.BindInput(input.Name, p.Value);
         }
+        foreach (var (name, buffer) in ProbeAndAllocate(graph, b, manifest, outputs, gradsTo)) b.BindOutput(name, buffer.Value);
+        loss = outputs[manifest.Loss.Loss];
+        return b;
     }
 
     internal double LightLoss => _lightLoss!.Span<float>()[0];
