@@ -137,7 +137,7 @@ public sealed class CollectivesTests(ITestOutputHelper output)
     }
 
     /// <summary>Relative tolerance on each update's loss (see BENCHMARKS.md, "Data-parallel training").</summary>
-    internal const double Tolerance = 1e-4;
+    internal const double Tolerance = 1e-5;
 
     [Fact]
     public void ShardedLoaderGivesEachRankItsSliceOfTheGlobalBatch()
