@@ -285,6 +285,8 @@ internal static class TrainCommand
             var res = result!;
             log.WriteLine($"done: {res.Steps - plan.StartStep} updates in {ProgressText.Seconds(trainClock.Elapsed)} ({(res.Steps - plan.StartStep) / Math.Max(1e-9, trainClock.Elapsed.TotalSeconds):F1} updates/s), stopped: {res.StopReason}" +
                 (res.SkippedSteps > 0 ? $", {res.SkippedSteps} non-finite batches skipped" : ""));
+            if (_ranks is MpiCollectives { Statistics: var cs } && res.Steps > plan.StartStep)
+                log.WriteLine($"collectives (rank 0): {cs}; per update {cs.TotalBytes / 1e6 / (res.Steps - plan.StartStep):F3} MB, {1e3 * cs.TotalSeconds / (res.Steps - plan.StartStep):F2} ms");
             if (optimizer is Toolkit.Kfac.KfacOptimizer kfac && !quiet)
                 log.WriteLine($"kfac: damping {kfac.Damping:G3}; K-FAC's own time: {kfac.Timings}");
             if (res.FinalValidation is { } fv) log.WriteLine($"validation: {Describe(fv)}");
