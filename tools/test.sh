@@ -11,6 +11,12 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -
   { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq dataset-fashion-mnist; } >/dev/null 2>&1 ||
     echo "could not install dataset-fashion-mnist: its three tests will be skipped"
 fi
+# Open MPI for the multi-rank tests (Tests/OnnxKfac.Cli.Tests/MpiTests.cs; skipped without mpirun).
+if ! command -v mpirun >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing openmpi-bin and libopenmpi-dev (for the multi-rank tests)"
+  { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq openmpi-bin libopenmpi-dev; } >/dev/null 2>&1 ||
+    echo "could not install Open MPI: the multi-rank tests will be skipped"
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 dotnet test OnnxKfac.sln -c Release --nologo "$@" 2>&1 | tee "$log"

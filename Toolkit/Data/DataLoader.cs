@@ -17,6 +17,7 @@ public sealed class DataLoader : IDisposable
 {
     private readonly Dataset _dataset;
     private readonly int _batch, _featureLength, _labelWidth, _epochExamples;
+    private readonly int _rank, _globalBatch;   // sharding: rank r reads [r·B, r·B + B) of each global batch of K·B
     private readonly int[]? _order;            // random access: the epoch's order of view indices
     private readonly float[]? _bufferFeatures; // front-to-back + shuffle: the shuffle buffer
     private readonly int[]? _bufferIndex;
@@ -39,10 +40,16 @@ public sealed class DataLoader : IDisposable
         _featureLength = dataset.FeatureLength;
         _labelWidth = dataset.LabelLength;
         int count = dataset.Count;
-        BatchesPerEpoch = options.DropLast ? count / _batch : (count + _batch - 1) / _batch;
-        if (BatchesPerEpoch == 0)
-            throw new DataException($"{dataset.Source}: {count} examples make no full batch of {_batch} and DropLast is set.");
-        _epochExamples = options.DropLast ? BatchesPerEpoch * _batch : count;
+        _rank = options.Rank;
+        _globalBatch = checked(_batch * options.Ranks);
+        int global = options.DropLast ? count / _globalBatch : (count + _globalBatch - 1) / _globalBatch;
+        if (global == 0)
+            throw new DataException(options.Ranks == 1
+                ? $"{dataset.Source}: {count} examples make no full batch of {_batch} and DropLast is set."
+                : $"{dataset.Source}: {count} examples make no full global batch of {options.Ranks} ranks × {_batch} and DropLast is set.");
+        _epochExamples = options.DropLast ? global * _globalBatch : count;
+        // Without DropLast the last global batch may be too short to reach this rank.
+        BatchesPerEpoch = !options.DropLast && _rank * _batch >= count - (global - 1) * _globalBatch ? global - 1 : global;
         if (dataset.IsRandomAccess)
         {
             _order = new int[count];
@@ -130,13 +137,17 @@ public sealed class DataLoader : IDisposable
             throw new ArgumentException($"The label buffer holds {(asClasses ? classes.Length : targets.Length)} values; a batch needs {labelsNeeded}.", "labels");
 
         if (!_epochStarted) StartEpoch();
-        int n = Math.Min(_batch, _epochExamples - _index);
+        int inBatch = Math.Min(_globalBatch, _epochExamples - _index);
+        int before = Math.Min(_rank * _batch, Math.Max(inBatch, 0));
+        int n = Math.Min(_batch, inBatch - before);
         if (n <= 0)
         {
+            if (inBatch > 0) Skip(inBatch);   // a last global batch too short to reach this rank
             EndEpoch();
             count = 0;
             return false;
         }
+        Skip(before);
         for (int k = 0; k < n; k++)
         {
             var dst = features.Slice(k * _featureLength, _featureLength);
@@ -145,6 +156,7 @@ public sealed class DataLoader : IDisposable
             if (asClasses) classes[k] = _dataset.ReadClass(v);
             else _dataset.ReadLabel(v, targets.Slice(k * _labelWidth, _labelWidth));
         }
+        Skip(inBatch - before - n);
         features[(n * _featureLength)..(_batch * _featureLength)].Clear();
         if (asClasses) classes[n.._batch].Clear();
         else targets[(n * _labelWidth)..(_batch * _labelWidth)].Clear();
@@ -204,6 +216,14 @@ public sealed class DataLoader : IDisposable
         int result = _bufferIndex![j];
         Refill(j);
         return result;
+    }
+
+    /// <summary>Passes over <paramref name="examples"/> examples of the epoch's order (other ranks' shares).</summary>
+    private void Skip(int examples)
+    {
+        if (_order is null)
+            for (int i = 0; i < examples; i++) SkipSequential();
+        _index += examples;
     }
 
     private void SkipSequential()

@@ -26,8 +26,21 @@ public sealed record LoaderOptions
     /// </summary>
     public int ShuffleBufferSize { get; init; } = 4096;
 
+    /// <summary>
+    /// Data-parallel sharding: this process's rank, 0 ≤ Rank &lt; <see cref="Ranks"/>. Default 0.
+    /// With K ranks and batch B, the epoch's (seeded) order is cut into global batches of K·B
+    /// examples and rank r reads examples r·B … r·B + B − 1 of each: the K ranks together see
+    /// exactly the batches one process with batch K·B sees, in the same order.
+    /// </summary>
+    public int Rank { get; init; }
+
+    /// <summary>The number of ranks sharing the data (see <see cref="Rank"/>). Default 1.</summary>
+    public int Ranks { get; init; } = 1;
+
     internal void Validate()
     {
+        if (Ranks <= 0) throw new ArgumentOutOfRangeException(nameof(Ranks), Ranks, "LoaderOptions.Ranks must be positive.");
+        if (Rank < 0 || Rank >= Ranks) throw new ArgumentOutOfRangeException(nameof(Rank), Rank, $"LoaderOptions.Rank must be in [0, {Ranks}).");
         if (BatchSize <= 0) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "LoaderOptions.BatchSize must be positive.");
         if (ShuffleBufferSize <= 0) throw new ArgumentOutOfRangeException(nameof(ShuffleBufferSize), ShuffleBufferSize, "LoaderOptions.ShuffleBufferSize must be positive.");
     }

@@ -35,6 +35,8 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private readonly IReadOnlyList<Parameter> _graphParameters;
     private readonly CurvatureBlock[] _blocks;
     private readonly OrtProgram? _inverse, _precondition;
+    private readonly TrainingSessionOptions? _runtime;
+    private DistributedInverses? _distributed;
     private readonly float[][]? _snapshot;
     private readonly double[] _rates, _ones, _fisher = new double[4], _quadratic = new double[3];
     private readonly int[] _slotOfParameter;
@@ -81,6 +83,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         _blocks = [.. Blocks.Select(b => Create(b, slots, manifest))];
         _lambda = _options.Damping;
 
+        _runtime = runtime;
         using var ortOptions = (runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
         _inverse = Build(ortOptions, "inverse", (b, pb, bind) => b.EmitInverse(pb, bind));
         _precondition = Build(ortOptions, "preconditioning", (b, pb, bind) => b.EmitPrecondition(pb, bind));
@@ -117,11 +120,12 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         _ => new IdentityBlock(slots[info.Parameters[0]], info.Reason),
     };
 
-    private OrtProgram? Build(Microsoft.ML.OnnxRuntime.SessionOptions options, string what, Action<CurvatureBlock, ProgramBuilder, ProgramBindings> emit)
+    private OrtProgram? Build(Microsoft.ML.OnnxRuntime.SessionOptions options, string what, Action<CurvatureBlock, ProgramBuilder, ProgramBindings> emit,
+        IEnumerable<CurvatureBlock>? blocks = null)
     {
         var pb = new ProgramBuilder();
         var bind = new ProgramBindings();
-        foreach (var b in _blocks) emit(b, pb, bind);
+        foreach (var b in blocks ?? _blocks) emit(b, pb, bind);
         return pb.IsEmpty ? null : new OrtProgram(pb.Build(), options, bind.Inputs, bind.Outputs, what);
     }
 
@@ -150,9 +154,11 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         LastStep = new KfacStepInfo { Update = update, DroppedStatistics = _observed == 0 ? 0 : LastStep.DroppedStatistics };
         long t0 = Stopwatch.GetTimestamp();
         if (_observed == 0) ObserveBatch(context, BatchSize(pass));   // stepped without the trainer's observation
+        if (context.Collectives.Size > 1 && (_options.UpdateRule == KfacUpdateRule.Quadratic || _options.DampingAdaptation == DampingAdaptation.LevenbergMarquardt))
+            throw new OnnxKfacException("data-parallel K-FAC (several ranks) supports the kl-clip update with fixed or scheduled damping; the quadratic rule and Levenberg–Marquardt are not distributed yet");
         UpdateEstimator(update, context.Collectives);
         long t1 = Stopwatch.GetTimestamp();
-        RefreshInverses(update);
+        RefreshInverses(update, context.Collectives);
         long t2 = Stopwatch.GetTimestamp();
         PrepareGradients();
         Precondition();
@@ -193,7 +199,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     }
 
     /// <summary>Phase 2: damped inverses, on the first update and every T_inv updates after it.</summary>
-    private void RefreshInverses(long update)
+    private void RefreshInverses(long update, ICollectives collectives)
     {
         if (_options.DampingAdaptation == DampingAdaptation.Fixed)
             _lambda = Math.Clamp(_options.Damping * _options.DampingSchedule.Factor(update) * _raised, _options.MinDamping, _options.MaxDamping);
@@ -202,7 +208,8 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         for (int attempt = 0; ; attempt++)
         {
             foreach (var b in _blocks) b.PrepareInverse(gamma, _boost);
-            _inverse.Run();
+            if (collectives.Size == 1) _inverse.Run();
+            else Distributed(collectives).Run();   // each rank inverts its share of the blocks, then all broadcast
             bool finite = true;
             foreach (var b in _blocks) finite &= b.InverseIsFinite();
             if (finite || attempt == 3) break;
@@ -212,6 +219,12 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         _hasInverses = true;
         LastStep = LastStep with { RefreshedInverses = true };
     }
+
+    private DistributedInverses Distributed(ICollectives collectives) => _distributed ??= new DistributedInverses(_blocks, collectives, owned =>
+    {
+        using var ortOptions = (_runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
+        return Build(ortOptions, $"inverse (rank {collectives.Rank})", (b, pb, bind) => b.EmitInverse(pb, bind), owned);
+    });
 
     /// <summary>Phase 3: the gradient K-FAC preconditions, ∇ + η θ.</summary>
     private void PrepareGradients()
@@ -501,6 +514,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     public void Dispose()
     {
         _inverse?.Dispose();
+        _distributed?.Dispose();
         _precondition?.Dispose();
     }
 

@@ -26,6 +26,26 @@ internal sealed class NoiseSource
     /// <summary>A double uniform in (0, 1): 53 random bits, never 0 or 1.</summary>
     public double NextOpenUnit() => ((_rng.NextUInt64() >> 11) + 0.5) * (1.0 / (1UL << 53));
 
+    private float[] _global = [];
+
+    /// <summary>
+    /// Data-parallel: rank <paramref name="rank"/>'s share of the noise one process with
+    /// <paramref name="ranks"/> times this batch would draw (the whole global batch is drawn,
+    /// this rank's slice kept), so K ranks sample the targets one process samples.
+    /// </summary>
+    public void FillShard(Span<float> target, bool normal, int rank, int ranks)
+    {
+        if (ranks == 1)
+        {
+            Fill(target, normal);
+            return;
+        }
+        int n = checked(target.Length * ranks);
+        if (_global.Length != n) _global = new float[n];
+        Fill(_global, normal);
+        _global.AsSpan(rank * target.Length, target.Length).CopyTo(target);
+    }
+
     public void Fill(Span<float> target, bool normal)
     {
         if (!normal)

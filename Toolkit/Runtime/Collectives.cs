@@ -22,6 +22,12 @@ public interface ICollectives
 
     /// <summary>Rank <paramref name="root"/>'s values, copied to every rank.</summary>
     void Broadcast(Span<float> values, int root);
+
+    /// <summary>Every rank's <paramref name="mine"/>, concatenated in rank order into <paramref name="all"/> (Size × mine.Length).</summary>
+    void AllGather(ReadOnlySpan<long> mine, Span<long> all);
+
+    /// <summary>Returns on a rank once every rank has called it.</summary>
+    void Barrier();
 }
 
 /// <summary>One process: ranks 0 of 1, every collective is the identity.</summary>
@@ -39,4 +45,7 @@ public sealed class SingleProcess : ICollectives
     {
         if (root != 0) throw new ArgumentOutOfRangeException(nameof(root), root, "a single process has only rank 0");
     }
+
+    public void AllGather(ReadOnlySpan<long> mine, Span<long> all) => mine.CopyTo(all);
+    public void Barrier() { }
 }

@@ -36,7 +36,8 @@ public sealed class Evaluator
     {
         _feeder.CheckDataset(data, "evaluation");
         int batch = _batchSize;
-        using var loader = new DataLoader(data, new LoaderOptions { BatchSize = batch, Shuffle = false });
+        // Each rank reads its own share (rank r: examples r·B … r·B + B − 1 of every K·B).
+        using var loader = new DataLoader(data, new LoaderOptions { BatchSize = batch, Shuffle = false, Rank = _collectives.Rank, Ranks = _collectives.Size });
         var full = _session.Bind(batch);
         Span<float> features = _feeder.FeatureBuffer(full, data.FeatureLength * batch);
         double lossSum = 0;

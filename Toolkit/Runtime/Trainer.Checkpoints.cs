@@ -15,9 +15,11 @@ public sealed partial class Trainer
     /// Writes a checkpoint. <paramref name="resultIsBest"/> marks the final checkpoint of a run
     /// whose result is its best validated weights (stored as <c>best/NAME</c> tensors, with
     /// <c>result_is_best</c> = 1) rather than its last weights (the parameters).
+    /// With several ranks only rank 0 writes (every rank holds the same state).
     /// </summary>
     public void SaveCheckpoint(string path, LoaderPosition position, bool resultIsBest = false)
     {
+        if (_options.Collectives.Rank != 0) return;
         foreach (var p in _session.Parameters)
             foreach (var v in p.Value)
                 if (!float.IsFinite(v)) throw new OnnxKfacException($"parameter '{p.Name}' holds a non-finite value; refusing to write a poisoned checkpoint to {path}");

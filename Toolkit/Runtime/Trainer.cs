@@ -24,6 +24,7 @@ public sealed partial class Trainer
     private readonly Evaluator _evaluator;
     private readonly float[][] _best;
     private readonly string _fingerprint;
+    private readonly GradientBuckets? _buckets;
 
     private long _step;
     private long _skipped;
@@ -44,7 +45,17 @@ public sealed partial class Trainer
         _evaluator = new Evaluator(session, _options.BatchSize, _options.Collectives, _feeder);
         _best = session.Parameters.Select(p => new float[p.Value.Length]).ToArray();
         _fingerprint = Checkpoint.Fingerprint(session.SourceModel, session.Parameters);
+        var c = _options.Collectives;
+        if (c.Size > 1)
+        {
+            // Data-parallel: rank r draws its share of the global batch's sampled-Fisher noise.
+            session.NoiseShard = (c.Rank, c.Size);
+            _buckets = new GradientBuckets(session.Parameters, c, session.Manifest.Loss.Reduction == "sum");
+        }
     }
+
+    /// <summary>Data-parallel: this process's rank and the number of ranks (0 of 1 in one process).</summary>
+    public (int Rank, int Size) Ranks => (_options.Collectives.Rank, _options.Collectives.Size);
 
     public long Step => _step;
 
@@ -54,7 +65,15 @@ public sealed partial class Trainer
         _feeder.CheckDataset(train, "training");
         if (validation is not null) _feeder.CheckDataset(validation, "validation");
         int batch = _options.BatchSize;
-        using var loader = new DataLoader(train, new LoaderOptions { BatchSize = batch, Shuffle = _options.Shuffle, Seed = _options.Seed, DropLast = _options.DropLast });
+        var ranks = _options.Collectives;
+        if (ranks.Size > 1) CheckRanksAgree(train, validation);
+        // With several ranks each reads its shard of every global batch of Size × batch examples; a short last
+        // global batch is dropped (every rank must take part in every update).
+        using var loader = new DataLoader(train, new LoaderOptions
+        {
+            BatchSize = batch, Shuffle = _options.Shuffle, Seed = _options.Seed, DropLast = _options.DropLast || ranks.Size > 1,
+            Rank = ranks.Rank, Ranks = ranks.Size,
+        });
         if (_resumePosition is { } pos) loader.Restore(pos);
         var full = _session.Bind(batch);
         int featureLength = train.FeatureLength;
@@ -87,6 +106,8 @@ public sealed partial class Trainer
                 continue;
             }
             double loss = _session.Run(binding, statistics: _optimizer is not IBatchObserver o || o.NeedsStatistics(_step + 1));
+            // Data-parallel: gradients, loss and count over all ranks right away, so every rank takes the same decisions below.
+            if (_buckets is not null) (loss, _) = _buckets.Reduce(loss, count);
             batchInEpoch++;
             examplesSinceTick += count;
             bool finite = double.IsFinite(loss) && double.IsFinite(GradientClipping.GlobalNorm(_session.Parameters));
@@ -153,7 +174,6 @@ public sealed partial class Trainer
 
     private void ApplyUpdate(double loss)
     {
-        AverageGradients();
         if (_options.ClipGradNorm is { } max) GradientClipping.ClipByGlobalNorm(_session.Parameters, max);
         _context.UpdateCount = _step + 1;
         _context.Loss = loss;
@@ -161,17 +181,25 @@ public sealed partial class Trainer
         _step++;
     }
 
-    /// <summary>Data-parallel: every rank's gradient becomes the mean over the ranks (nothing to do in one process).</summary>
-    private void AverageGradients()
+    /// <summary>Data-parallel: every rank must run the same model on the same data set with the same settings.</summary>
+    private void CheckRanksAgree(Dataset train, Dataset? validation)
     {
         var c = _options.Collectives;
-        if (c.Size == 1) return;
-        float scale = 1f / c.Size;
-        foreach (var p in _session.Parameters)
-        {
-            c.AllReduceSum(p.Grad);
-            for (int i = 0; i < p.Grad.Length; i++) p.Grad[i] *= scale;
-        }
+        long[] mine = [Hash(_fingerprint), train.Count, validation?.Count ?? -1, _options.BatchSize, (long)_options.Seed, _step];
+        var all = new long[mine.Length * c.Size];
+        c.AllGather(mine, all);
+        string[] what = ["model", "training examples", "validation examples", "batch size", "seed", "resumed step"];
+        for (int r = 1; r < c.Size; r++)
+            for (int k = 0; k < mine.Length; k++)
+                if (all[r * mine.Length + k] != all[k])
+                    throw new OnnxKfacException($"rank {r} disagrees with rank 0 on the {what[k]} ({all[r * mine.Length + k]} against {all[k]}): every rank must run the same command on the same files");
+    }
+
+    private static long Hash(string text)
+    {
+        ulong h = 14695981039346656037;   // FNV-1a: the same on every rank and run
+        foreach (char ch in text) h = (h ^ ch) * 1099511628211;
+        return (long)h;
     }
 
     private Metrics Validate(Dataset validation, int epoch)

@@ -108,6 +108,9 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
     /// <summary>False when a test writes the sampled-Fisher noise into the batch itself (the reference runs feed PyTorch's).</summary>
     internal bool DrawNoise { get; set; } = true;
 
+    /// <summary>Data-parallel: which share of the global batch's sampled-Fisher noise this rank draws (rank, ranks).</summary>
+    internal (int Rank, int Ranks) NoiseShard { get; set; } = (0, 1);
+
     /// <summary>Buffers and bindings for batches of <paramref name="batchSize"/> examples (made once, then reused).</summary>
     public BatchBinding Bind(int batchSize)
     {
@@ -142,7 +145,7 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
             _light.Value.Session.RunWithBinding(_runOptions, batch.LightBinding);
             return batch.LightLoss;
         }
-        if (DrawNoise && batch.NoiseBuffer is { } noise) _noise.Fill(noise.Span<float>(), Manifest.Fisher!.NoiseDistribution == "normal");
+        if (DrawNoise && batch.NoiseBuffer is { } noise) _noise.FillShard(noise.Span<float>(), Manifest.Fisher!.NoiseDistribution == "normal", NoiseShard.Rank, NoiseShard.Ranks);
         _train.RunWithBinding(_runOptions, batch.TrainBinding);
         return batch.Loss;
     }

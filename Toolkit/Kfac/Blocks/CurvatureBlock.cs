@@ -57,6 +57,12 @@ internal abstract class CurvatureBlock(string name, string kind, string reason, 
 
     public virtual void EmitInverse(ProgramBuilder pb, ProgramBindings b) { }
 
+    /// <summary>The buffers the inverse program writes (what data-parallel K-FAC broadcasts from the rank that computed them).</summary>
+    public virtual IEnumerable<float[]> InverseBuffers => [];
+
+    /// <summary>The cost of this block's inverses (Σ d³), to spread them over ranks.</summary>
+    public virtual double InverseCost => 0;
+
     /// <summary>After the inverse program: whether every inverse is finite.</summary>
     public virtual bool InverseIsFinite() => true;
 

@@ -53,6 +53,11 @@ internal sealed class EmbeddingBlock : FactoredBlock
 
     public override bool InverseIsFinite() => Valid = AllFinite(_gInv) && AllFinite(_aInvDiag);
 
+    // The diagonal A side is computed on every rank (PrepareInverse); only G's inverse is shared.
+    public override IEnumerable<float[]> InverseBuffers => [_gInv];
+
+    public override double InverseCost => Math.Pow(_d, 3);
+
     public override void EmitPrecondition(ProgramBuilder pb, ProgramBindings b)
     {
         string id = $"m{b.Inputs.Count}";

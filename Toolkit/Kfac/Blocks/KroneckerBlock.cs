@@ -100,6 +100,10 @@ internal sealed class KroneckerBlock : FactoredBlock
 
     public override bool InverseIsFinite() => Valid = AllFinite(_aInv) && AllFinite(_gInv);
 
+    public override IEnumerable<float[]> InverseBuffers => [_aInv, _gInv];
+
+    public override double InverseCost => _groups * (Math.Pow(_dA, 3) + Math.Pow(_dG, 3));
+
     public override void EmitPrecondition(ProgramBuilder pb, ProgramBindings b)
     {
         string id = $"k{b.Inputs.Count}";

@@ -87,9 +87,20 @@ internal static class TrainCommand
         private long _updatesPerEpoch;
         private long _epochExamples;
 
+        /// <summary>One process, or this rank of an mpirun launch (then libmpi is loaded; a plain run never needs it).</summary>
+        private ICollectives _ranks = SingleProcess.Instance;
+
         public int Execute(ParseResult r, string? modelArg, string? configPath)
         {
+            _ranks = MpiCollectives.FromEnvironment();
+            if (_ranks is IDisposable mpi) _owned.Insert(0, mpi);   // disposed last: MPI_Finalize
             try { return Run(r, modelArg, configPath); }
+            catch (Exception e) when (_ranks is MpiCollectives { Size: > 1 } world)
+            {
+                // The other ranks would wait in their next collective: stop them all now, naming this rank.
+                world.Abort($"error: rank {world.Rank} of {world.Size}: {e.Message}", e is OnnxKfacException ? ExitCodes.UserError : ExitCodes.Unexpected);
+                throw;
+            }
             finally
             {
                 for (int k = _owned.Count - 1; k >= 0; k--) _owned[k].Dispose();
@@ -107,8 +118,8 @@ internal static class TrainCommand
             var wall = Stopwatch.StartNew();
             string startedAt = DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
             var cfg = LoadConfig(table, r, modelArg, configPath, out var resumeFrom);
-            bool quiet = cfg.Bool("quiet");
-            var log = ctx.Out;
+            bool quiet = cfg.Bool("quiet") || _ranks.Rank != 0;   // with several ranks, rank 0 speaks and writes
+            var log = _ranks.Rank == 0 ? ctx.Out : TextWriter.Null;
             if (cfg.IsDefaultJob)
                 log.WriteLine("No MODEL given: fine-tuning the embedded default, a Fashion-MNIST MLP (72.8% test accuracy), on its 4000 shipped images. Train your own: onnx-kfac train MODEL --train DATA ...");
 
@@ -138,6 +149,7 @@ internal static class TrainCommand
             bool resume = cfg.Bool("resume");
             if (resume && resumeFrom is null) log.WriteLine($"no checkpoint at {checkpoint} yet: starting from the model's weights");
             string? report = cfg.String("report"), plot = cfg.String("plot"), export = cfg.String("export");
+            if (_ranks.Rank != 0) report = plot = export = null;
             CheckNotModel(cfg, modelPath, "export", "checkpoint", "report", "plot");
 
             // ---- model, data, optimizer ----------------------------------------------------------
@@ -196,6 +208,7 @@ internal static class TrainCommand
                 SkipNonFinite = cfg.Bool("skip_nonfinite"),
                 CheckpointPath = checkpoint,
                 CheckpointEvery = checkpointEvery,
+                Collectives = _ranks,
             };
             if (checkpoint is not null) TrainReport.CreateParent(checkpoint);
             options = options with { CheckpointConfig = cfg.ResolvedJson() };
@@ -227,6 +240,8 @@ internal static class TrainCommand
                     (norm is null ? "" : $"; features divided by {Config.Format(cfg.Double("scale", 1)!.Value)}" + (norm.Mean is null ? "" : ", then normalized")));
                 log.WriteLine($"{OptimizerSetup.Describe(cfg)}, batch {batch}, " +
                     (plan.Epochs is { } e ? $"{e} epochs, " : "") + $"{totalSteps} updates, seed {seed}, on {session.Options.Device}");
+                if (_ranks is MpiCollectives world)
+                    log.WriteLine($"data-parallel: {world.Size} ranks over {world.Library}, batch {batch} per rank = {batch * world.Size} per update; rank 0 writes every file");
             }
 
             Metrics? testBefore = null, testAfter = null;
@@ -270,6 +285,8 @@ internal static class TrainCommand
             var res = result!;
             log.WriteLine($"done: {res.Steps - plan.StartStep} updates in {ProgressText.Seconds(trainClock.Elapsed)} ({(res.Steps - plan.StartStep) / Math.Max(1e-9, trainClock.Elapsed.TotalSeconds):F1} updates/s), stopped: {res.StopReason}" +
                 (res.SkippedSteps > 0 ? $", {res.SkippedSteps} non-finite batches skipped" : ""));
+            if (_ranks is MpiCollectives { Statistics: var cs } && res.Steps > plan.StartStep)
+                log.WriteLine($"collectives (rank 0): {cs}; per update {cs.TotalBytes / 1e6 / (res.Steps - plan.StartStep):F3} MB, {1e3 * cs.TotalSeconds / (res.Steps - plan.StartStep):F2} ms");
             if (optimizer is Toolkit.Kfac.KfacOptimizer kfac && !quiet)
                 log.WriteLine($"kfac: damping {kfac.Damping:G3}; K-FAC's own time: {kfac.Timings}");
             if (res.FinalValidation is { } fv) log.WriteLine($"validation: {Describe(fv)}");
