@@ -26,9 +26,13 @@ internal sealed class DiagonalBlock(Slot slot, string sampledGradient, string re
 
     public override void Reduce(Runtime.ICollectives collectives)
     {
-        if (collectives.Size == 1 || _batches == 0) return;
+        // Every rank takes part, also one whose statistics were dropped (it adds zeros and no
+        // batches): collectives must be called in the same order everywhere.
+        if (collectives.Size == 1) return;
         collectives.AllReduceSum(_sum);
-        _batches *= collectives.Size;
+        Span<double> batches = [_batches];
+        collectives.AllReduceSum(batches);
+        _batches = (int)batches[0];
     }
 
     public override void Fold(double decay)
