@@ -170,6 +170,13 @@ public sealed class TrainBadInputTests : IDisposable
         AssertUserError(Train("--resume"), "--resume", "--checkpoint");
         AssertUserError(Train("--input-shape", "x=4,a"), "--input-shape", "NAME=d1,d2");
         AssertUserError(Train("--loss", "hinge"), "--loss", "unknown loss 'hinge'");
-        AssertUserError(Train("--lr", "abc"), "--lr");
+        AssertUserError(Train("--lr", "abc"), "--lr: 'abc' is not a number");
+        AssertUserError(Train("--patience", "1.5"), "--patience: '1.5' is not a whole number");
+        Assert.DoesNotContain("System.", Train("--lr", "abc").Err);
+        AssertUserError(Train("--plot", "loss.jpg"), "--plot", ".png or .svg");
+        // The labels flag suggested for features-only files is the command's own (eval: --labels, train: --train-labels).
+        var eval = AssertUserError(Run("eval", TrainData.Default("fashion_mlp.onnx"), "--data", TrainData.Default("test-images-idx3-ubyte.gz")), "give the labels with --labels FILE");
+        Assert.DoesNotContain("--data-labels", eval.Err);
+        AssertUserError(Run("train", TrainData.Default("fashion_mlp.onnx"), "--train", TrainData.Default("train-images-idx3-ubyte.gz")), "give the labels with --train-labels FILE");
     }
 }

@@ -134,6 +134,15 @@ public sealed class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void APlotNamedSvgIsAnSvg()
+    {
+        AssertOk(Train("--epochs", "1", "--plot", _dir["loss.svg"]));
+        string svg = File.ReadAllText(_dir["loss.svg"]);
+        Assert.StartsWith("<?xml", svg);
+        Assert.Contains("<svg", svg);
+    }
+
+    [Fact]
     public void AFailedGateExitsWith3NamingTheGateAndTheValueAndStillWritesTheReport()
     {
         var r = Train("--epochs", "1", "--fail-if", "val_accuracy>=0", "--fail-if", "train_loss>1000", "--report", _dir["r.json"], "--plot", _dir["p.png"]);

@@ -54,6 +54,18 @@ internal static class CliApp
     public static int Run(string[] args, TextWriter output, TextWriter error, bool isTerminal = false) =>
         Run(args, output, error, isTerminal, BuildRoot);
 
+    /// <summary>System.CommandLine names .NET types in its parse errors; say what the flag wants instead.</summary>
+    internal static string Plain(string message)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(message, @"^Cannot parse argument '(.*)' for option '([^']+)' as expected type '([^']+)'$");
+        if (!m.Success) return message;
+        string type = m.Groups[3].Value;
+        string what = type.Contains("Double", StringComparison.Ordinal) ? "a number"
+            : type.Contains("Int", StringComparison.Ordinal) ? "a whole number"
+            : type.Contains("Boolean", StringComparison.Ordinal) ? "true or false" : "a value of another kind";
+        return $"{m.Groups[2].Value}: '{m.Groups[1].Value}' is not {what}";
+    }
+
     /// <summary>Runs a command tree built by <paramref name="build"/> (tests register extra commands this way).</summary>
     internal static int Run(string[] args, TextWriter output, TextWriter error, bool isTerminal, Func<CliContext, RootCommand> build)
     {
@@ -64,7 +76,7 @@ internal static class CliApp
         if (parse.Action is ParseErrorAction)
         {
             string where = string.Join(' ', CommandPath(parse));
-            error.WriteLine($"error: {OneLine(string.Join("; ", parse.Errors.Select(e => e.Message.TrimEnd('.'))))} (see '{where} --help')");
+            error.WriteLine($"error: {OneLine(string.Join("; ", parse.Errors.Select(e => Plain(e.Message.TrimEnd('.')))))} (see '{where} --help')");
             return ExitCodes.UserError;
         }
         try

@@ -151,6 +151,7 @@ internal static class TrainCommand
             string? report = cfg.String("report"), plot = cfg.String("plot"), export = cfg.String("export");
             if (_ranks.Rank != 0) report = plot = export = null;
             CheckNotModel(cfg, modelPath, "export", "checkpoint", "report", "plot");
+            if (plot is not null && !LossPlot.IsSupported(plot)) throw cfg.Error("plot", $"{plot}: the plot is written as .png or .svg, chosen by the extension");
 
             // ---- model, data, optimizer ----------------------------------------------------------
             var setup = Own(ModelSetup.Open(cfg, modelPath, seed, graph => OptimizerSetup.ConfigureGraph(cfg, graph)));

@@ -75,7 +75,7 @@ internal static class DataSources
                 default:
                 {
                     if (labels is null)
-                        throw new OnnxKfacException($"{flag} {path}: {Describe(format)} file holds the features only; give the labels with {LabelsFlag(key)} FILE");
+                        throw new OnnxKfacException($"{flag} {path}: {Describe(format)} file holds the features only; give the labels with --{labelsKey.Replace('_', '-')} FILE");
                     var labelFormat = Detect(labels);
                     if (format == Format.Idx && labelFormat == Format.Idx) return Idx.OpenDataset(path, labels, options);
                     if (labelFormat is Format.Csv or Format.Npz)
@@ -97,8 +97,6 @@ internal static class DataSources
             throw new OnnxKfacException($"{flag} {path}: cannot read: {e.Message}", e);
         }
     }
-
-    private static string LabelsFlag(string key) => "--" + key.Replace('_', '-') + "-labels";
 
     private static string Describe(Format f) => f switch
     {

@@ -9,6 +9,11 @@ internal static class LossPlot
     public const int Width = 900;
     public const int Height = 500;
 
+    /// <summary>The formats a plot is written in, chosen by the path's extension.</summary>
+    public static bool IsSupported(string path) => Path.GetExtension(path).ToLowerInvariant() is ".png" or ".svg";
+
+    private static bool IsSvg(string path) => Path.GetExtension(path).Equals(".svg", StringComparison.OrdinalIgnoreCase);
+
     public static void Save(string path, string title, IReadOnlyList<StepRecord> steps, IReadOnlyList<ValidationRecord> validations, int smoothing)
     {
         var kept = steps.Where(s => !s.Skipped && double.IsFinite(s.Loss)).ToArray();
@@ -44,8 +49,8 @@ internal static class LossPlot
             points.LinePattern = LinePattern.Dashed;
         }
         plot.ShowLegend(Alignment.UpperRight);
-        byte[] png = plot.GetImage(Width, Height).GetImageBytes(ImageFormat.Png, 100);
-        AtomicFile.WriteAllBytes(path, png);
+        if (IsSvg(path)) AtomicFile.WriteAllText(path, plot.GetSvgXml(Width, Height));
+        else AtomicFile.WriteAllBytes(path, plot.GetImage(Width, Height).GetImageBytes(ImageFormat.Png, 100));
     }
 
     private static double[] MovingAverage(double[] ys, int window)
