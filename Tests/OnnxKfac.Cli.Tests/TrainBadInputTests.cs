@@ -174,6 +174,11 @@ public sealed class TrainBadInputTests : IDisposable
         AssertUserError(Train("--patience", "1.5"), "--patience: '1.5' is not a whole number");
         Assert.DoesNotContain("System.", Train("--lr", "abc").Err);
         AssertUserError(Train("--plot", "loss.jpg"), "--plot", ".png or .svg");
+        // Outputs are checked before training: a folder, or a folder that cannot be made (under a file).
+        AssertUserError(Train("--checkpoint", Path.GetTempPath()), "--checkpoint", "is a folder");
+        string underFile = Path.Combine(_model, "out", "report.json");
+        var r = AssertUserError(Train("--report", underFile, "--max-steps", "1"), "--report", underFile, "cannot write there");
+        Assert.DoesNotContain("step 1", r.Out);
         // The labels flag suggested for features-only files is the command's own (eval: --labels, train: --train-labels).
         var eval = AssertUserError(Run("eval", TrainData.Default("fashion_mlp.onnx"), "--data", TrainData.Default("test-images-idx3-ubyte.gz")), "give the labels with --labels FILE");
         Assert.DoesNotContain("--data-labels", eval.Err);

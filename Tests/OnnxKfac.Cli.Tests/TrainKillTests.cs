@@ -96,17 +96,19 @@ public sealed class TrainKillTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(lastStep + 3, Checkpoint.Load(ck).Longs["step"]);
     }
 
-    [Fact]
-    public void CtrlCStopsAfterTheCurrentUpdateWritesCheckpointAndReportAndExits130()
+    [Theory]
+    [InlineData("INT", 130)]    // Ctrl+C
+    [InlineData("TERM", 143)]   // docker stop, Kubernetes, CI cancellation
+    public void ASignalStopsAfterTheCurrentUpdateWritesCheckpointAndReportAndExitsWithItsCode(string signal, int code)
     {
-        string ck = _dir["int.ckpt"], report = _dir["int.json"];
+        string ck = _dir[signal + ".ckpt"], report = _dir[signal + ".json"];
         using var p = Start("train", "--epochs", "50", "--checkpoint", ck, "--checkpoint-every", "25", "--report", report, "--quiet");
         var wait = Stopwatch.StartNew();
         while (!File.Exists(ck) && wait.Elapsed < TimeSpan.FromSeconds(30) && !p.HasExited) Thread.Sleep(20);
         Assert.False(p.HasExited, "the run ended before it was interrupted");
-        using (var kill = Process.Start("kill", ["-INT", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) kill.WaitForExit();
+        using (var kill = Process.Start("kill", ["-" + signal, p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])) kill.WaitForExit();
         Assert.True(p.WaitForExit(30_000));
-        Assert.Equal(130, p.ExitCode);
+        Assert.Equal(code, p.ExitCode);
         var r = TrainData.Report(report);
         Assert.Equal("cancelled", r.GetProperty("stop_reason").GetString());
         Assert.Equal(r.GetProperty("steps").GetInt64(), Checkpoint.Load(ck).Longs["step"]);

@@ -22,6 +22,9 @@ internal static class TrainCommand
     /// <summary>Exit code of a run stopped by Ctrl+C (after writing its checkpoint and report).</summary>
     public const int Cancelled = 130;
 
+    /// <summary>Exit code of a run stopped by SIGTERM (docker stop, Kubernetes, CI cancellation), 128 + 15, after the same writes.</summary>
+    public const int Terminated = 143;
+
     public const int DefaultEpochs = 3;
     public const int DefaultBatchSize = 32;
     public const long DefaultSeed = 42;
@@ -152,6 +155,8 @@ internal static class TrainCommand
             if (_ranks.Rank != 0) report = plot = export = null;
             CheckNotModel(cfg, modelPath, "export", "checkpoint", "report", "plot");
             if (plot is not null && !LossPlot.IsSupported(plot)) throw cfg.Error("plot", $"{plot}: the plot is written as .png or .svg, chosen by the extension");
+            // Every output is checked before training: a run must not fail at its end for an unwritable path.
+            foreach (var key in new[] { "checkpoint", "report", "plot", "export" }) CheckWritable(cfg, key);
 
             // ---- model, data, optimizer ----------------------------------------------------------
             var setup = Own(ModelSetup.Open(cfg, modelPath, seed, graph => OptimizerSetup.ConfigureGraph(cfg, graph)));
@@ -256,6 +261,14 @@ internal static class TrainCommand
             using var cancel = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
             Console.CancelKeyPress += onCancel;
+            bool terminated = false;
+            // SIGTERM is handled as Ctrl+C: stop after the current update, write checkpoint, report and plot.
+            using var onTerm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c =>
+            {
+                c.Cancel = true;
+                terminated = true;
+                cancel.Cancel();
+            });
             TrainingResult? result = null;
             string? error = null;
             var trainClock = Stopwatch.StartNew();
@@ -299,7 +312,7 @@ internal static class TrainCommand
             var metrics = WriteOutputs(cfg, setup, startedAt, wall, trainClock, resumeFrom, train, val, test, norm, recorder, res, null, testBefore, testAfter, gates, plot, report, export);
             foreach (var (what, path) in new[] { ("checkpoint", checkpoint), ("fine-tuned model", export), ("report", report), ("loss plot", plot) })
                 if (path is not null) log.WriteLine($"wrote {what} {path}");
-            if (res.StopReason == "cancelled") return Cancelled;
+            if (res.StopReason == "cancelled") return terminated ? Terminated : Cancelled;
             return metrics.GatesPassed ? ExitCodes.Ok : Gates.ExitCode;
         }
 
@@ -427,6 +440,25 @@ internal static class TrainCommand
         {
             int? v = cfg.Int(key);
             return v is null or >= 1 ? v : throw cfg.Error(key, $"{v}: must be at least 1");
+        }
+
+        /// <summary>The folder of output <paramref name="key"/> exists (or is created) and accepts a file.</summary>
+        private static void CheckWritable(Config cfg, string key)
+        {
+            if (cfg.String(key) is not { } path) return;
+            string full = Path.GetFullPath(path);
+            if (Directory.Exists(full)) throw cfg.Error(key, $"{path} is a folder; give a file name");
+            string dir = Path.GetDirectoryName(full)!;
+            string probe = Path.Combine(dir, $".onnx-kfac-probe-{Environment.ProcessId}");
+            try
+            {
+                Directory.CreateDirectory(dir);
+                using (File.Create(probe, 1, FileOptions.DeleteOnClose)) { }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw cfg.Error(key, $"{path}: cannot write there ({e.Message.TrimEnd('.')})", e);
+            }
         }
 
         private static void CheckNotModel(Config cfg, string model, params string[] keys)
