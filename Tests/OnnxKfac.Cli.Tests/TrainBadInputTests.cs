@@ -184,4 +184,18 @@ public sealed class TrainBadInputTests : IDisposable
         Assert.DoesNotContain("--data-labels", eval.Err);
         AssertUserError(Run("train", TrainData.Default("fashion_mlp.onnx"), "--train", TrainData.Default("train-images-idx3-ubyte.gz")), "give the labels with --train-labels FILE");
     }
+
+    [Fact]
+    public void EvalWithANonFiniteLossFailsAndItsReportHasNoTrainingKeys()
+    {
+        var (x, y) = TrainData.Make(12, 3);
+        x[5] = float.NaN;
+        File.WriteAllBytes(_dir["x.npy"], TrainData.Npy(x, 12, 4));
+        File.WriteAllBytes(_dir["y.npy"], TrainData.Npy(y, 12));
+        AssertUserError(Run("eval", _model, "--data", _dir["x.npy"], "--labels", _dir["y.npy"], "--report", _dir["nan.json"]), "the loss is NaN");
+        var report = TrainData.Report(_dir["nan.json"]);
+        Assert.Contains("NaN", report.GetProperty("error").GetString());
+        foreach (var key in new[] { "step_losses", "train_seconds", "steps", "stop_reason", "epoch_metrics" })
+            Assert.False(report.TryGetProperty(key, out _), $"eval's report has the training key '{key}'");
+    }
 }

@@ -42,6 +42,8 @@ public sealed class TrainCommandTests : IDisposable
         Assert.True(metrics.GetProperty("test_accuracy").GetDouble() > 0.728, report.ToString());
         Assert.Equal(3600, report.GetProperty("data").GetProperty("train").GetProperty("examples").GetInt32());
         Assert.Equal(255, report.GetProperty("config").GetProperty("scale").GetDouble());
+        Assert.Equal("mean", report.GetProperty("config").GetProperty("reduction").GetString());   // the default, not null
+        Assert.Equal(1, report.GetProperty("step_losses")[0].GetProperty("epoch").GetInt32());      // epochs count from 1, as printed
         var png = File.ReadAllBytes(_dir["loss.png"]);
         Assert.True(png.Length > 10_000);
         Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, png[..4]);

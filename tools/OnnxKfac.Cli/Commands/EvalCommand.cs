@@ -108,12 +108,14 @@ internal static class EvalCommand
             ["examples"] = m.Examples,
             ["examples_per_second"] = seconds > 0 ? m.Examples / seconds : 0,
         };
-        var results = Gates.Check(gates, metrics, ctx.Out, ctx.Error);
+        // A non-finite loss is no measurement: no gate is judged on it, and the run fails.
+        string? nonFinite = double.IsFinite(m.Loss) ? null
+            : $"{cfg.Where("data")}: the loss is {m.Loss.ToString(CultureInfo.InvariantCulture)}: the data holds NaN or infinite values, or the model produces them";
+        var results = nonFinite is null ? Gates.Check(gates, metrics, ctx.Out, ctx.Error) : [];
         if (reportPath is not null)
         {
-            new TrainReport
+            new EvalReport
             {
-                Command = "eval",
                 Model = modelPath,
                 DefaultJob = cfg.IsDefaultJob,
                 Config = JsonNode.Parse(cfg.ResolvedJson()),
@@ -123,7 +125,8 @@ internal static class EvalCommand
                 Parameters = setup.Session.Parameters.Count,
                 ParameterValues = setup.ParameterValues,
                 WallSeconds = clock.Elapsed.TotalSeconds,
-                StopReason = "evaluated",
+                EvalSeconds = seconds,
+                Error = nonFinite,
                 Metrics = metrics,
                 Gates = results,
                 GatesPassed = results.All(g => g.Passed),
@@ -131,6 +134,7 @@ internal static class EvalCommand
             }.Write(reportPath);
             ctx.Out.WriteLine($"wrote report {reportPath}");
         }
+        if (nonFinite is not null) throw new OnnxKfacException(nonFinite);
         return results.All(g => g.Passed) ? ExitCodes.Ok : Gates.ExitCode;
     }
 }

@@ -69,7 +69,7 @@ internal sealed class ModelSetup : IDisposable
         LossOptions loss;
         try { loss = new LossOptions(LossOptions.ParseKind(cfg.String("loss", "cross-entropy")!)) { Output = cfg.String("output") }; }
         catch (OnnxKfacException e) { throw cfg.Error("loss", e.Message, e); }
-        if (cfg.String("reduction") is { } red)
+        if (cfg.String("reduction", "mean") is { } red)
             loss = loss with
             {
                 Reduction = red.Trim().ToLowerInvariant() switch

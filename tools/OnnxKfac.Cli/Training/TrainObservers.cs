@@ -37,20 +37,20 @@ internal sealed class RunRecorder(ITrainingObserver? display) : ITrainingObserve
 
     public void OnStep(in StepReport step)
     {
-        Steps.Add(new StepRecord(step.Step, step.Epoch, step.Loss, step.Skipped));
+        Steps.Add(new StepRecord(step.Step, step.Epoch + 1, step.Loss, step.Skipped));   // epochs count from 1, as printed
         Examples.Add(step);
         display?.OnStep(step);
     }
 
     public void OnValidation(in ValidationReport v)
     {
-        Validations.Add(new ValidationRecord(v.Step, v.Epoch, v.Metrics.Loss, v.Metrics.Accuracy, v.Improved));
+        Validations.Add(new ValidationRecord(v.Step, v.Epoch + 1, v.Metrics.Loss, v.Metrics.Accuracy, v.Improved));
         display?.OnValidation(v);
     }
 
     public void OnEpoch(in EpochReport e)
     {
-        Epochs.Add(new EpochRecord(e.Epoch, e.MeanTrainLoss, e.Validation?.Loss, e.Validation?.Accuracy));
+        Epochs.Add(new EpochRecord(e.Epoch + 1, e.MeanTrainLoss, e.Validation?.Loss, e.Validation?.Accuracy));
         display?.OnEpoch(e);
     }
 

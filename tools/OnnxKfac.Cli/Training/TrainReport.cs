@@ -54,3 +54,31 @@ internal sealed record TrainReport
         Commands.PrepareCommand.Write(() => Directory.CreateDirectory(dir), dir);
     }
 }
+
+/// <summary>What <c>eval</c> writes: the run's identity, data and metrics, and no training keys.</summary>
+internal sealed record EvalReport
+{
+    public int Version { get; init; } = 1;
+    public string Command { get; init; } = "eval";
+    public required string Model { get; init; }
+    public bool DefaultJob { get; init; }
+    public required JsonNode? Config { get; init; }
+    public required string StartedAt { get; init; }
+    public required Dictionary<string, DataSummary?> Data { get; init; }
+    public object? Normalization { get; init; }
+    public int Parameters { get; init; }
+    public long ParameterValues { get; init; }
+    public double WallSeconds { get; init; }
+    public double EvalSeconds { get; init; }
+    public string? Error { get; init; }
+    public required SortedDictionary<string, double?> Metrics { get; init; }
+    public IReadOnlyList<GateResult> Gates { get; init; } = [];
+    public bool GatesPassed { get; init; } = true;
+    public Dictionary<string, string?> Outputs { get; init; } = [];
+
+    public void Write(string path)
+    {
+        TrainReport.CreateParent(path);
+        Commands.PrepareCommand.Write(() => AtomicFile.WriteAllText(path, Json.Serialize(this) + "\n"), path);
+    }
+}
