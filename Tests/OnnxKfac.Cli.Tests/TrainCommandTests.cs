@@ -136,6 +136,16 @@ public sealed class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void AdamIsTorchAdamWithCoupledWeightDecayNotAdamW()
+    {
+        AssertOk(Train("--epochs", "1", "--optimizer", "adam", "--weight-decay", "0.1", "--report", _dir["adam.json"]));
+        AssertOk(Train("--epochs", "1", "--optimizer", "adamw", "--weight-decay", "0.1", "--report", _dir["adamw.json"]));
+        var adam = TrainData.Report(_dir["adam.json"]);
+        Assert.Equal("adam", adam.GetProperty("config").GetProperty("optimizer").GetString());
+        Assert.NotEqual(TrainData.StepLosses(adam), TrainData.StepLosses(TrainData.Report(_dir["adamw.json"])));
+    }
+
+    [Fact]
     public void APlotNamedSvgIsAnSvg()
     {
         AssertOk(Train("--epochs", "1", "--plot", _dir["loss.svg"]));

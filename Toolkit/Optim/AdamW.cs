@@ -50,10 +50,12 @@ public sealed class AdamW : IOptimizer
             double beta1 = s.Settings.Momentum;
             double stepSize = lr / (1 - Math.Pow(beta1, t));
             double bias2Sqrt = Math.Sqrt(1 - Math.Pow(beta2, t));
+            bool decoupled = Options.DecoupledWeightDecay;
             Kernels.AdamW(s.Parameter.Value, s.Parameter.Grad, s.Mean, s.Square, s.Max,
-                (float)(1 - lr * s.Settings.WeightDecay),
+                decoupled ? (float)(1 - lr * s.Settings.WeightDecay) : 1f,
                 (float)beta1, (float)(1 - beta1), (float)beta2, (float)(1 - beta2),
-                (float)bias2Sqrt, (float)Options.Epsilon, (float)-stepSize);
+                (float)bias2Sqrt, (float)Options.Epsilon, (float)-stepSize,
+                decoupled ? 0f : (float)s.Settings.WeightDecay);
         }
     }
 

@@ -21,6 +21,12 @@ public sealed record AdamWOptions
     /// <summary>Decoupled weight decay: each update first scales parameters by 1 - lr·wd. ≥ 0. Default 1e-2.</summary>
     public double WeightDecay { get; init => field = Checks.NonNegative(value, nameof(WeightDecay)); } = 1e-2;
 
+    /// <summary>
+    /// True (default): AdamW's decoupled decay. False: torch.optim.Adam's coupled L2, the weight
+    /// decay added to the gradient (g + wd·p) before the moments.
+    /// </summary>
+    public bool DecoupledWeightDecay { get; init; } = true;
+
     /// <summary>AMSGrad: normalise by the running maximum of the second moment. Default false.</summary>
     public bool AmsGrad { get; init; }
 

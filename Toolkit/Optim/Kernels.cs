@@ -61,8 +61,10 @@ internal static class Kernels
     /// </summary>
     public static void AdamW(Span<float> p, ReadOnlySpan<float> g, Span<float> m, Span<float> v, Span<float> vmax,
         float decay, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2,
-        float bias2Sqrt, float eps, float negStepSize)
+        float bias2Sqrt, float eps, float negStepSize, float l2 = 0)
     {
+        bool coupled = l2 != 0;   // torch.optim.Adam: g = g + wd·p before the moments (then decay is 1)
+        var l2V = new Vector<float>(l2);
         bool ams = !vmax.IsEmpty;
         var pv = MemoryMarshal.Cast<float, Vector<float>>(p);
         var gv = MemoryMarshal.Cast<float, Vector<float>>(g);
@@ -79,7 +81,7 @@ internal static class Kernels
         var stepV = new Vector<float>(negStepSize);
         for (int k = 0; k < pv.Length; k++)
         {
-            var gk = gv[k];
+            var gk = coupled ? gv[k] + l2V * pv[k] : gv[k];
             var pk = pv[k] * decayV;
             var mk = mv[k] * b1 + c1 * gk;
             var vk = vv[k] * b2 + c2 * gk * gk;
@@ -91,7 +93,7 @@ internal static class Kernels
         }
         for (int i = pv.Length * Vector<float>.Count; i < p.Length; i++)
         {
-            float gi = g[i];
+            float gi = coupled ? g[i] + l2 * p[i] : g[i];
             float pi = p[i] * decay;
             float mi = m[i] * beta1 + oneMinusBeta1 * gi;
             float vi = v[i] * beta2 + oneMinusBeta2 * gi * gi;

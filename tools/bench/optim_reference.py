@@ -118,6 +118,10 @@ def main():
     run("AdamWAmsgrad",
         lambda ps: torch.optim.AdamW(ps, lr=0.02, weight_decay=0.01, amsgrad=True, foreach=False),
         lambda o: StepLR(o, step_size=3, gamma=0.3), clip=1.5)
+    # Adam (coupled L2: weight decay added to the gradient), clipping at 2.
+    run("AdamCoupled",
+        lambda ps: torch.optim.Adam(ps, lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, foreach=False),
+        clip=2.0)
     # Parameter groups: weight (lr 0.1, momentum 0.9, wd 0.01), bias (lr 0.2, no momentum), emb frozen.
     run("SgdGroups",
         lambda ps: torch.optim.SGD([{"params": [ps[0]]},

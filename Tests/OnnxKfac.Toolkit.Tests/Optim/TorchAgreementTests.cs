@@ -52,6 +52,12 @@ public class TorchAgreementTests
     }), TorchReference.AdamWAmsgrad, clip: 1.5);
 
     [Fact]
+    public void AdamWithCoupledWeightDecay() => Run(ps => new AdamW(ps, new AdamWOptions
+    {
+        LearningRate = 0.01, Beta2 = 0.99, WeightDecay = 0.1, DecoupledWeightDecay = false,
+    }), TorchReference.AdamCoupled, clip: 2.0);
+
+    [Fact]
     public void SgdParameterGroups() => Run(ps => new Sgd(ps, new SgdOptions
     {
         LearningRate = 0.1, Momentum = 0.9, WeightDecay = 0.01,
@@ -92,6 +98,11 @@ public class TorchAgreementTests
         {
             LearningRate = 0.02, WeightDecay = 0.01, AmsGrad = false, Schedule = new StepSchedule(3, 0.3),
         }), TorchReference.AdamWAmsgrad, clip: 1.5));
+        // Decoupled decay is not torch.optim.Adam's coupled L2.
+        Assert.ThrowsAny<Xunit.Sdk.XunitException>(() => Run(ps => new AdamW(ps, new AdamWOptions
+        {
+            LearningRate = 0.01, Beta2 = 0.99, WeightDecay = 0.1,
+        }), TorchReference.AdamCoupled, clip: 2.0));
         Assert.ThrowsAny<Xunit.Sdk.XunitException>(() => Run(ps => new Sgd(ps, new SgdOptions
         {
             LearningRate = 0.1, Momentum = 0.9, Nesterov = false, WeightDecay = 0.01, Schedule = new StepSchedule(2, 0.5),

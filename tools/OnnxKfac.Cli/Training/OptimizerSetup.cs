@@ -26,7 +26,7 @@ internal static class OptimizerSetup
     {
         string kind = cfg.String("optimizer", DefaultOptimizer)!.Trim().ToLowerInvariant();
         if (kind == "k-fac") kind = "kfac";
-        if (kind is not ("kfac" or "sgd" or "adamw" or "adam")) throw cfg.Error("optimizer", $"unknown optimizer '{kind}'; expected kfac, sgd or adamw");
+        if (kind is not ("kfac" or "sgd" or "adamw" or "adam")) throw cfg.Error("optimizer", $"unknown optimizer '{kind}'; expected kfac, sgd, adamw or adam");
         if (kind != "kfac" && KfacKeys.FirstOrDefault(cfg.Has) is { } k) throw cfg.Error(k, "applies to --optimizer kfac");
         return kind;
     }
@@ -70,6 +70,7 @@ internal static class OptimizerSetup
                         Beta2 = cfg.Double("beta2", 0.999)!.Value,
                         Epsilon = cfg.Double("eps", 1e-8)!.Value,
                         WeightDecay = cfg.Double("weight_decay", kind == "adam" ? 0 : 0.01)!.Value,
+                        DecoupledWeightDecay = kind != "adam",   // adam: torch.optim.Adam's coupled L2
                         Schedule = schedule,
                         Groups = groups,
                     });
@@ -92,7 +93,7 @@ internal static class OptimizerSetup
                     try { return new KfacOptimizer(session, options); }
                     catch (OnnxKfacException e) when (e.Message.StartsWith("--kfac-block", StringComparison.Ordinal)) { throw cfg.Error("kfac_block", e.Message["--kfac-block".Length..].TrimStart(':', ' '), e); }
                 default:
-                    throw cfg.Error("optimizer", $"unknown optimizer '{kind}'; expected kfac, sgd or adamw");
+                    throw cfg.Error("optimizer", $"unknown optimizer '{kind}'; expected kfac, sgd, adamw or adam");
             }
         }
         catch (ArgumentException e)

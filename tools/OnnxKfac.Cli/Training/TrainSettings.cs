@@ -36,11 +36,11 @@ internal static class TrainSettings
         new("normalize", S, "Then normalize: none (default), auto (per-channel mean/std of the training data) or MEAN,STD", "auto|none|MEAN,STD"),
 
         // optimizer
-        new("optimizer", S, "kfac, sgd or adamw (default adamw)", "kfac|sgd|adamw"),
+        new("optimizer", S, "kfac, sgd, adamw (default) or adam (torch.optim.Adam: weight decay as coupled L2, default 0)", "kfac|sgd|adamw|adam"),
         new("lr", D, "Learning rate (default 0.001; kfac 0.01); the kfac quadratic rule chooses its own"),
         new("momentum", D, "SGD momentum (default 0); kfac's KL-clip momentum (default 0.9)"),
         new("nesterov", B, "SGD: Nesterov momentum"),
-        new("weight_decay", D, "Weight decay: decoupled for AdamW (default 0.01), L2 for SGD (default 0) and kfac (default 1e-5, also in kfac's damping)"),
+        new("weight_decay", D, "Weight decay: decoupled for AdamW (default 0.01), L2 for SGD and Adam (default 0) and kfac (default 1e-5, also in kfac's damping)"),
         new("beta1", D, "AdamW first-moment decay (default 0.9)"),
         new("beta2", D, "AdamW second-moment decay (default 0.999)"),
         new("eps", D, "AdamW denominator epsilon (default 1e-8)"),
