@@ -13,7 +13,7 @@ internal static class OptimizerSetup
     public const string DefaultOptimizer = "adamw";
     public const double DefaultLearningRate = 1e-3;
 
-    public const double DefaultKfacLearningRate = 0.01;
+    public const double DefaultKfacLearningRate = 0.003;
 
     private static readonly string[] KfacKeys =
     [
@@ -148,7 +148,7 @@ internal static class OptimizerSetup
                 UpdateRule = rule,
                 DampingAdaptation = adapt,
                 WeightDecay = cfg.Double("weight_decay", 1e-5)!.Value,
-                Damping = cfg.Double("kfac_damping", 1e-3)!.Value,
+                Damping = cfg.Double("kfac_damping", 0.01)!.Value,
                 MinDamping = cfg.Double("kfac_min_damping", 1e-8)!.Value,
                 MaxDamping = cfg.Double("kfac_max_damping", 1e6)!.Value,
                 FactorDecay = cfg.Double("kfac_factor_decay", 0.95)!.Value,
