@@ -190,13 +190,39 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private void UpdateEstimator(long update, ICollectives collectives)
     {
         if (IsStatisticsUpdate(update))
-            foreach (var b in _blocks)
-            {
-                b.Reduce(collectives);
-                b.Fold(_options.FactorDecay);
-            }
+        {
+            ReduceStatistics(collectives);
+            foreach (var b in _blocks) b.Fold(_options.FactorDecay);
+        }
         _observed = 0;
     }
+
+    /// <summary>
+    /// Data-parallel: every block's statistic sums and batch count, added up over the ranks in one
+    /// all-reduce of one bucket (every rank takes part, also one whose statistics were dropped: it
+    /// adds zeros and no batches).
+    /// </summary>
+    private void ReduceStatistics(ICollectives collectives)
+    {
+        if (collectives.Size == 1) return;
+        _statisticsBucket ??= new double[_blocks.Sum(b => b.StatisticSums.Sum(x => x.Length) + 1)];
+        var bucket = _statisticsBucket.AsSpan();
+        int at = 0;
+        foreach (var b in _blocks)
+        {
+            foreach (var sum in b.StatisticSums) { sum.CopyTo(bucket[at..]); at += sum.Length; }
+            bucket[at++] = b.StatisticBatches;
+        }
+        collectives.AllReduceSum(bucket);
+        at = 0;
+        foreach (var b in _blocks)
+        {
+            foreach (var sum in b.StatisticSums) { bucket.Slice(at, sum.Length).CopyTo(sum); at += sum.Length; }
+            b.StatisticBatches = (int)bucket[at++];
+        }
+    }
+
+    private double[]? _statisticsBucket;
 
     /// <summary>Phase 2: damped inverses, on the first update and every T_inv updates after it.</summary>
     private void RefreshInverses(long update, ICollectives collectives)

@@ -46,8 +46,15 @@ internal abstract class CurvatureBlock(string name, string kind, string reason, 
     /// <summary>Adds one (micro-)batch's statistics from the training graph's outputs. False: a non-finite statistic was dropped.</summary>
     public virtual bool Observe(ITrainingPass pass, int batchSize) => true;
 
-    /// <summary>Data-parallel: sums the observed statistics over the ranks (before <see cref="Fold"/>).</summary>
-    public virtual void Reduce(Runtime.ICollectives collectives) { }
+    /// <summary>
+    /// The float64 sums of this block's statistics over the update's (micro-)batches, which a
+    /// data-parallel run adds up over the ranks (in one bucket with every other block's) before
+    /// <see cref="Fold"/>; empty for blocks without statistics.
+    /// </summary>
+    public virtual IReadOnlyList<double[]> StatisticSums => [];
+
+    /// <summary>How many batches <see cref="StatisticSums"/> hold (summed over the ranks with them).</summary>
+    public virtual int StatisticBatches { get => 0; set { } }
 
     /// <summary>Folds the observed batches into the running estimates, ε = min(1 − 1/k, <paramref name="decay"/>).</summary>
     public virtual void Fold(double decay) { }

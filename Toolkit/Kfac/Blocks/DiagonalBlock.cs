@@ -24,16 +24,11 @@ internal sealed class DiagonalBlock(Slot slot, string sampledGradient, string re
         return true;
     }
 
-    public override void Reduce(Runtime.ICollectives collectives)
-    {
-        // Every rank takes part, also one whose statistics were dropped (it adds zeros and no
-        // batches): collectives must be called in the same order everywhere.
-        if (collectives.Size == 1) return;
-        collectives.AllReduceSum(_sum);
-        Span<double> batches = [_batches];
-        collectives.AllReduceSum(batches);
-        _batches = (int)batches[0];
-    }
+    public override IReadOnlyList<double[]> StatisticSums => _sums ??= [_sum];
+
+    private double[][]? _sums;
+
+    public override int StatisticBatches { get => _batches; set => _batches = value; }
 
     public override void Fold(double decay)
     {

@@ -51,17 +51,11 @@ internal abstract class FactoredBlock : CurvatureBlock
         return false;
     }
 
-    public override void Reduce(Runtime.ICollectives collectives)
-    {
-        // Every rank takes part, also one whose statistics were dropped (it adds zeros and no
-        // batches): collectives must be called in the same order everywhere.
-        if (collectives.Size == 1) return;
-        collectives.AllReduceSum(_aSum);
-        collectives.AllReduceSum(_gSum);
-        Span<double> batches = [_batches];
-        collectives.AllReduceSum(batches);
-        _batches = (int)batches[0];
-    }
+    public override IReadOnlyList<double[]> StatisticSums => _sums ??= [_aSum, _gSum];
+
+    private double[][]? _sums;
+
+    public override int StatisticBatches { get => _batches; set => _batches = value; }
 
     public override void Fold(double decay)
     {
