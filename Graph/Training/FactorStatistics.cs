@@ -6,7 +6,7 @@ using DataType = OnnxKfac.Graph.Proto.TensorProto.Types.DataType;
 namespace OnnxKfac.Graph.Training;
 
 /// <summary>The names of one layer's factor-statistics outputs.</summary>
-public sealed record FactorOutputs(string A, string G, long Groups, long DimA, long DimG);
+public sealed record FactorOutputs(string A, string G);
 
 /// <summary>
 /// A layer's Kronecker-factor statistics of one batch, emitted as graph outputs so that only
@@ -94,7 +94,7 @@ internal static class FactorStatistics
         long dA = l.InFeatures < 0 ? -1 : l.InFeatures + (l.Bias is null ? 0 : 1);
         Declare(g, aName, type, [1, dA, dA]);
         Declare(g, gName, type, [1, l.OutFeatures, l.OutFeatures]);
-        return new FactorOutputs(aName, gName, 1, dA, l.OutFeatures);
+        return new FactorOutputs(aName, gName);
     }
 
     /// <summary>KFC: patch rows per output position, block-diagonal over groups ([G, R, d] then batched XᵀX).</summary>
@@ -123,7 +123,7 @@ internal static class FactorStatistics
         long dA = l.InFeatures + (l.Bias is null ? 0 : 1);
         Declare(g, aName, type, [groups, dA, dA]);
         Declare(g, gName, type, [groups, dG, dG]);
-        return new FactorOutputs(aName, gName, groups, dA, dG);
+        return new FactorOutputs(aName, gName);
     }
 
     /// <summary>Embedding: A is diagonal, the frequency of each id among the rows seen.</summary>
@@ -139,7 +139,7 @@ internal static class FactorStatistics
         e.OpNamed(gName, "Mul", [Gram(e, gRows), gScale]);
         Declare(g, aName, type, [l.InFeatures]);
         Declare(g, gName, type, [1, l.OutFeatures, l.OutFeatures]);
-        return new FactorOutputs(aName, gName, 1, l.InFeatures, l.OutFeatures);
+        return new FactorOutputs(aName, gName);
     }
 
     private static void Declare(GraphBuildContext g, string name, int type, long[] shape) =>
