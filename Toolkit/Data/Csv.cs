@@ -153,6 +153,9 @@ internal sealed class CsvPass(string path, CsvOptions csv, DataOptions options, 
             var text = buffer.Slice(f.Start, f.Length);
             if (!float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out float v))
                 throw new DataException($"{path}:{f.Line}:{f.Column}: {Describe(j)} is not a number: {(text.Trim(" \t"u8).IsEmpty ? "the cell is empty" : $"'{scanner.Text(buffer, j)}'")}.");
+            // "nan" parses and "inf" does not: both are refused alike, naming the cell.
+            if (!float.IsFinite(v))
+                throw new DataException($"{path}:{f.Line}:{f.Column}: {Describe(j)} is not a finite number: '{scanner.Text(buffer, j)}'.");
             if (j != LabelColumn) { row[k++] = v; continue; }
             if (kind == LabelKind.Regression) { Targets.Add(v); continue; }
             if (!float.IsFinite(v) || v != MathF.Round(v))
@@ -226,8 +229,8 @@ internal sealed class CsvSource : ExampleSource
         {
             if (j == _labelColumn) continue;
             ref var f = ref scanner[j];
-            if (!float.TryParse(span.Slice(f.Start, f.Length), NumberStyles.Float, CultureInfo.InvariantCulture, out float v))
-                throw new DataException($"{Name}: row {index} at offset {start} changed since the file was indexed (field {j + 1} is not a number).");
+            if (!float.TryParse(span.Slice(f.Start, f.Length), NumberStyles.Float, CultureInfo.InvariantCulture, out float v) || !float.IsFinite(v))
+                throw new DataException($"{Name}: row {index} at offset {start} changed since the file was indexed (field {j + 1} is not a finite number).");
             destination[k++] = v;
         }
     }

@@ -23,6 +23,23 @@ public sealed class CsvTests : IDisposable
     }
 
     [Theory]
+    [InlineData(StreamingMode.InMemory, "nan", "'nan'")]
+    [InlineData(StreamingMode.Streamed, "nan", "'nan'")]
+    [InlineData(StreamingMode.InMemory, "inf", "'inf'")]
+    [InlineData(StreamingMode.Streamed, "Infinity", "'Infinity'")]
+    [InlineData(StreamingMode.InMemory, "-Infinity", "'-Infinity'")]
+    public void NonFiniteValuesAreRefusedAlikeNamingTheCell(StreamingMode mode, string value, string shown)
+    {
+        string path = DataFiles.WriteText(_dir, $"nf-{mode}-{value}.csv", $"x1,x2,label\n1,2,0\n3,{value},1\n");
+        var e = Assert.Throws<DataException>(() =>
+        {
+            using var ds = Csv.OpenDataset(path, options: new DataOptions { Streaming = mode });
+        });
+        Assert.Contains($"{path}:3:3", e.Message);
+        Assert.Contains(shown, e.Message);
+    }
+
+    [Theory]
     [InlineData(StreamingMode.InMemory)]
     [InlineData(StreamingMode.Streamed)]
     public void DetectsHeaderAndUsesLastColumnAsLabel(StreamingMode mode)
