@@ -186,6 +186,13 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     /// <inheritdoc/>
     public bool NeedsStatistics(long update) => IsStatisticsUpdate(update);
 
+    /// <inheritdoc/>
+    public void DiscardObserved()
+    {
+        foreach (var b in _blocks) b.Discard();
+        _observed = 0;
+    }
+
     /// <summary>Phase 1: fold the observed batches into the running factors (every T_cov updates).</summary>
     private void UpdateEstimator(long update, ICollectives collectives)
     {

@@ -59,6 +59,9 @@ public interface IBatchObserver
     /// (false lets the runtime run a cheaper graph without them: K-FAC between statistics updates).
     /// </summary>
     bool NeedsStatistics(long update) => true;
+
+    /// <summary>Forgets the batches observed since the last update (an update that is skipped or rolled back).</summary>
+    void DiscardObserved() { }
 }
 
 /// <summary>An optimizer that can recover from a diverged step (a non-finite loss) instead of stopping the run.</summary>

@@ -115,6 +115,7 @@ public sealed partial class Trainer
             {
                 _skipped++;
                 accumulator?.Reset();
+                (_optimizer as IBatchObserver)?.DiscardObserved();   // the skipped update's micro-batches leave no statistics
                 _observer.OnMessage($"update {_step + 1}: {recovered}");
                 _observer.OnStep(new StepReport(_step, epoch, batchInEpoch, loader.BatchesPerEpoch, loss, Skipped: true, throughput));
                 continue;
@@ -127,6 +128,7 @@ public sealed partial class Trainer
                         "no checkpoint was written after it. " + (_optimizer is IRecoverable r ? r.DivergenceAdvice + ", or --skip-nonfinite" : "Lower the learning rate, clip gradients (--clip-grad-norm), or pass --skip-nonfinite"));
                 _skipped++;
                 accumulator?.Reset();
+                (_optimizer as IBatchObserver)?.DiscardObserved();   // the skipped update's micro-batches leave no statistics
                 _observer.OnStep(new StepReport(_step, epoch, batchInEpoch, loader.BatchesPerEpoch, loss, Skipped: true, throughput));
                 continue;
             }

@@ -113,6 +113,18 @@ public sealed class KfacTrainingTests
         var (ema, _, _, _) = kfac.FactorsOf(layer.Name);
         for (int i = 0; i < ema.Length; i += 997)
             Assert.Equal((sums[0][i] + sums[1][i]) / 2, ema[i], 6);
+
+        // A skipped update's micro-batches are forgotten: only the next one enters (ε = 0.5 at k = 2).
+        ctx.UpdateCount = 2;
+        kfac.ObserveBatch(ctx, 8);            // batch 2 again: to be discarded
+        kfac.DiscardObserved();
+        x.AsSpan(0, 8 * 784).CopyTo(batch.Input<float>(s.DataInputs[0].Name));
+        y.AsSpan(0, 8).CopyTo(batch.Input<long>(s.TargetInput.Name));
+        ctx.Loss = s.Run(batch);
+        kfac.ObserveBatch(ctx, 8);
+        kfac.Step(ctx);
+        for (int i = 0; i < ema.Length; i += 997)
+            Assert.Equal(0.5 * (sums[0][i] + sums[1][i]) / 2 + 0.5 * sums[0][i], ema[i], 6);
     }
 
     [Fact]

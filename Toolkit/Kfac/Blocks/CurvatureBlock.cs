@@ -56,6 +56,13 @@ internal abstract class CurvatureBlock(string name, string kind, string reason, 
     /// <summary>How many batches <see cref="StatisticSums"/> hold (summed over the ranks with them).</summary>
     public virtual int StatisticBatches { get => 0; set { } }
 
+    /// <summary>Forgets the observed batches (sums and count).</summary>
+    public void Discard()
+    {
+        foreach (var sum in StatisticSums) Array.Clear(sum);
+        StatisticBatches = 0;
+    }
+
     /// <summary>Folds the observed batches into the running estimates, ε = min(1 − 1/k, <paramref name="decay"/>).</summary>
     public virtual void Fold(double decay) { }
 
