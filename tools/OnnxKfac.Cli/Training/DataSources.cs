@@ -70,7 +70,7 @@ internal static class DataSources
                         throw new OnnxKfacException($"{flag} {path}: the archive has no entry '{xKey}' for the features (it holds: {have}); name the entries with --npz-keys FEATURES,LABELS");
                     if (!tensors.TryGetValue(yKey, out var y))
                         throw new OnnxKfacException($"{flag} {path}: the archive has no entry '{yKey}' for the labels (it holds: {have}); name the entries with --npz-keys FEATURES,LABELS");
-                    return Dataset.FromTensors(x, y, options);
+                    return Dataset.FromTensors(Finite(x, flag, path), Finite(y, flag, $"{path} entry '{yKey}'"), options);
                 }
                 default:
                 {
@@ -80,7 +80,7 @@ internal static class DataSources
                     if (format == Format.Idx && labelFormat == Format.Idx) return Idx.OpenDataset(path, labels, options);
                     if (labelFormat is Format.Csv or Format.Npz)
                         throw cfg.Error(labelsKey, $"{labels}: labels must be an IDX, .npy or .pb tensor file");
-                    return Dataset.FromTensors(ReadTensor(path, format), ReadTensor(labels, labelFormat), options);
+                    return Dataset.FromTensors(Finite(ReadTensor(path, format), flag, path), Finite(ReadTensor(labels, labelFormat), cfg.Where(labelsKey), labels), options);
                 }
             }
         }
@@ -96,6 +96,18 @@ internal static class DataSources
         {
             throw new OnnxKfacException($"{flag} {path}: cannot read: {e.Message}", e);
         }
+    }
+
+    /// <summary>A float tensor with a NaN or an infinity is a data error naming the file and the example (row).</summary>
+    private static DataTensor Finite(DataTensor t, string flag, string path)
+    {
+        if (t.ElementType != DataElementType.Float32 || t.Shape.Count == 0) return t;
+        var values = t.AsFloats();
+        long perExample = t.Shape[0] == 0 ? 1 : values.Length / t.Shape[0];
+        for (int i = 0; i < values.Length; i++)
+            if (!float.IsFinite(values[i]))
+                throw new OnnxKfacException($"{flag} {path}: example {i / perExample} holds {values[i].ToString(System.Globalization.CultureInfo.InvariantCulture)} (value {i % perExample} of the example); NaN and infinity are not data");
+        return t;
     }
 
     private static string Describe(Format f) => f switch
