@@ -25,9 +25,6 @@ namespace OnnxKfac.Toolkit.Kfac;
 public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, IDisposable
 {
     internal const string KindName = "kfac";
-    /// <summary>Inputs and outputs of the Jacobian-vector-product pass the quadratic rule runs.</summary>
-    internal static string Tangent(string parameter, int direction) => JvpGraphBuilder.TangentName(parameter, direction);
-    internal const string FisherQuadratic = JvpGraphBuilder.QuadraticName;
 
     private readonly KfacOptions _options;
     private readonly ParameterBinding _binding;
@@ -43,7 +40,6 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private readonly string _lossOutput;
     private readonly string[][] _tangentNames;
     private double _lambda;
-    private long _updates;
     private bool _hasMemory, _hasInverses, _snapshotValid;
     private int _observed;
     private double _boost = 1;
@@ -89,7 +85,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         _precondition = Build(ortOptions, "preconditioning", (b, pb, bind) => b.EmitPrecondition(pb, bind));
         if (_options.RollbackOnDivergence) _snapshot = [.. _slots.Select(s => new float[s.Parameter.Value.Length])];
         _lossOutput = manifest.Loss.Output;
-        _tangentNames = [.. parameters.Select(p => new[] { Tangent(p.Name, 0), Tangent(p.Name, 1) })];
+        _tangentNames = [.. parameters.Select(p => new[] { JvpGraphBuilder.TangentName(p.Name, 0), JvpGraphBuilder.TangentName(p.Name, 1) })];
         _rates = new double[_slots.Length];
         _ones = [.. Enumerable.Repeat(1.0, _slots.Length)];
         var slotIndex = _slots.Select((s, k) => (s.Name, k)).ToDictionary(t => t.Name, t => t.k, StringComparer.Ordinal);
@@ -169,7 +165,6 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         AdaptDamping(context, pass, m);
         long t5 = Stopwatch.GetTimestamp();
         Timings.Add(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4);
-        _updates++;
     }
 
     /// <summary>Where K-FAC's own time went, summed over the updates so far (the benchmark's breakdown).</summary>
@@ -405,7 +400,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
             else t1.Clear();
         }
         pass.RunExtra("jvp");
-        var q = pass.GetOutput(FisherQuadratic);
+        var q = pass.GetOutput(JvpGraphBuilder.QuadraticName);
         for (int i = 0; i < 4; i++) _fisher[i] = q[i];
     }
 
@@ -513,7 +508,6 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         foreach (var b in _blocks) b.Save(state);
         state.Doubles["damping"] = _lambda;
         state.Doubles["damping_raised"] = _raised;
-        state.Longs["updates"] = _updates;
         state.Longs["has_memory"] = _hasMemory ? 1 : 0;
         state.Longs["has_inverses"] = _hasInverses ? 1 : 0;
         return state;
@@ -536,7 +530,6 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         foreach (var b in _blocks) b.Load(state);
         _lambda = state.Doubles["damping"];
         _raised = state.Doubles.TryGetValue("damping_raised", out double raised) ? raised : 1;
-        _updates = state.Longs["updates"];
         _hasMemory = state.Longs["has_memory"] != 0;
         _hasInverses = state.Longs["has_inverses"] != 0;
         _observed = 0;

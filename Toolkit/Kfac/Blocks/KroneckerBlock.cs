@@ -50,10 +50,6 @@ internal sealed class KroneckerBlock : FactoredBlock
 
     public override double Pi => _pi[0];
 
-    public int DimA => _dA;
-    public int DimG => _dG;
-    public int Groups => _groups;
-
     public override void PrepareInverse(double gamma, double boost)
     {
         for (int gi = 0; gi < _groups; gi++)

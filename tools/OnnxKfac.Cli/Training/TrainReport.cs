@@ -40,10 +40,13 @@ internal sealed record TrainReport
     public bool GatesPassed { get; init; } = true;
     public Dictionary<string, string?> Outputs { get; init; } = [];
 
-    public void Write(string path)
+    public void Write(string path) => WriteJson(this, path);
+
+    /// <summary>Writes a report as JSON, atomically, creating its folder (train's and eval's reports).</summary>
+    public static void WriteJson<T>(T report, string path)
     {
         CreateParent(path);
-        Commands.PrepareCommand.Write(() => AtomicFile.WriteAllText(path, Json.Serialize(this) + "\n"), path);
+        Commands.PrepareCommand.Write(() => AtomicFile.WriteAllText(path, Json.Serialize(report) + "\n"), path);
     }
 
     /// <summary>Creates the folder a file is written into (report, plot, checkpoint, export).</summary>
@@ -76,9 +79,5 @@ internal sealed record EvalReport
     public bool GatesPassed { get; init; } = true;
     public Dictionary<string, string?> Outputs { get; init; } = [];
 
-    public void Write(string path)
-    {
-        TrainReport.CreateParent(path);
-        Commands.PrepareCommand.Write(() => AtomicFile.WriteAllText(path, Json.Serialize(this) + "\n"), path);
-    }
+    public void Write(string path) => TrainReport.WriteJson(this, path);
 }
