@@ -109,6 +109,49 @@ public sealed class MpiTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(m1.GetProperty("test_accuracy").GetDouble(), mk.GetProperty("test_accuracy").GetDouble(), 1e-9);
     }
 
+    /// <summary>The report's losses with the update each belongs to (a resumed run's report holds only its own updates).</summary>
+    private static Dictionary<long, double> LossesByStep(string report) =>
+        TrainData.Report(report).GetProperty("step_losses").EnumerateArray().Where(s => !s.GetProperty("skipped").GetBoolean())
+            .ToDictionary(s => s.GetProperty("step").GetInt64(), s => s.GetProperty("loss").GetDouble());
+
+    /// <summary>
+    /// K-FAC under 2 ranks, stopped at update 4 and resumed to 8 with the same world size, lands on the
+    /// straight 8-update run bit for bit (the checkpoint holds the factors, inverses and loader position;
+    /// two ranks add in one order). Resumed with another world size but the same global batch (one
+    /// process with batch 16, or 4 ranks with batch 4) it follows the same trajectory within the
+    /// data-parallel tolerance (the same examples, summed in another order).
+    /// </summary>
+    [MpiFact]
+    public void ResumeContinuesTheTrajectoryWithTheSameOrAnotherWorldSize()
+    {
+        const int b = 8;
+        string[] Kfac(int batch, int steps, params string[] more) => Train("kfac", batch, steps, ["--kfac-damping-adapt", "lm", "--kfac-adapt-every", "2", .. more]);
+        var straight = Run(Info(MpiRun!, MpiArgs(2, Kfac(b, 8, "--report", _dir["straight.json"]))), TimeSpan.FromMinutes(3));
+        Assert.Equal(0, straight.Code);
+        var expected = LossesByStep(_dir["straight.json"]);
+        Assert.Equal(8, expected.Count);
+        string ck = _dir["half.ckpt"];
+        var half = Run(Info(MpiRun!, MpiArgs(2, Kfac(b, 4, "--checkpoint", ck))), TimeSpan.FromMinutes(3));
+        Assert.Equal(0, half.Code);
+        Assert.Equal(4, Checkpoint.Load(ck).Longs["step"]);
+        foreach (var (ranks, batch, exact) in new[] { (2, b, true), (1, 2 * b, false), (4, b / 2, false) })
+        {
+            string copy = _dir[$"resume{ranks}.ckpt"], report = _dir[$"resume{ranks}.json"];
+            File.Copy(ck, copy, overwrite: true);
+            string[] args = Kfac(batch, 8, "--checkpoint", copy, "--resume", "--report", report);
+            var resumed = ranks == 1 ? Run(Info(Dotnet(), [Cli, .. args]), TimeSpan.FromMinutes(2)) : Run(Info(MpiRun!, MpiArgs(ranks, args)), TimeSpan.FromMinutes(3));
+            Assert.Equal(0, resumed.Code);
+            var got = LossesByStep(report);
+            Assert.Equal([5L, 6, 7, 8], got.Keys.Order());
+            foreach (var (step, loss) in got)
+            {
+                if (exact) Assert.Equal(expected[step], loss);
+                else Assert.True(Math.Abs(expected[step] - loss) <= 1e-5 * Math.Abs(expected[step]),
+                    $"{ranks} rank(s) × batch {batch}, update {step}: {loss:R} against {expected[step]:R} straight");
+            }
+        }
+    }
+
     private static int? RankPid(int mpirunPid, int rank)
     {
         foreach (var dir in Directory.GetDirectories("/proc").Where(d => int.TryParse(Path.GetFileName(d), out _)))

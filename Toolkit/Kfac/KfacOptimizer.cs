@@ -38,6 +38,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private readonly double[] _rates, _ones, _fisher = new double[4], _quadratic = new double[3];
     private readonly int[] _slotOfParameter;
     private readonly string _lossOutput;
+    private readonly bool _sumReduction;
     private readonly string[][] _tangentNames;
     private double _lambda;
     private bool _hasMemory, _hasInverses, _snapshotValid;
@@ -85,6 +86,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         _precondition = Build(ortOptions, "preconditioning", (b, pb, bind) => b.EmitPrecondition(pb, bind));
         if (_options.RollbackOnDivergence) _snapshot = [.. _slots.Select(s => new float[s.Parameter.Value.Length])];
         _lossOutput = manifest.Loss.Output;
+        _sumReduction = manifest.Loss.Reduction == "sum";
         _tangentNames = [.. parameters.Select(p => new[] { JvpGraphBuilder.TangentName(p.Name, 0), JvpGraphBuilder.TangentName(p.Name, 1) })];
         _rates = new double[_slots.Length];
         _ones = [.. Enumerable.Repeat(1.0, _slots.Length)];
@@ -150,8 +152,6 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         LastStep = new KfacStepInfo { Update = update, DroppedStatistics = _observed == 0 ? 0 : LastStep.DroppedStatistics };
         long t0 = Stopwatch.GetTimestamp();
         if (_observed == 0) ObserveBatch(context, BatchSize(pass));   // stepped without the trainer's observation
-        if (context.Collectives.Size > 1 && (_options.UpdateRule == KfacUpdateRule.Quadratic || _options.DampingAdaptation == DampingAdaptation.LevenbergMarquardt))
-            throw new OnnxKfacException("data-parallel K-FAC (several ranks) supports the kl-clip update with fixed or scheduled damping; the quadratic rule and Levenberg–Marquardt are not distributed yet");
         UpdateEstimator(update, context.Collectives);
         long t1 = Stopwatch.GetTimestamp();
         RefreshInverses(update, context.Collectives);
@@ -207,8 +207,13 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private void ReduceStatistics(ICollectives collectives)
     {
         if (collectives.Size == 1) return;
-        _statisticsBucket ??= new double[_blocks.Sum(b => b.StatisticSums.Sum(x => x.Length) + 1)];
-        var bucket = _statisticsBucket.AsSpan();
+        int length = _blocks.Length;
+        foreach (var b in _blocks)
+            foreach (var sum in b.StatisticSums) length += sum.Length;
+        // The layout is the same on every rank (the same blocks observed the same micro-batches); it
+        // only grows when an update holds more micro-batches than any before it.
+        if (_statisticsBucket is null || _statisticsBucket.Length < length) _statisticsBucket = new double[length];
+        var bucket = _statisticsBucket.AsSpan(0, length);
         int at = 0;
         foreach (var b in _blocks)
         {
@@ -314,7 +319,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         LastStep = LastStep with { Nu = nu, KlSum = s };
         if (!IsAdaptUpdate(context.UpdateCount)) return new Move(rates, false);
         // The LM rule needs M(δ) of the move actually taken: F-products of δ = rate·b.
-        FisherProducts(pass, useSecond: false, firstIsV: false, rates);
+        FisherProducts(context, pass, useSecond: false, firstIsV: false, rates);
         double gd = 0, dd = 0;
         for (int k = 0; k < _slots.Length; k++)
         {
@@ -334,7 +339,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private Move QuadraticUpdate(StepContext context, ITrainingPass pass)
     {
         // Q = [ΔᵀFΔ, ΔᵀFδ₀; δ₀ᵀFΔ, δ₀ᵀFδ₀] from the Jacobian-vector-product pass.
-        FisherProducts(pass, useSecond: _hasMemory, firstIsV: true, null);
+        FisherProducts(context, pass, useSecond: _hasMemory, firstIsV: true, null);
         var q = _fisher;
         double dd = 0, d0 = 0, o0 = 0, gD = 0, g0 = 0;
         foreach (var s in _slots)
@@ -384,7 +389,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     /// pass on the current minibatch, for v₀ = −V (<paramref name="firstIsV"/>) or rate·memory,
     /// and v₁ = the memory (δ₀) when <paramref name="useSecond"/>, else zero.
     /// </summary>
-    private void FisherProducts(ITrainingPass pass, bool useSecond, bool firstIsV, double[]? rates)
+    private void FisherProducts(StepContext context, ITrainingPass pass, bool useSecond, bool firstIsV, double[]? rates)
     {
         for (int j = 0; j < _graphParameters.Count; j++)
         {
@@ -402,7 +407,27 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         pass.RunExtra("jvp");
         var q = pass.GetOutput(JvpGraphBuilder.QuadraticName);
         for (int i = 0; i < 4; i++) _fisher[i] = q[i];
+        ReduceOverExamples(context.Collectives, _fisher, BatchSize(pass));
     }
+
+    /// <summary>
+    /// Data-parallel: per-rank values of the loss's kind (a mean over the rank's examples, or a sum
+    /// for a sum-reduced loss) become the value over all ranks' examples, weighted as the
+    /// trainer weights gradients, so vᵀFv and the loss after a step are those of the whole batch.
+    /// </summary>
+    private void ReduceOverExamples(ICollectives collectives, Span<double> values, int examples)
+    {
+        if (collectives.Size == 1) return;
+        var buffer = _reduceBuffer.AsSpan(0, values.Length + 1);
+        double weight = _sumReduction ? 1 : examples;
+        for (int i = 0; i < values.Length; i++) buffer[i] = values[i] * weight;
+        buffer[^1] = examples;
+        collectives.AllReduceSum(buffer);
+        double scale = _sumReduction ? 1 : 1 / buffer[^1];
+        for (int i = 0; i < values.Length; i++) values[i] = buffer[i] * scale;
+    }
+
+    private readonly double[] _reduceBuffer = new double[5];
 
     private static double Dot(float[] a, float[] b) => FactorMath.Dot(a, b);
 
@@ -442,6 +467,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     }
 
     private double _thetaNormBefore, _thetaNormAfter, _clip = 1;
+    private readonly double[] _afterLoss = new double[1];
 
     private bool IsAdaptUpdate(long update) =>
         _options.DampingAdaptation == DampingAdaptation.LevenbergMarquardt && update % _options.AdaptEvery == 0;
@@ -453,7 +479,9 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         double c = _clip;
         // M(δ) − M(0) = ½ δᵀ(F + ηI)δ + ∇ᵀδ, with the L2 term of h included on both sides.
         double model = 0.5 * c * c * (_quadratic[0] + _options.WeightDecay * _quadratic[1]) + c * _quadratic[2];
-        double after = pass.EvaluateLoss() + 0.5 * _thetaNormAfter;
+        _afterLoss[0] = pass.EvaluateLoss();
+        ReduceOverExamples(context.Collectives, _afterLoss, BatchSize(pass));
+        double after = _afterLoss[0] + 0.5 * _thetaNormAfter;
         double before = context.Loss + 0.5 * _thetaNormBefore;
         double rho = model < 0 ? (after - before) / model : double.NegativeInfinity;
         _lambda = LevenbergMarquardt(_lambda, rho, _options);

@@ -79,13 +79,27 @@ public sealed class CollectivesTests(ITestOutputHelper output)
     private static Outcome Run(string optimizer, int batch, ICollectives collectives)
     {
         using var train = RuntimeFixture.Images(64, 41);
-        var kfacOptions = new KfacOptions { LearningRate = 0.003, Damping = 0.01, InverseEvery = 2 };
+        var kfacOptions = optimizer switch
+        {
+            // A diagonal block (its square is taken after the ranks' sums meet) next to Kronecker ones.
+            "kfac-diagonal" => new KfacOptions { LearningRate = 0.003, Damping = 0.01, InverseEvery = 2, Blocks = [new BlockOverride("net.3.*", "diagonal")] },
+            // The paper's rule with Levenberg–Marquardt: vᵀFv and the loss after the step are reduced over the ranks.
+            "kfac-quadratic" => new KfacOptions
+            {
+                Damping = 1, InverseEvery = 2, UpdateRule = KfacUpdateRule.Quadratic,
+                DampingAdaptation = DampingAdaptation.LevenbergMarquardt, AdaptEvery = 1,
+            },
+            // KL clip with Levenberg–Marquardt: the products of the move actually taken.
+            "kfac-lm" => new KfacOptions { LearningRate = 0.003, Damping = 0.01, InverseEvery = 2, DampingAdaptation = DampingAdaptation.LevenbergMarquardt, AdaptEvery = 2 },
+            _ => new KfacOptions { LearningRate = 0.003, Damping = 0.01, InverseEvery = 2 },
+        };
+        bool kfac = optimizer.StartsWith("kfac", StringComparison.Ordinal);
         var graph = new TrainingGraphOptions(new LossOptions(LossKind.CrossEntropy));
-        if (optimizer == "kfac") graph = kfacOptions.Configure(graph);
+        if (kfac) graph = kfacOptions.Configure(graph);
         using var s = TrainingSession.Create(RuntimeFixture.Fashion(), graph, new TrainingSessionOptions { Threads = 1 });
         IOptimizer opt = optimizer switch
         {
-            "kfac" => new KfacOptimizer(s, kfacOptions),
+            _ when kfac => new KfacOptimizer(s, kfacOptions),
             "adamw" => new AdamW(s.Parameters),
             _ => new Sgd(s.Parameters, new SgdOptions { LearningRate = 0.05, Momentum = 0.9 }),
         };
@@ -113,6 +127,9 @@ public sealed class CollectivesTests(ITestOutputHelper output)
     [InlineData("adamw", 4)]
     [InlineData("kfac", 2)]
     [InlineData("kfac", 4)]
+    [InlineData("kfac-diagonal", 2)]
+    [InlineData("kfac-quadratic", 2)]
+    [InlineData("kfac-lm", 4)]
     public void RanksWithBatchBFollowOneProcessWithBatchKB(string optimizer, int k)
     {
         const int b = 4;

@@ -57,7 +57,7 @@ internal abstract class CurvatureBlock(string name, string kind, string reason, 
     public virtual int StatisticBatches { get => 0; set { } }
 
     /// <summary>Forgets the observed batches (sums and count).</summary>
-    public void Discard()
+    public virtual void Discard()
     {
         foreach (var sum in StatisticSums) Array.Clear(sum);
         StatisticBatches = 0;
