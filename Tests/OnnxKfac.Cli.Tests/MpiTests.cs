@@ -115,11 +115,12 @@ public sealed class MpiTests(ITestOutputHelper log) : IDisposable
             .ToDictionary(s => s.GetProperty("step").GetInt64(), s => s.GetProperty("loss").GetDouble());
 
     /// <summary>
-    /// K-FAC under 2 ranks, stopped at update 4 and resumed to 8 with the same world size, lands on the
-    /// straight 8-update run bit for bit (the checkpoint holds the factors, inverses and loader position;
-    /// two ranks add in one order). Resumed with another world size but the same global batch (one
-    /// process with batch 16, or 4 ranks with batch 4) it follows the same trajectory within the
-    /// data-parallel tolerance (the same examples, summed in another order).
+    /// K-FAC under 2 ranks, stopped at update 5 (between inverse refreshes, so the ranks' running
+    /// factors differ and the checkpoint holds their mean) and resumed to 8, follows the straight
+    /// 8-update run: with the same world size up to rounding (the straight run averages its ranks'
+    /// factors at update 7, the resumed one also at 5: the same sum in another order), with another
+    /// world size but the same global batch (one process with batch 16, or 4 ranks with batch 4)
+    /// within the data-parallel tolerance (the same examples, summed in another order).
     /// </summary>
     [MpiFact]
     public void ResumeContinuesTheTrajectoryWithTheSameOrAnotherWorldSize()
@@ -131,10 +132,10 @@ public sealed class MpiTests(ITestOutputHelper log) : IDisposable
         var expected = LossesByStep(_dir["straight.json"]);
         Assert.Equal(8, expected.Count);
         string ck = _dir["half.ckpt"];
-        var half = Run(Info(MpiRun!, MpiArgs(2, Kfac(b, 4, "--checkpoint", ck))), TimeSpan.FromMinutes(3));
+        var half = Run(Info(MpiRun!, MpiArgs(2, Kfac(b, 5, "--checkpoint", ck))), TimeSpan.FromMinutes(3));
         Assert.Equal(0, half.Code);
-        Assert.Equal(4, Checkpoint.Load(ck).Longs["step"]);
-        foreach (var (ranks, batch, exact) in new[] { (2, b, true), (1, 2 * b, false), (4, b / 2, false) })
+        Assert.Equal(5, Checkpoint.Load(ck).Longs["step"]);
+        foreach (var (ranks, batch, tolerance) in new[] { (2, b, 1e-6), (1, 2 * b, 1e-5), (4, b / 2, 1e-5) })
         {
             string copy = _dir[$"resume{ranks}.ckpt"], report = _dir[$"resume{ranks}.json"];
             File.Copy(ck, copy, overwrite: true);
@@ -142,13 +143,10 @@ public sealed class MpiTests(ITestOutputHelper log) : IDisposable
             var resumed = ranks == 1 ? Run(Info(Dotnet(), [Cli, .. args]), TimeSpan.FromMinutes(2)) : Run(Info(MpiRun!, MpiArgs(ranks, args)), TimeSpan.FromMinutes(3));
             Assert.Equal(0, resumed.Code);
             var got = LossesByStep(report);
-            Assert.Equal([5L, 6, 7, 8], got.Keys.Order());
+            Assert.Equal([6L, 7, 8], got.Keys.Order());
             foreach (var (step, loss) in got)
-            {
-                if (exact) Assert.Equal(expected[step], loss);
-                else Assert.True(Math.Abs(expected[step] - loss) <= 1e-5 * Math.Abs(expected[step]),
+                Assert.True(Math.Abs(expected[step] - loss) <= tolerance * Math.Abs(expected[step]),
                     $"{ranks} rank(s) × batch {batch}, update {step}: {loss:R} against {expected[step]:R} straight");
-            }
         }
     }
 

@@ -194,22 +194,31 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         if (IsStatisticsUpdate(update))
         {
             ReduceStatistics(collectives);
-            foreach (var b in _blocks) b.Fold(_options.FactorDecay);
+            foreach (var b in _blocks) b.Fold(_options.FactorDecay, countEmpty: collectives.Size > 1 && Deferred(b));
         }
         _observed = 0;
     }
 
+    /// <summary>Whether the ranks fold <paramref name="block"/>'s statistics apart and average its running factors before an inverse refresh.</summary>
+    private bool Deferred(CurvatureBlock block) => _options.FactorReduction == FactorReduction.BeforeInverses && block.RunningFactors.Count > 0;
+
     /// <summary>
-    /// Data-parallel: every block's statistic sums and batch count, added up over the ranks in one
-    /// all-reduce of one bucket (every rank takes part, also one whose statistics were dropped: it
-    /// adds zeros and no batches).
+    /// Data-parallel: the statistic sums and batch counts of every block that folds after the
+    /// ranks meet (all of them with <see cref="FactorReduction.EveryUpdate"/>, else the diagonal
+    /// ones), added up over the ranks in one all-reduce of one bucket (every rank takes part,
+    /// also one whose statistics were dropped: it adds zeros and no batches).
     /// </summary>
     private void ReduceStatistics(ICollectives collectives)
     {
         if (collectives.Size == 1) return;
-        int length = _blocks.Length;
+        int length = 0;
         foreach (var b in _blocks)
+        {
+            if (Deferred(b)) continue;
+            length++;
             foreach (var sum in b.StatisticSums) length += sum.Length;
+        }
+        if (length == 0) return;
         // The layout is the same on every rank (the same blocks observed the same micro-batches); it
         // only grows when an update holds more micro-batches than any before it.
         if (_statisticsBucket is null || _statisticsBucket.Length < length) _statisticsBucket = new double[length];
@@ -217,6 +226,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         int at = 0;
         foreach (var b in _blocks)
         {
+            if (Deferred(b)) continue;
             foreach (var sum in b.StatisticSums) { sum.CopyTo(bucket[at..]); at += sum.Length; }
             bucket[at++] = b.StatisticBatches;
         }
@@ -224,12 +234,65 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         at = 0;
         foreach (var b in _blocks)
         {
+            if (Deferred(b)) continue;
             foreach (var sum in b.StatisticSums) { bucket.Slice(at, sum.Length).CopyTo(sum); at += sum.Length; }
             b.StatisticBatches = (int)bucket[at++];
         }
     }
 
     private double[]? _statisticsBucket;
+
+    /// <summary>
+    /// Data-parallel with deferred reduction: every rank's running factors become their mean over
+    /// the ranks, in one all-reduce. The running average is linear (F ← εF + (1−ε)S with one ε on
+    /// every rank), so the mean of the ranks' estimates is the estimate of the ranks' mean
+    /// statistics, and each rank may go on folding its own from there.
+    /// </summary>
+    private void SynchronizeFactors(ICollectives collectives)
+    {
+        if (!HasDeferred(collectives)) return;
+        var bucket = _factorBucket.AsSpan();
+        int at = 0;
+        foreach (var b in _blocks)
+        {
+            if (!Deferred(b)) continue;
+            foreach (var f in b.RunningFactors) { f.CopyTo(bucket[at..]); at += f.Length; }
+        }
+        collectives.AllReduceSum(bucket);
+        double scale = 1.0 / collectives.Size;
+        at = 0;
+        foreach (var b in _blocks)
+        {
+            if (!Deferred(b)) continue;
+            foreach (var f in b.RunningFactors) { for (int i = 0; i < f.Length; i++) f[i] = bucket[at + i] * scale; at += f.Length; }
+        }
+    }
+
+    private double[]? _factorBucket;
+
+    private bool HasDeferred(ICollectives collectives)
+    {
+        if (collectives.Size == 1) return false;
+        _factorBucket ??= new double[_blocks.Where(Deferred).Sum(b => b.RunningFactors.Sum(f => f.Length))];
+        return _factorBucket.Length > 0;
+    }
+
+    /// <inheritdoc/>
+    public OptimizerState? SaveSharedState(ICollectives collectives)
+    {
+        ArgumentNullException.ThrowIfNull(collectives);
+        if (!HasDeferred(collectives)) return null;
+        // Keep this rank's own running factors, save the ranks' mean, put the own ones back.
+        var own = new List<double[]>();
+        foreach (var b in _blocks.Where(Deferred))
+            foreach (var f in b.RunningFactors) own.Add((double[])f.Clone());
+        SynchronizeFactors(collectives);
+        var state = collectives.Rank == 0 ? SaveState() : null;
+        int k = 0;
+        foreach (var b in _blocks.Where(Deferred))
+            foreach (var f in b.RunningFactors) own[k++].CopyTo(f, 0);
+        return state;
+    }
 
     /// <summary>Phase 2: damped inverses, on the first update and every T_inv updates after it.</summary>
     private void RefreshInverses(long update, ICollectives collectives)
@@ -238,6 +301,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
             _lambda = Math.Clamp(_options.Damping * _options.DampingSchedule.Factor(update) * _raised, _options.MinDamping, _options.MaxDamping);
         if (_inverse is null || (_hasInverses && (update - 1) % _options.InverseEvery != 0)) return;
         double gamma = Math.Sqrt(_lambda + _options.WeightDecay);
+        SynchronizeFactors(collectives);
         for (int attempt = 0; ; attempt++)
         {
             foreach (var b in _blocks) b.PrepareInverse(gamma, _boost);

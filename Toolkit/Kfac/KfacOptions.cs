@@ -21,6 +21,20 @@ public enum FisherKind
     Empirical,
 }
 
+/// <summary>Data-parallel: when the ranks' Kronecker-factor statistics meet.</summary>
+public enum FactorReduction
+{
+    /// <summary>
+    /// Each rank folds its own statistics into its running factors, and the ranks average the
+    /// running factors before each inverse refresh (and before a checkpoint). The running average
+    /// is linear, so the refreshed inverses are the ones <see cref="EveryUpdate"/> computes, for
+    /// about 1/T_inv of its traffic. Default.
+    /// </summary>
+    BeforeInverses,
+    /// <summary>The statistic sums are all-reduced on every statistics update (KAISA's and kfac-jax's default).</summary>
+    EveryUpdate,
+}
+
 /// <summary>How the damping λ moves.</summary>
 public enum DampingAdaptation
 {
@@ -96,6 +110,9 @@ public sealed record KfacOptions
     } = 1;
 
     public FisherKind Fisher { get; init; } = FisherKind.True;
+
+    /// <summary>Data-parallel: when the ranks' factor statistics are reduced. Default <see cref="FactorReduction.BeforeInverses"/>.</summary>
+    public FactorReduction FactorReduction { get; init; } = FactorReduction.BeforeInverses;
 
     public FallbackBlock Fallback { get; init; } = FallbackBlock.Diagonal;
 

@@ -62,6 +62,15 @@ public interface IBatchObserver
 
     /// <summary>Forgets the batches observed since the last update (an update that is skipped or rolled back).</summary>
     void DiscardObserved() { }
+
+    /// <summary>
+    /// Data-parallel: called on every rank before rank 0 saves a checkpoint. Returns the state the
+    /// ranks hold together when part of it is kept apart per rank (K-FAC's running factors, which
+    /// each rank folds on its own between inverse refreshes: their mean), for rank 0 to save; null
+    /// when <see cref="IOptimizer.SaveState"/> already is that state. The ranks' own state is left
+    /// as it was, so writing a checkpoint never changes the run.
+    /// </summary>
+    OptimizerState? SaveSharedState(Runtime.ICollectives collectives) => null;
 }
 
 /// <summary>An optimizer that can recover from a diverged step (a non-finite loss) instead of stopping the run.</summary>

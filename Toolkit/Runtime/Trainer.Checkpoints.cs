@@ -19,11 +19,12 @@ public sealed partial class Trainer
     /// </summary>
     public void SaveCheckpoint(string path, LoaderPosition position, bool resultIsBest = false)
     {
+        var shared = (_optimizer as Optim.IBatchObserver)?.SaveSharedState(_options.Collectives);   // every rank takes part
         if (_options.Collectives.Rank != 0) return;
         foreach (var p in _session.Parameters)
             foreach (var v in p.Value)
                 if (!float.IsFinite(v)) throw new OnnxKfacException($"parameter '{p.Name}' holds a non-finite value; refusing to write a poisoned checkpoint to {path}");
-        var cp = new Checkpoint { ModelFingerprint = _fingerprint, Parameters = _session.Parameters, Optimizer = _optimizer.SaveState(), Config = _options.CheckpointConfig };
+        var cp = new Checkpoint { ModelFingerprint = _fingerprint, Parameters = _session.Parameters, Optimizer = shared ?? _optimizer.SaveState(), Config = _options.CheckpointConfig };
         cp.Longs[CheckpointKeys.Step] = _step;
         cp.Longs[CheckpointKeys.Skipped] = _skipped;
         cp.Longs[CheckpointKeys.SinceImprovement] = _sinceImprovement;

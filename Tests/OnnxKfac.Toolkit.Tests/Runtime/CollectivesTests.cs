@@ -90,6 +90,8 @@ public sealed class CollectivesTests(ITestOutputHelper output)
                 DampingAdaptation = DampingAdaptation.LevenbergMarquardt, AdaptEvery = 1,
             },
             // KL clip with Levenberg–Marquardt: the products of the move actually taken.
+            // The statistics all-reduced on every update instead of the running factors averaged before each refresh.
+            "kfac-every" => new KfacOptions { LearningRate = 0.003, Damping = 0.01, InverseEvery = 2, FactorReduction = FactorReduction.EveryUpdate },
             "kfac-lm" => new KfacOptions { LearningRate = 0.003, Damping = 0.01, InverseEvery = 2, DampingAdaptation = DampingAdaptation.LevenbergMarquardt, AdaptEvery = 2 },
             _ => new KfacOptions { LearningRate = 0.003, Damping = 0.01, InverseEvery = 2 },
         };
@@ -130,6 +132,7 @@ public sealed class CollectivesTests(ITestOutputHelper output)
     [InlineData("kfac-diagonal", 2)]
     [InlineData("kfac-quadratic", 2)]
     [InlineData("kfac-lm", 4)]
+    [InlineData("kfac-every", 2)]
     public void RanksWithBatchBFollowOneProcessWithBatchKB(string optimizer, int k)
     {
         const int b = 4;

@@ -63,8 +63,19 @@ internal abstract class CurvatureBlock(string name, string kind, string reason, 
         StatisticBatches = 0;
     }
 
-    /// <summary>Folds the observed batches into the running estimates, ε = min(1 − 1/k, <paramref name="decay"/>).</summary>
-    public virtual void Fold(double decay) { }
+    /// <summary>
+    /// Running estimates that are a linear running average of the statistics, so ranks that fold
+    /// their own statistics may average them later (data-parallel K-FAC's deferred reduction);
+    /// empty for a block whose statistics must meet before they fold.
+    /// </summary>
+    public virtual IReadOnlyList<double[]> RunningFactors => [];
+
+    /// <summary>
+    /// Folds the observed batches into the running estimates, ε = min(1 − 1/k, <paramref name="decay"/>).
+    /// <paramref name="countEmpty"/>: an update with no batch left (its statistics were dropped)
+    /// still advances k and keeps the estimates, so ranks that fold apart keep one ε.
+    /// </summary>
+    public virtual void Fold(double decay, bool countEmpty = false) { }
 
     /// <summary>Computes π and the damped factors' inputs of the inverse program for γ = √(λ + η).</summary>
     public virtual void PrepareInverse(double gamma, double boost) { }

@@ -44,7 +44,7 @@ internal sealed class DiagonalBlock(Slot slot, string sampledGradient, string re
 
     public override void Discard() => Recycle();
 
-    public override void Fold(double decay)
+    public override void Fold(double decay, bool countEmpty = false)
     {
         int n = _d.Length, batches = 0;
         Array.Clear(_square);

@@ -57,9 +57,17 @@ internal abstract class FactoredBlock : CurvatureBlock
 
     public override int StatisticBatches { get => _batches; set => _batches = value; }
 
-    public override void Fold(double decay)
+    public override IReadOnlyList<double[]> RunningFactors => _running ??= [A, G];
+
+    private double[][]? _running;
+
+    public override void Fold(double decay, bool countEmpty = false)
     {
-        if (_batches == 0) return;
+        if (_batches == 0)
+        {
+            if (countEmpty) _k++;
+            return;
+        }
         _k++;
         double e = Epsilon(_k, decay);
         Fold(A, _aSum, _batches, e);

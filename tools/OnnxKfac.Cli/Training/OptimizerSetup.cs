@@ -19,7 +19,7 @@ internal static class OptimizerSetup
     [
         "kfac_update", "kfac_damping", "kfac_damping_adapt", "kfac_adapt_every", "kfac_damping_decay", "kfac_damping_every",
         "kfac_min_damping", "kfac_max_damping", "kfac_kl_clip", "kfac_factor_decay", "kfac_stats_every", "kfac_inverse_every",
-        "kfac_stats_fraction", "kfac_fisher", "kfac_fallback", "kfac_block", "kfac_rollback",
+        "kfac_stats_fraction", "kfac_fisher", "kfac_fallback", "kfac_block", "kfac_rollback", "kfac_reduce_factors",
     ];
 
     public static string Kind(Config cfg)
@@ -160,6 +160,7 @@ internal static class OptimizerSetup
                 Schedule = schedule,
                 Blocks = [.. cfg.List("kfac_block").Select(BlockOverride.Parse)],
                 Fisher = Choice(cfg, "kfac_fisher", "true", ("true", FisherKind.True), ("empirical", FisherKind.Empirical)),
+                FactorReduction = Choice(cfg, "kfac_reduce_factors", "refresh", ("refresh", FactorReduction.BeforeInverses), ("every", FactorReduction.EveryUpdate)),
                 Fallback = Choice(cfg, "kfac_fallback", cfg.String("kfac_fisher", "true") == "empirical" ? "identity" : "diagonal",
                     ("diagonal", FallbackBlock.Diagonal), ("identity", FallbackBlock.Identity)),
             };
