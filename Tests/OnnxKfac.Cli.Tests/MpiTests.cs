@@ -109,6 +109,24 @@ public sealed class MpiTests(ITestOutputHelper log) : IDisposable
         Assert.Equal(m1.GetProperty("test_accuracy").GetDouble(), mk.GetProperty("test_accuracy").GetDouble(), 1e-9);
     }
 
+    /// <summary>
+    /// An epoch under K ranks has the updates of one process with batch K·B, so a schedule over the
+    /// planned updates (cosine) follows the same rates: the losses agree to the last update.
+    /// </summary>
+    [MpiFact]
+    public void AScheduleOverEpochsPlansTheGlobalBatches()
+    {
+        string one = _dir["one.json"], many = _dir["many.json"];
+        string[] Args(int batch, string report) => Train("sgd", batch, 100_000, "--epochs", "1", "--schedule", "cosine", "--report", report);
+        Assert.Equal(0, Run(Info(Dotnet(), [Cli, .. Args(32, one)]), TimeSpan.FromMinutes(2)).Code);
+        Assert.Equal(0, Run(Info(MpiRun!, MpiArgs(2, Args(16, many))), TimeSpan.FromMinutes(3)).Code);
+        double[] l1 = TrainData.StepLosses(TrainData.Report(one)), lk = TrainData.StepLosses(TrainData.Report(many));
+        Assert.Equal(l1.Length, lk.Length);
+        Assert.True(l1.Length > 50, $"{l1.Length} updates");
+        for (int i = 0; i < l1.Length; i++)
+            Assert.True(Math.Abs(l1[i] - lk[i]) <= 1e-4 * Math.Abs(l1[i]), $"update {i + 1}: one process {l1[i]:R}, 2 ranks {lk[i]:R}");
+    }
+
     /// <summary>The report's losses with the update each belongs to (a resumed run's report holds only its own updates).</summary>
     private static Dictionary<long, double> LossesByStep(string report) =>
         TrainData.Report(report).GetProperty("step_losses").EnumerateArray().Where(s => !s.GetProperty("skipped").GetBoolean())

@@ -188,12 +188,18 @@ internal static class TrainCommand
             if (valRaw is not null) val = Own(DataSources.Apply(valRaw, norm, cfg));
             if (hasTest) test = Own(DataSources.Apply(Own(setup.OpenData(cfg, "test", "test_labels")), norm, cfg));
 
-            long batchesPerEpoch = cfg.Bool("drop_last") ? train.Count / batch : (train.Count + batch - 1) / batch;
-            if (batchesPerEpoch == 0) throw cfg.Error("batch_size", $"{batch} is more than the {train.Count} training examples, and --drop-last drops every batch");
+            // With K ranks an update reads a global batch of K × --batch-size, and a short last one is dropped.
+            long globalBatch = (long)batch * _ranks.Size;
+            bool dropLast = cfg.Bool("drop_last") || _ranks.Size > 1;
+            long batchesPerEpoch = dropLast ? train.Count / globalBatch : (train.Count + globalBatch - 1) / globalBatch;
+            if (batchesPerEpoch == 0)
+                throw cfg.Error("batch_size", _ranks.Size > 1
+                    ? $"{_ranks.Size} ranks × {batch} is more than the {train.Count} training examples: every global batch would be dropped"
+                    : $"{batch} is more than the {train.Count} training examples, and --drop-last drops every batch");
             long updatesPerEpoch = (batchesPerEpoch + accumulate - 1) / accumulate;
-            _batch = batch;
+            _batch = checked((int)globalBatch);
             _updatesPerEpoch = updatesPerEpoch;
-            _epochExamples = cfg.Bool("drop_last") ? batchesPerEpoch * batch : train.Count;
+            _epochExamples = dropLast ? batchesPerEpoch * globalBatch : train.Count;
             bool epochsGiven = cfg.Has("epochs");
             long totalSteps = maxSteps is { } ms ? (epochsGiven ? Math.Min(ms, epochs * updatesPerEpoch) : ms) : epochs * updatesPerEpoch;
             var optimizer = OptimizerSetup.Create(cfg, session, totalSteps, updatesPerEpoch);
@@ -219,7 +225,7 @@ internal static class TrainCommand
             if (checkpoint is not null) TrainReport.CreateParent(checkpoint);
             options = options with { CheckpointConfig = cfg.ResolvedJson() };
 
-            var plan = new RunPlan(totalSteps, maxSteps is null || epochsGiven ? epochs : null, batch, resumeFrom?.Longs[CheckpointKeys.Step] ?? 0, validateEvery is not null, _epochExamples);
+            var plan = new RunPlan(totalSteps, maxSteps is null || epochsGiven ? epochs : null, _batch, resumeFrom?.Longs[CheckpointKeys.Step] ?? 0, validateEvery is not null, _epochExamples);
             bool terminal = ctx.IsTerminal && !quiet;
             IAnsiConsole? console = terminal ? AnsiConsole.Create(new AnsiConsoleSettings
             {
