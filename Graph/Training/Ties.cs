@@ -37,11 +37,27 @@ public static class Ties
         return new TieReport(FindBroken(index), FindMerged(index));
     }
 
-    /// <summary>
-    /// The model with broken ties kept tied and the merged ties matched by <paramref name="untie"/>
-    /// split (a copy when anything changes). A glob that matches no tie is an error.
-    /// </summary>
-    public static ModelProto Apply(ModelProto model, IReadOnlyList<string> untie)
+    /// <summary>What <see cref="Apply"/> does with each tie of a model.</summary>
+    public sealed record Plan(IReadOnlyList<BrokenTie> Kept, IReadOnlyList<BrokenTie> KeptApart, IReadOnlyList<MergedTie> Split, IReadOnlyList<MergedTie> Merged)
+    {
+        /// <summary>One line per tie saying what training does with it.</summary>
+        public IEnumerable<string> Describe()
+        {
+            foreach (var b in Kept)
+                yield return $"'{b.Copy}' is {(b.Transposed ? "the transpose" : "a copy")} of '{b.Source}' (a tie the exporter broke): they train as one parameter, '{b.Source}' (--untie '{b.Copy}' trains them apart)";
+            foreach (var b in KeptApart)
+                yield return $"'{b.Copy}' is {(b.Transposed ? "the transpose" : "a copy")} of '{b.Source}': trained apart (--untie)";
+            foreach (var m in Merged)
+                yield return $"'{m.Name}' (module {(m.Module.Length == 0 ? "root" : m.Module)}) also feeds {string.Join(", ", m.OtherModules)}: "
+                    + (m.Copies.Count > 0 ? $"the exporter merges equal initializers (deep-copied layers), so they train tied (--untie '{m.Name}' gives each its own copy)"
+                        : "they train tied (one initializer read directly by several modules)");
+            foreach (var m in Split)
+                yield return $"'{m.Name}' split by --untie: {string.Join(", ", m.Copies)} train apart from it";
+        }
+    }
+
+    /// <summary>Which ties <paramref name="untie"/> splits; a glob that matches no tie is an error.</summary>
+    public static Plan PlanFor(ModelProto model, IReadOnlyList<string> untie)
     {
         var globs = untie.Select(p => new Glob(p)).ToArray();
         var used = new bool[globs.Length];
@@ -56,13 +72,26 @@ public static class Ties
             return any;
         }
         // A source with several copies is untied as a whole (as a merged initializer is).
-        var broken = FindBroken(index).GroupBy(b => b.Source)
-            .Where(g => !Untied([g.Key, .. g.Select(b => b.Copy)])).SelectMany(g => g).ToArray();
-        var merged = FindMerged(index).Where(m => m.Copies.Count > 0 && Untied([m.Name, .. m.Copies])).ToArray();
+        var brokenGroups = FindBroken(index).GroupBy(b => b.Source).Select(g => (Untied: Untied([g.Key, .. g.Select(b => b.Copy)]), Ties: g.ToArray())).ToArray();
+        var mergedAll = FindMerged(index).Select(m => (Untied: m.Copies.Count > 0 && Untied([m.Name, .. m.Copies]), Tie: m)).ToArray();
         for (int k = 0; k < globs.Length; k++)
             if (!used[k])
                 throw new OnnxKfacException($"--untie '{globs[k].Pattern}' matches no tied initializer (an exporter-merged one with Identity copies, or a broken tie)");
-        if (broken.Length == 0 && merged.Length == 0) return model;
+        return new Plan(
+            [.. brokenGroups.Where(g => !g.Untied).SelectMany(g => g.Ties)], [.. brokenGroups.Where(g => g.Untied).SelectMany(g => g.Ties)],
+            [.. mergedAll.Where(m => m.Untied).Select(m => m.Tie)], [.. mergedAll.Where(m => !m.Untied).Select(m => m.Tie)]);
+    }
+
+    /// <summary>
+    /// The model with broken ties kept tied and the merged ties matched by <paramref name="untie"/>
+    /// split (a copy when anything changes). A glob that matches no tie is an error.
+    /// </summary>
+    public static ModelProto Apply(ModelProto model, IReadOnlyList<string> untie)
+    {
+        var plan = PlanFor(model, untie);
+        var broken = plan.Kept;
+        var merged = plan.Split;
+        if (broken.Count == 0 && merged.Count == 0 && plan.KeptApart.Count == 0) return model;
 
         var result = model.Clone();
         var graph = result.Graph;
@@ -90,14 +119,30 @@ public static class Ties
                 graph.Initializer.Add(t);
             }
         }
+        // Split copies are equal initializers now; the mark keeps a later Apply from tying them again.
+        var apart = merged.SelectMany(m => m.Copies.Prepend(m.Name)).Concat(plan.KeptApart.SelectMany(b => new[] { b.Copy, b.Source }))
+            .Concat(Untied(model)).Distinct().Order(StringComparer.Ordinal).ToArray();
+        if (apart.Length > 0)
+        {
+            var prop = result.MetadataProps.FirstOrDefault(p => p.Key == UntiedKey);
+            if (prop is null) result.MetadataProps.Add(prop = new StringStringEntryProto { Key = UntiedKey });
+            prop.Value = string.Join('\n', apart);
+        }
         return result;
     }
+
+    /// <summary>Model metadata: the initializers <c>--untie</c> split or kept apart, one name a line.</summary>
+    public const string UntiedKey = "onnx_kfac.untied";
+
+    private static string[] Untied(ModelProto model) =>
+        model.MetadataProps.FirstOrDefault(p => p.Key == UntiedKey)?.Value.Split('\n', StringSplitOptions.RemoveEmptyEntries) ?? [];
 
     /// <summary>Initializers equal to another one or to its transpose (both with at least two distinct values, so zeros and ones never tie).</summary>
     private static List<BrokenTie> FindBroken(GraphIndex index)
     {
+        var apart = Untied(index.Model).ToHashSet(StringComparer.Ordinal);
         var candidates = index.Graph.Initializer
-            .Where(t => t.DataType == (int)TensorProto.Types.DataType.Float && t.Dims.Count >= 1 && TensorData.ElementCount(t.Dims) >= 2)
+            .Where(t => !apart.Contains(t.Name) && t.DataType == (int)TensorProto.Types.DataType.Float && t.Dims.Count >= 1 && TensorData.ElementCount(t.Dims) >= 2)
             .Select(t => (Tensor: t, Values: TensorData.ToFloats(t)))
             .Where(x => x.Values.AsSpan().IndexOfAnyExcept(x.Values[0]) >= 0)
             .ToList();

@@ -222,6 +222,7 @@ public static class TrainingGraphBuilder
             Layers = manifestLayers,
             Fisher = fisher,
             Excluded = selection.Excluded,
+            Warnings = selection.Warnings,
         };
         return new TrainingGraph(model, manifest);
     }

@@ -69,6 +69,8 @@ public sealed record TrainingManifest
     public required IReadOnlyList<LayerInfo> Layers { get; init; }
     public ManifestFisher? Fisher { get; init; }
     public IReadOnlyList<ManifestExclusion> Excluded { get; init; } = [];
+    /// <summary>Patterns that take only part of a module (see <see cref="ParameterSelection.Result.Warnings"/>).</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
 
     public static JsonSerializerOptions JsonOptions { get; } = new()
     {

@@ -37,6 +37,7 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
         // Ties the exporter broke are kept and --untie'd merges split in the model itself, so the
         // parameters, checkpoints and the exported model all name the same initializers.
         source = Ties.Apply(source, graphOptions.Untie);
+        graphOptions = graphOptions with { Untie = [] };
         SourceModel = source;
         _options = options;
         _exampleShapes = exampleShapes ?? new Dictionary<string, long[]>();
