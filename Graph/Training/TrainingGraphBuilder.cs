@@ -236,7 +236,11 @@ public static class TrainingGraphBuilder
         IReadOnlyDictionary<string, IReadOnlyList<string>> names)
     {
         if (!options.SampledFisher || options.LossOnly) return [];
-        var inLayers = new HashSet<string>(layers.SelectMany(l => l.Bias is null ? [l.Weight] : new[] { l.Weight, l.Bias }), StringComparer.Ordinal);
+        // A layer with a tied member (one used by several layers) gets no Kronecker block: its
+        // parameters are outside layers for K-FAC's fallback (see Toolkit/Kfac/BlockPlan).
+        static string[] Members(LayerInfo l) => l.Bias is null ? [l.Weight] : [l.Weight, l.Bias];
+        var uses = layers.SelectMany(Members).GroupBy(p => p, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+        var inLayers = new HashSet<string>(layers.Select(Members).Where(m => m.All(p => uses[p] == 1)).SelectMany(m => m), StringComparer.Ordinal);
         var globs = options.SampledGradients.Select(p => new Glob(p)).ToArray();
         return parameters.Where(p => (options.SampledGradientsOutsideLayers && !inLayers.Contains(p)) || globs.Any(gl => names.GetValueOrDefault(p, [p]).Any(gl.IsMatch))).ToList();
     }

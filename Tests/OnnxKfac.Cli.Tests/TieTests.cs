@@ -84,6 +84,10 @@ public sealed class TieTests : IDisposable
         Assert.Single(tuned.Graph.Node, x => x.OpType == "Transpose" && x.Input[0] == "emb.weight" && x.Output[0] == "onnx::MatMul_24");
         Assert.DoesNotContain(tuned.Graph.Initializer, t => t.Name == "onnx::MatMul_24");
         Assert.NotEqual(Values(original, "emb.weight"), Values(tuned, "emb.weight"));
+        // K-FAC trains it too: the tied weight and the bias-less layers around it get fallback blocks
+        // (the sampled gradients they need are in the graph; this failed on tied models before).
+        AssertOk(Run("train", model, "--train", _dir["x.npy"], "--train-labels", _dir["y.npy"], "--epochs", "1", "--optimizer", "kfac"));
+        AssertOk(Run("train", Fixture("tied_opset13"), "--train", _dir["x.npy"], "--train-labels", _dir["y.npy"], "--epochs", "1", "--optimizer", "kfac"));
 
         // --frozen by module path reaches the renamed weight of the transformer's ff1 (onnx::MatMul_138).
         var t = JsonDocument.Parse(AssertOk(Run("inspect", Fixture("transformer_opset17"), "--json", "--frozen", "ff1.*")).Out).RootElement;
