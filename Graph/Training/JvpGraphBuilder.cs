@@ -45,7 +45,7 @@ public static class JvpGraphBuilder
         options.Loss.Validate();
         var loss = options.Loss.Function;
         var registry = options.Registry ?? GradientRegistry.Default;
-        var model = source.Clone();
+        var model = Ties.Apply(source, options.Untie) is var tied && !ReferenceEquals(tied, source) ? tied : source.Clone();
         int sourceOpset = OpsetUpgrade.Apply(model);
         var g = new GraphBuildContext(model, sourceOpset);
         var graph = model.Graph;
@@ -133,7 +133,7 @@ public static class JvpGraphBuilder
             Inputs = inputs,
             Outputs = outputs,
             // No gradients in this graph: parameters are listed with an empty gradient name.
-            Parameters = parameters.Select(p => new ManifestParameter(p.Name, TypeName(p.DataType), p.Dims.ToArray(), "") { Uses = ties.GetValueOrDefault(p.Name, 1) }).ToArray(),
+            Parameters = parameters.Select(p => new ManifestParameter(p.Name, TypeName(p.DataType), p.Dims.ToArray(), "") { Uses = ties.GetValueOrDefault(p.Name, 1), Names = TrainingGraphBuilder.Aliases(selection, p.Name) }).ToArray(),
             Layers = [],
             Excluded = selection.Excluded,
         };

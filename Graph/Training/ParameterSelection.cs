@@ -8,15 +8,27 @@ namespace OnnxKfac.Graph.Training;
 public sealed record TiedInitializer(string Name, IReadOnlyList<string> Readers, int IdentityCopies);
 
 /// <summary>
-/// Which initializers train. Default: every floating-point initializer with more than
-/// one element that reaches the chosen output through a differentiable path
-/// (single-element initializers are exporter constants such as epsilons and exponents;
-/// name them with a trainable pattern to train them). Trainable patterns replace the
-/// default set; frozen patterns remove from it. A pattern that matches nothing is an error.
+/// Which initializers train. Default: every floating-point initializer that reaches the
+/// chosen output through a differentiable path, except single-element ones with a name the
+/// exporter made up (<c>onnx::Div_12</c>: folded constants such as epsilons and exponents;
+/// name them with a trainable pattern to train them). A single-element parameter with a
+/// model name (the bias of a one-output head, <c>head.bias</c>) trains like any other.
+/// Trainable patterns replace the default set; frozen patterns remove from it. A pattern
+/// matches an initializer's name or a module-path name (<see cref="ModulePaths.Names"/>:
+/// <c>encoder.layers.0.self_attn.weight</c> for <c>onnx::MatMul_262</c>). A pattern that
+/// matches nothing is an error; one that takes only some tensors of a module is reported
+/// in <see cref="Result.Warnings"/>.
 /// </summary>
 public static class ParameterSelection
 {
-    public sealed record Result(IReadOnlyList<TensorProto> Parameters, IReadOnlyList<ManifestExclusion> Excluded, IReadOnlyList<TiedInitializer> Ties);
+    public sealed record Result(IReadOnlyList<TensorProto> Parameters, IReadOnlyList<ManifestExclusion> Excluded, IReadOnlyList<TiedInitializer> Ties)
+    {
+        /// <summary>The names a glob may select each parameter by, its own first (see <see cref="ModulePaths.Names"/>).</summary>
+        public IReadOnlyDictionary<string, IReadOnlyList<string>> Names { get; init; } = new Dictionary<string, IReadOnlyList<string>>();
+
+        /// <summary>One line per pattern and module it takes only part of, naming the tensors it leaves out.</summary>
+        public IReadOnlyList<string> Warnings { get; init; } = [];
+    }
 
     public static Result Select(GraphIndex index, string output, IReadOnlyList<string> trainable, IReadOnlyList<string> frozen, GradientRegistry registry)
     {
@@ -24,6 +36,8 @@ public static class ParameterSelection
         var trainGlobs = trainable.Select(p => new Glob(p)).ToArray();
         var frozenGlobs = frozen.Select(p => new Glob(p)).ToArray();
         var used = new HashSet<Glob>();
+        var names = ModulePaths.Names(index);
+        bool Matches(Glob g, string name) => names.TryGetValue(name, out var n) ? n.Any(g.IsMatch) : g.IsMatch(name);
         var selected = new List<TensorProto>();
         var excluded = new List<ManifestExclusion>();
         foreach (var t in index.Graph.Initializer)
@@ -31,8 +45,8 @@ public static class ParameterSelection
             // Initializers also listed as graph inputs (keep_initializers_as_inputs=True exports)
             // are overridable defaults: still candidates.
             bool isFloat = TensorData.IsFloat(t.DataType);
-            var matchT = trainGlobs.FirstOrDefault(g => g.IsMatch(t.Name));
-            var matchF = frozenGlobs.FirstOrDefault(g => g.IsMatch(t.Name));
+            var matchT = trainGlobs.FirstOrDefault(g => Matches(g, t.Name));
+            var matchF = frozenGlobs.FirstOrDefault(g => Matches(g, t.Name));
             if (matchT is not null) used.Add(matchT);
             if (matchF is not null) used.Add(matchF);
             string? reason =
@@ -40,7 +54,7 @@ public static class ParameterSelection
                 : matchF is not null ? $"frozen by '{matchF.Pattern}'"
                 : trainGlobs.Length > 0 && matchT is null ? "not matched by a trainable pattern"
                 : !reach.Contains(t.Name) ? "does not reach the loss through a differentiable path"
-                : matchT is null && TensorData.ElementCount(t.Dims) <= 1 ? "single-element constant"
+                : matchT is null && TensorData.ElementCount(t.Dims) <= 1 && ModulePaths.IsGenerated(t.Name) ? "single-element exporter constant"
                 : null;
             if (!isFloat) continue;
             if (reason is null) selected.Add(t);
@@ -53,7 +67,28 @@ public static class ParameterSelection
                 throw new OnnxKfacException($"pattern '{g.Pattern}' matches no floating-point initializer of the model");
         if (selected.Count == 0)
             throw new OnnxKfacException($"no trainable parameters: no initializer reaches output '{output}' through a differentiable path (or all are frozen)");
-        return new Result(selected, excluded, FindTies(index));
+        var candidates = index.Graph.Initializer
+            .Where(t => TensorData.IsFloat(t.DataType) && reach.Contains(t.Name) && !(TensorData.ElementCount(t.Dims) <= 1 && ModulePaths.IsGenerated(t.Name)))
+            .Select(t => t.Name).ToList();
+        var warnings = trainGlobs.Concat(frozenGlobs).SelectMany(g => PartialModules(index, g, candidates, n => Matches(g, n))).ToList();
+        return new Result(selected, excluded, FindTies(index)) { Names = names, Warnings = warnings };
+    }
+
+    /// <summary>A warning for each module of which <paramref name="glob"/> takes some tensors but not all.</summary>
+    private static IEnumerable<string> PartialModules(GraphIndex index, Glob glob, IReadOnlyList<string> candidates, Func<string, bool> matches)
+    {
+        var partial = new List<(string Module, List<string> Left)>();
+        foreach (var module in candidates.GroupBy(n => ModulePaths.ModuleOf(index, n)).Where(m => !string.IsNullOrEmpty(m.Key)))
+        {
+            var left = module.Where(n => !matches(n)).ToList();
+            if (left.Count > 0 && left.Count < module.Count()) partial.Add((module.Key!, left));
+        }
+        if (partial.Count is > 0 and <= 3)
+            foreach (var (module, left) in partial)
+                yield return $"pattern '{glob.Pattern}' matches only part of module '{module}': it leaves out {string.Join(", ", left)}";
+        else if (partial.Count > 3)
+            yield return $"pattern '{glob.Pattern}' matches only part of {partial.Count} modules ({string.Join(", ", partial.Take(3).Select(p => p.Module))}, ...): "
+                + $"it leaves out {string.Join(", ", partial[0].Left)} of '{partial[0].Module}' and others";
     }
 
     /// <summary>Tensors from which <paramref name="output"/> can be reached through differentiable inputs.</summary>

@@ -20,6 +20,9 @@ public sealed record TrainingGraphOptions
     /// <summary>Glob patterns of initializers to keep fixed.</summary>
     public IReadOnlyList<string> Frozen { get; init; } = [];
 
+    /// <summary>Glob patterns of exporter-merged (or broken) ties to split; every other tie trains tied (see <see cref="Ties"/>).</summary>
+    public IReadOnlyList<string> Untie { get; init; } = [];
+
     /// <summary>Expose each layer's input a_l and pre-activation gradient g_l (default on).</summary>
     public bool LayerTaps { get; init; } = true;
 
@@ -89,7 +92,7 @@ public static class TrainingGraphBuilder
     {
         options.Loss.Validate();
         var registry = options.Registry ?? GradientRegistry.Default;
-        var model = source.Clone();
+        var model = Ties.Apply(source, options.Untie) is var tied && !ReferenceEquals(tied, source) ? tied : source.Clone();
         int sourceOpset = OpsetUpgrade.Apply(model);
         var g = new GraphBuildContext(model, sourceOpset);
         var graph = model.Graph;
@@ -117,7 +120,7 @@ public static class TrainingGraphBuilder
 
         ManifestFisher? fisher = null;
         IReadOnlyDictionary<string, string>? sampled = null;
-        var sampledParams = SampledParameters(parameters.Select(p => p.Name), layers, options);
+        var sampledParams = SampledParameters(parameters.Select(p => p.Name), layers, options, selection.Names);
         if (options.SampledFisher && (layers.Count > 0 || sampledParams.Count > 0))
         {
             string noise = g.State.UniqueName(NoiseName);
@@ -149,7 +152,7 @@ public static class TrainingGraphBuilder
             // A loss-only graph lists its parameters with no gradient output.
             string gname = options.LossOnly ? "" : grads[p.Name];
             if (!options.LossOnly) AddOutput(graph, outputs, g, gname, TensorRole.Gradient, new TensorInfo(p.DataType, p.Dims.ToArray()), p.Name);
-            manifestParams.Add(new ManifestParameter(p.Name, TypeName(p.DataType), p.Dims.ToArray(), gname) { Uses = ties.GetValueOrDefault(p.Name, 1) });
+            manifestParams.Add(new ManifestParameter(p.Name, TypeName(p.DataType), p.Dims.ToArray(), gname) { Uses = ties.GetValueOrDefault(p.Name, 1), Names = Aliases(selection, p.Name) });
         }
         if (sampled is not null)
             foreach (var name in sampledParams)
@@ -219,17 +222,27 @@ public static class TrainingGraphBuilder
             Layers = manifestLayers,
             Fisher = fisher,
             Excluded = selection.Excluded,
+            Warnings = selection.Warnings,
         };
         return new TrainingGraph(model, manifest);
     }
 
+    /// <summary>The module-path names a glob may also select a parameter by (null: none besides its own).</summary>
+    internal static IReadOnlyList<string>? Aliases(ParameterSelection.Result selection, string name) =>
+        selection.Names.TryGetValue(name, out var n) && n.Count > 1 ? n.Skip(1).ToArray() : null;
+
     /// <summary>The parameters whose sampled-target gradient the graph exposes (see <see cref="TrainingGraphOptions.SampledGradients"/>).</summary>
-    private static List<string> SampledParameters(IEnumerable<string> parameters, IReadOnlyList<LayerInfo> layers, TrainingGraphOptions options)
+    private static List<string> SampledParameters(IEnumerable<string> parameters, IReadOnlyList<LayerInfo> layers, TrainingGraphOptions options,
+        IReadOnlyDictionary<string, IReadOnlyList<string>> names)
     {
         if (!options.SampledFisher || options.LossOnly) return [];
-        var inLayers = new HashSet<string>(layers.SelectMany(l => l.Bias is null ? [l.Weight] : new[] { l.Weight, l.Bias }), StringComparer.Ordinal);
+        // A layer with a tied member (one used by several layers) gets no Kronecker block: its
+        // parameters are outside layers for K-FAC's fallback (see Toolkit/Kfac/BlockPlan).
+        static string[] Members(LayerInfo l) => l.Bias is null ? [l.Weight] : [l.Weight, l.Bias];
+        var uses = layers.SelectMany(Members).GroupBy(p => p, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+        var inLayers = new HashSet<string>(layers.Select(Members).Where(m => m.All(p => uses[p] == 1)).SelectMany(m => m), StringComparer.Ordinal);
         var globs = options.SampledGradients.Select(p => new Glob(p)).ToArray();
-        return parameters.Where(p => (options.SampledGradientsOutsideLayers && !inLayers.Contains(p)) || globs.Any(gl => gl.IsMatch(p))).ToList();
+        return parameters.Where(p => (options.SampledGradientsOutsideLayers && !inLayers.Contains(p)) || globs.Any(gl => names.GetValueOrDefault(p, [p]).Any(gl.IsMatch))).ToList();
     }
 
     /// <summary>The output the loss reads: the named one, or the model's only output.</summary>

@@ -33,6 +33,9 @@ public sealed record ManifestParameter(string Name, string ElemType, long[] Shap
 {
     /// <summary>How many nodes read this parameter (through Identity copies included); above 1 it is tied.</summary>
     public int Uses { get; init; } = 1;
+
+    /// <summary>Module-path names a glob also selects it by (<c>encoder.layers.0.linear1.weight</c> for <c>onnx::MatMul_262</c>); null: none.</summary>
+    public IReadOnlyList<string>? Names { get; init; }
 }
 
 public sealed record ManifestLoss(string Kind, string Reduction, string Output, string Target, string Loss)
@@ -66,6 +69,8 @@ public sealed record TrainingManifest
     public required IReadOnlyList<LayerInfo> Layers { get; init; }
     public ManifestFisher? Fisher { get; init; }
     public IReadOnlyList<ManifestExclusion> Excluded { get; init; } = [];
+    /// <summary>Patterns that take only part of a module (see <see cref="ParameterSelection.Result.Warnings"/>).</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
 
     public static JsonSerializerOptions JsonOptions { get; } = new()
     {

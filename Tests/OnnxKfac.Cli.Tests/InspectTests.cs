@@ -19,8 +19,8 @@ public class InspectTests
         Assert.Matches(@"\n  logits +float +\[N,3\]", r.Out);
         Assert.Contains("Trainable parameters (loss on 'logits'): 4 tensors, 43 elements", r.Out);
         Assert.Matches(@"\n  fc1.weight +float +\[4,5\] +20\n", r.Out);
-        Assert.Contains("scale", r.Out);
-        Assert.Contains("single-element constant", r.Out);
+        Assert.Contains("onnx::Mul_7", r.Out);
+        Assert.Contains("single-element exporter constant", r.Out);
         Assert.Contains("Layers: 2 (2 dense)", r.Out);
         Assert.Contains("Ops without a gradient rule: 0", r.Out);
         Assert.Empty(r.Err);
@@ -53,8 +53,8 @@ public class InspectTests
         Assert.Equal(["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"], names);
         Assert.Equal(43, root.GetProperty("parameter_elements").GetInt64());
         var excluded = root.GetProperty("excluded")[0];
-        Assert.Equal("scale", excluded.GetProperty("name").GetString());
-        Assert.Equal("single-element constant", excluded.GetProperty("reason").GetString());
+        Assert.Equal("onnx::Mul_7", excluded.GetProperty("name").GetString());
+        Assert.Equal("single-element exporter constant", excluded.GetProperty("reason").GetString());
         var layers = root.GetProperty("layers").EnumerateArray().ToArray();
         Assert.Equal(2, layers.Length);
         Assert.Equal("dense", layers[0].GetProperty("kind").GetString());

@@ -33,10 +33,11 @@ internal static class BlockPlan
     {
         var overrides = options.Blocks.Select(o => (Glob: new Glob(o.Pattern), o)).ToArray();
         var used = new bool[overrides.Length];
+        var aliases = manifest.Parameters.ToDictionary(p => p.Name, p => p.Names ?? [], StringComparer.Ordinal);
         string? Override(string name)
         {
             for (int k = 0; k < overrides.Length; k++)
-                if (overrides[k].Glob.IsMatch(name)) { used[k] = true; return overrides[k].o.Kind; }
+                if (overrides[k].Glob.IsMatch(name) || aliases.GetValueOrDefault(name, []).Any(overrides[k].Glob.IsMatch)) { used[k] = true; return overrides[k].o.Kind; }
             return null;
         }
         var trainable = manifest.Parameters.Select(p => p.Name).Where(n => !frozen.Contains(n)).ToList();

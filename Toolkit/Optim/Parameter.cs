@@ -54,6 +54,16 @@ public sealed class Parameter
     /// <summary>The ONNX initializer name.</summary>
     public string Name { get; }
 
+    /// <summary>
+    /// Module-path names a glob (a parameter group, a K-FAC block override) also selects this
+    /// parameter by, besides <see cref="Name"/> (<c>encoder.layers.0.linear1.weight</c> for
+    /// <c>onnx::MatMul_262</c>; see the training manifest's parameter names).
+    /// </summary>
+    public IReadOnlyList<string> Aliases { get; init; } = [];
+
+    /// <summary>True when <paramref name="glob"/> matches the name or one of the <see cref="Aliases"/>.</summary>
+    internal bool IsMatch(Graph.Model.Glob glob) => glob.IsMatch(Name) || Aliases.Any(glob.IsMatch);
+
     /// <summary>The tensor shape (a copy taken at construction; do not modify).</summary>
     public long[] Shape { get; }
 

@@ -39,7 +39,7 @@ internal sealed class ParameterBinding
             var settings = defaults;
             for (int k = 0; k < globs.Length; k++)
             {
-                if (!globs[k].IsMatch(p.Name)) continue;
+                if (!p.IsMatch(globs[k])) continue;
                 var g = groups[k];
                 used[k] = true;
                 settings = new GroupSettings(

@@ -34,6 +34,10 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
 
     private TrainingSession(ModelProto source, TrainingGraphOptions graphOptions, TrainingSessionOptions options, IReadOnlyDictionary<string, long[]>? exampleShapes)
     {
+        // Ties the exporter broke are kept and --untie'd merges split in the model itself, so the
+        // parameters, checkpoints and the exported model all name the same initializers.
+        source = Ties.Apply(source, graphOptions.Untie);
+        graphOptions = graphOptions with { Untie = [] };
         SourceModel = source;
         _options = options;
         _exampleShapes = exampleShapes ?? new Dictionary<string, long[]>();
@@ -241,6 +245,7 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
             if (t.DataType != (int)TensorProto.Types.DataType.Float)
                 throw new OnnxKfacException($"parameter '{mp.Name}' is {TensorData.TypeName(t.DataType)}; training supports float32 parameters (export the model in float32)");
             var p = Parameter.Create(mp.Name, t.Dims.ToArray());
+            if (mp.Names is { } names) p = new Parameter(p.Name, p.Shape, p.Value, p.Grad) { Aliases = names };
             TensorData.ToFloats(t).CopyTo(p.Value, 0);
             result[k] = p;
         }

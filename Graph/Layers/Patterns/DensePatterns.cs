@@ -27,13 +27,17 @@ internal static class DensePatterns
 
     public static LayerMatch MatMul(NodeProto n, LayerMatchContext c)
     {
-        string? w = c.Param(n.Input[1]);
+        // x @ Transpose(W): a weight stored [out, in] (a kept tie, see Training/Ties), as Gemm transB=1.
+        bool transposed = c.Index.Producer(n.Input[1]) is { OpType: "Transpose" } tp && c.Param(tp.Input[0]) is not null
+            && (tp.GetInts("perm") is not { Length: > 0 } perm || perm.SequenceEqual([1L, 0L]));
+        string? w = c.Param(transposed ? c.Index.Producer(n.Input[1])!.Input[0] : n.Input[1]);
         if (w is null)
             return c.Param(n.Input[0]) is not null
                 ? LayerMatch.Reject("the weight is the left operand (only x @ W is a dense layer)")
                 : LayerMatch.None; // activation @ activation (attention scores): not a layer, nothing to report
         var ws = c.Shape(w);
         if (ws is null || ws.Length != 2) return LayerMatch.Reject($"weight '{w}' is not a matrix");
+        if (transposed) ws = [ws[1], ws[0]];
         int rank = c.Infos.GetValueOrDefault(n.Input[0])?.Rank ?? -1;
         if (rank < 2) return LayerMatch.Reject($"input '{n.Input[0]}' has rank {(rank < 0 ? "unknown" : rank.ToString())}; a dense layer needs rank >= 2");
         string pre = n.Output[0];
@@ -51,7 +55,7 @@ internal static class DensePatterns
         }
         return LayerMatchContext.Layer(n, LayerKind.Dense, w, n.Input[0]) with
         {
-            Bias = bias, PreActivation = pre, InputRank = rank, WeightTransposed = false, InFeatures = ws[0], OutFeatures = ws[1],
+            Bias = bias, PreActivation = pre, InputRank = rank, WeightTransposed = transposed, InFeatures = ws[0], OutFeatures = ws[1],
         };
     }
 }

@@ -41,7 +41,7 @@ internal static class Models
 
     /// <summary>
     /// x [N,4] → MatMul fc1.weight [4,5] → Add fc1.bias → MatMul fc2.weight [5,3] → Add fc2.bias → logits [N,3].
-    /// Plus a single-element constant 'scale' (1.0) multiplied in, and an int64 initializer.
+    /// Plus a single-element exporter constant 'onnx::Mul_7' (1.0, a name as torch.onnx gives folded constants) multiplied in.
     /// </summary>
     public static ModelProto Linear2(int classes = 3)
     {
@@ -51,10 +51,10 @@ internal static class Models
         g.Initializer.Add(TensorData.FromFloats("fc1.bias", [5], Values(5, 2)));
         g.Initializer.Add(TensorData.FromFloats("fc2.weight", [5, classes], Values(5 * classes, 3)));
         g.Initializer.Add(TensorData.FromFloats("fc2.bias", [classes], Values(classes, 4)));
-        g.Initializer.Add(TensorData.FromFloats("scale", [], [1f]));
+        g.Initializer.Add(TensorData.FromFloats("onnx::Mul_7", [], [1f]));
         g.Node.Add(Node("MatMul", "fc1/MatMul", ["x", "fc1.weight"], ["h0"]));
         g.Node.Add(Node("Add", "fc1/Add", ["h0", "fc1.bias"], ["h1"]));
-        g.Node.Add(Node("Mul", "scale/Mul", ["h1", "scale"], ["h"]));
+        g.Node.Add(Node("Mul", "scale/Mul", ["h1", "onnx::Mul_7"], ["h"]));
         g.Node.Add(Node("MatMul", "fc2/MatMul", ["h", "fc2.weight"], ["z0"]));
         g.Node.Add(Node("Add", "fc2/Add", ["z0", "fc2.bias"], ["logits"]));
         g.Output.Add(Input("logits", F, "N", classes));

@@ -5,6 +5,7 @@ using OnnxKfac.Cli.Training;
 using OnnxKfac.Graph;
 using OnnxKfac.Graph.Model;
 using OnnxKfac.Graph.Proto;
+using OnnxKfac.Graph.Training;
 using OnnxKfac.Toolkit.Checkpoints;
 using OnnxKfac.Toolkit.Export;
 using OnnxKfac.Toolkit.Optim;
@@ -55,7 +56,8 @@ internal static class ExportCommand
             if (string.Equals(Path.GetFullPath(modelPath), Path.GetFullPath(outPath), StringComparison.Ordinal))
                 throw new OnnxKfacException($"-o {outPath}: refusing to overwrite the source model");
             if (Directory.Exists(outPath)) throw new OnnxKfacException($"-o {outPath}: is a folder; name the .onnx file to write");
-            var m = OnnxModelIO.Load(modelPath);
+            // The model as trained: ties kept, and split where the run's --untie said so.
+            var m = Ties.Apply(OnnxModelIO.Load(modelPath), UntieOf(cp));
             CheckSameModel(cp, m, ckpt, modelPath);
             bool best = !r.GetValue(last) && cp.Longs.TryGetValue("result_is_best", out long flag) && flag == 1;
             var weights = best ? BestWeights(cp, ckpt) : cp.Parameters;
@@ -80,6 +82,19 @@ internal static class ExportCommand
             best.AsSpan().CopyTo(copy.Value);
             return copy;
         }).ToArray();
+
+    /// <summary>The "untie" globs of the checkpoint's stored config (none: an empty list).</summary>
+    public static string[] UntieOf(Checkpoint cp)
+    {
+        if (cp.Config.Length == 0) return [];
+        try
+        {
+            using var doc = JsonDocument.Parse(cp.Config);
+            return doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("untie", out var v) && v.ValueKind == JsonValueKind.Array
+                ? [.. v.EnumerateArray().Select(e => e.GetString() ?? "")] : [];
+        }
+        catch (JsonException) { return []; }
+    }
 
     /// <summary>The "model" of the checkpoint's stored config, if any.</summary>
     public static string? ModelOf(Checkpoint cp)

@@ -53,7 +53,7 @@ internal static class GradCommand
         {
             var lossOptions = loss.Read(r)!;
             var result = Compute(r.GetValue(model)!, r.GetValue(inputs) ?? [], r.GetValue(target)!, lossOptions,
-                selection.ReadTrainable(r), selection.ReadFrozen(r));
+                selection.ReadTrainable(r), selection.ReadFrozen(r), selection.ReadUntie(r));
             string outDir = r.GetValue(dir)!;
             Write(result, outDir);
             if (!double.IsFinite(result.Loss)) ctx.Error.WriteLine($"warning: the loss is {result.Loss}");
@@ -68,11 +68,11 @@ internal static class GradCommand
     public sealed record GradResult(double Loss, IReadOnlyList<TensorProto> Gradients);
 
     public static GradResult Compute(string modelPath, IReadOnlyList<string> inputSpecs, string targetPath, LossOptions loss,
-        IReadOnlyList<string> trainable, IReadOnlyList<string> frozen)
+        IReadOnlyList<string> trainable, IReadOnlyList<string> frozen, IReadOnlyList<string>? untie = null)
     {
         var model = OnnxModelIO.Load(modelPath);
         LossChecks.CheckClassWeights(model, loss);
-        var tg = TrainingGraphBuilder.Build(model, new TrainingGraphOptions(loss) { Trainable = trainable, Frozen = frozen, LayerTaps = false });
+        var tg = TrainingGraphBuilder.Build(model, new TrainingGraphOptions(loss) { Trainable = trainable, Frozen = frozen, Untie = untie ?? [], LayerTaps = false });
         var man = tg.Manifest;
         string output = man.Loss.Output;
 

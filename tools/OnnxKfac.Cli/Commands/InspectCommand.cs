@@ -20,8 +20,9 @@ internal static class InspectCommand
         var optimizer = new Option<string?>("--optimizer") { Description = "kfac: also list the curvature block K-FAC gives each parameter, and why", HelpName = "kfac" };
         var blocks = new Option<string[]>("--kfac-block") { Description = "As train's --kfac-block GLOB:KIND (repeatable)", HelpName = "GLOB:KIND", AllowMultipleArgumentsPerToken = false };
         var fallback = new Option<string?>("--kfac-fallback") { Description = "As train's --kfac-fallback: diagonal (default) or identity", HelpName = "diagonal|identity" };
-        var trainable = new Option<string[]>("--trainable") { Description = "As train's --trainable GLOB (repeatable)", HelpName = "GLOB" };
-        var frozen = new Option<string[]>("--frozen") { Description = "As train's --frozen GLOB (repeatable)", HelpName = "GLOB" };
+        var trainable = new Option<string[]>("--trainable") { Description = "As train's --trainable GLOB (repeatable): the parameters listed are the set that would train", HelpName = "GLOB" };
+        var frozen = new Option<string[]>("--frozen") { Description = "As train's --frozen GLOB (repeatable): the parameters listed are the set that would train", HelpName = "GLOB" };
+        var untie = new Option<string[]>("--untie") { Description = "As train's --untie GLOB (repeatable)", HelpName = "GLOB" };
         var cmd = new Command("inspect", "Show a model's inputs, outputs, trainable parameters, layers, tied weights, ops without a gradient rule and (--optimizer kfac) K-FAC's curvature blocks");
         cmd.Arguments.Add(model);
         cmd.Options.Add(json);
@@ -30,20 +31,22 @@ internal static class InspectCommand
         cmd.Options.Add(fallback);
         cmd.Options.Add(trainable);
         cmd.Options.Add(frozen);
+        cmd.Options.Add(untie);
         loss.AddTo(cmd);
         cmd.SetAction(r =>
         {
             string path = r.GetValue(model)!;
             var lossOptions = loss.Read(r);
             var m = OnnxModelIO.Load(path);
-            var report = ModelInspector.Inspect(m, path, lossOptions, r.GetValue(loss.Output));
+            var report = ModelInspector.Inspect(m, path, lossOptions, r.GetValue(loss.Output), null,
+                r.GetValue(trainable) ?? [], r.GetValue(frozen) ?? [], r.GetValue(untie) ?? []);
             string? opt = r.GetValue(optimizer)?.Trim().ToLowerInvariant();
             if (opt is not null and not "kfac") throw new OnnxKfacException($"--optimizer: inspect lists K-FAC's blocks (--optimizer kfac); '{opt}' has none");
             if (opt is null && (r.GetValue(blocks)?.Length > 0 || r.GetValue(fallback) is not null))
                 throw new OnnxKfacException("--kfac-block and --kfac-fallback need --optimizer kfac");
             if (opt == "kfac")
                 report = report with { KfacBlocks = KfacPlan(m, lossOptions ?? new LossOptions(LossKind.CrossEntropy) { Output = r.GetValue(loss.Output) },
-                    r.GetValue(blocks) ?? [], r.GetValue(fallback), r.GetValue(trainable) ?? [], r.GetValue(frozen) ?? []) };
+                    r.GetValue(blocks) ?? [], r.GetValue(fallback), r.GetValue(trainable) ?? [], r.GetValue(frozen) ?? [], r.GetValue(untie) ?? []) };
             if (r.GetValue(json)) ctx.Out.WriteLine(Json.Serialize(report));
             else Render(report, ReportWriter.For(ctx));
             return ExitCodes.Ok;
@@ -52,7 +55,7 @@ internal static class InspectCommand
     }
 
     /// <summary>The blocks K-FAC would use: the training graph K-FAC asks for, then its block plan.</summary>
-    private static KfacBlockEntry[] KfacPlan(Graph.Proto.ModelProto m, LossOptions loss, string[] blocks, string? fallback, string[] trainable, string[] frozen)
+    private static KfacBlockEntry[] KfacPlan(Graph.Proto.ModelProto m, LossOptions loss, string[] blocks, string? fallback, string[] trainable, string[] frozen, string[] untie)
     {
         KfacOptions options;
         try
@@ -69,7 +72,7 @@ internal static class InspectCommand
             };
         }
         catch (ArgumentException e) { throw new OnnxKfacException($"--kfac-block: {e.Message.Replace(" (Parameter 'Blocks')", "").Replace(" (Parameter 'kind')", "")}", e); }
-        var graph = TrainingGraphBuilder.Build(m, options.Configure(new TrainingGraphOptions(loss) { Trainable = trainable, Frozen = frozen }));
+        var graph = TrainingGraphBuilder.Build(m, options.Configure(new TrainingGraphOptions(loss) { Trainable = trainable, Frozen = frozen, Untie = untie }));
         return [.. KfacOptimizer.Plan(graph.Manifest, options, m).Select(b => new KfacBlockEntry(b.Block, b.Kind, b.Parameters, b.Reason))];
     }
 
@@ -114,6 +117,23 @@ internal static class InspectCommand
         {
             w.Heading($"Tied initializers: {r.Tied.Count}");
             w.Table(["name", "readers", "identity copies"], r.Tied.Select(t => (IReadOnlyList<string>)[t.Name, string.Join("; ", t.Readers), t.IdentityCopies.ToString(CultureInfo.InvariantCulture)]));
+        }
+        if (r.BrokenTies.Count > 0)
+        {
+            w.Heading($"Ties the exporter broke: {r.BrokenTies.Count} (an initializer equal to another or to its transpose)");
+            w.Table(["copy", "of", "form", "training"], r.BrokenTies.Select(b => (IReadOnlyList<string>)[b.Copy, b.Source, b.Transposed ? "transpose" : "equal",
+                b.KeptTied ? "one parameter (--untie to split)" : "apart (--untie)"]));
+        }
+        if (r.MergedTies.Count > 0)
+        {
+            w.Heading($"Initializers shared across modules: {r.MergedTies.Count} (the exporter merges equal initializers, e.g. deep-copied layers)");
+            w.Table(["name", "module", "also feeds", "training"], r.MergedTies.Select(m => (IReadOnlyList<string>)[m.Name, m.Module.Length == 0 ? "(root)" : m.Module, string.Join(", ", m.OtherModules),
+                m.Split ? $"split (--untie): {string.Join(", ", m.Copies)}" : m.Copies.Count > 0 ? "tied (--untie to split)" : "tied"]));
+        }
+        if (r.Warnings.Count > 0)
+        {
+            w.Heading($"Warnings: {r.Warnings.Count}");
+            foreach (var x in r.Warnings) w.Line("  warning: " + x);
         }
 
         w.Heading($"Ops without a gradient rule: {r.OpsWithoutGradient.Count}");

@@ -38,6 +38,7 @@ internal static class PrepareCommand
             {
                 Trainable = selection.ReadTrainable(r),
                 Frozen = selection.ReadFrozen(r),
+                Untie = selection.ReadUntie(r),
                 SampledFisher = r.GetValue(sampled),
                 ConvPatches = r.GetValue(patches),
             };

@@ -248,6 +248,7 @@ internal static class TrainCommand
             if (!quiet)
             {
                 log.WriteLine($"model {modelPath}: {session.Parameters.Count} parameters ({setup.ParameterValues.ToString("N0", CultureInfo.InvariantCulture)} values) trained, {lossName} on '{session.Manifest.Loss.Output}'");
+                foreach (var note in setup.Notes) log.WriteLine(note.StartsWith("warning: ", StringComparison.Ordinal) ? note : "tie: " + note);
                 log.WriteLine($"data: {train.Count} training examples" + (val is null ? "" : $", {val.Count} validation") + (test is null ? "" : $", {test.Count} test") +
                     (norm is null ? "" : $"; features divided by {Config.Format(cfg.Double("scale", 1)!.Value)}" + (norm.Mean is null ? "" : ", then normalized")));
                 log.WriteLine($"{OptimizerSetup.Describe(cfg)}, batch {batch}, " +

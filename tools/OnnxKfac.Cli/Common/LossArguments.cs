@@ -120,11 +120,20 @@ internal sealed class SelectionArguments
         HelpName = "GLOB",
     };
 
+    public Option<string[]> Untie { get; } = new("--untie")
+    {
+        Description = "Split the tie of initializers matching this glob (repeatable): an exporter-merged initializer gives each module its own copy; a broken tie (a transposed copy) trains apart",
+        HelpName = "GLOB",
+    };
+
     public void AddTo(Command command)
     {
         command.Options.Add(Trainable);
         command.Options.Add(Frozen);
+        command.Options.Add(Untie);
     }
+
+    public IReadOnlyList<string> ReadUntie(ParseResult r) => Check(r.GetValue(Untie), "--untie");
 
     public IReadOnlyList<string> ReadTrainable(ParseResult r) => Check(r.GetValue(Trainable), "--trainable");
 

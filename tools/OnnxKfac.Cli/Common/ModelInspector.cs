@@ -32,6 +32,12 @@ internal sealed record InspectReport
     public required IReadOnlyList<LayerEntry> Layers { get; init; }
     public required IReadOnlyList<RejectionEntry> RejectedLayers { get; init; }
     public required IReadOnlyList<TieEntry> Tied { get; init; }
+    /// <summary>Initializers equal to another one or to its transpose (ties the exporter broke); kept tied unless --untie.</summary>
+    public IReadOnlyList<BrokenTieEntry> BrokenTies { get; init; } = [];
+    /// <summary>Initializers that feed modules they do not belong to (the exporter merges equal initializers); split by --untie.</summary>
+    public IReadOnlyList<MergedTieEntry> MergedTies { get; init; } = [];
+    /// <summary>--trainable/--frozen patterns that take only part of a module.</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
     public required IReadOnlyList<OpEntry> Ops { get; init; }
     /// <summary>Ops in the graph with no gradient rule that are not declared non-differentiable.</summary>
     public required IReadOnlyList<UnsupportedOpEntry> OpsWithoutGradient { get; init; }
@@ -59,6 +65,10 @@ internal sealed record RejectionEntry(string Node, string OpType, string Reason)
 
 internal sealed record TieEntry(string Name, IReadOnlyList<string> Readers, int IdentityCopies);
 
+internal sealed record BrokenTieEntry(string Copy, string Source, bool Transposed, bool KeptTied);
+
+internal sealed record MergedTieEntry(string Name, string Module, IReadOnlyList<string> OtherModules, IReadOnlyList<string> Copies, bool Split);
+
 internal sealed record OpEntry(string Domain, string OpType, int Count);
 
 internal sealed record UnsupportedOpEntry(string Domain, string OpType, int Count, IReadOnlyList<string> Nodes, bool OnGradientPath);
@@ -66,9 +76,20 @@ internal sealed record UnsupportedOpEntry(string Domain, string OpType, int Coun
 /// <summary>Builds an <see cref="InspectReport"/>; diagnoses rather than fails where it can.</summary>
 internal static class ModelInspector
 {
-    public static InspectReport Inspect(ModelProto model, string path, LossOptions? loss, string? output, GradientRegistry? registry = null)
+    /// <summary>
+    /// The report of <paramref name="model"/> as training would see it: ties kept or split
+    /// (<paramref name="untie"/>), the parameters <paramref name="trainable"/> and
+    /// <paramref name="frozen"/> select (a pattern that matches nothing is an error).
+    /// </summary>
+    public static InspectReport Inspect(ModelProto model, string path, LossOptions? loss, string? output, GradientRegistry? registry = null,
+        IReadOnlyList<string>? trainable = null, IReadOnlyList<string>? frozen = null, IReadOnlyList<string>? untie = null)
     {
         registry ??= GradientRegistry.Default;
+        trainable ??= [];
+        frozen ??= [];
+        untie ??= [];
+        var plan = Ties.PlanFor(model, untie);
+        model = Ties.Apply(model, untie);
         var index = new GraphIndex(model);
         var graph = model.Graph;
         var notes = new List<string>();
@@ -89,15 +110,17 @@ internal static class ModelInspector
 
         var parameters = new List<TensorProto>();
         IReadOnlyList<ManifestExclusion> excluded = [];
+        IReadOnlyList<string> warnings = [];
         if (lossOutput is not null)
         {
             try
             {
-                var sel = ParameterSelection.Select(index, lossOutput, [], [], registry);
+                var sel = ParameterSelection.Select(index, lossOutput, trainable, frozen, registry);
                 parameters.AddRange(sel.Parameters);
                 excluded = sel.Excluded;
+                warnings = sel.Warnings;
             }
-            catch (OnnxKfacException e)
+            catch (OnnxKfacException e) when (trainable.Count == 0 && frozen.Count == 0)
             {
                 notes.Add(e.Message);
                 excluded = graph.Initializer.Where(t => TensorData.IsFloat(t.DataType) && !index.GraphInputs.ContainsKey(t.Name))
@@ -139,6 +162,9 @@ internal static class ModelInspector
             Layers = layers.Select(l => new LayerEntry(l.Name, KindName(l.Kind), l.Node, l.OpType, l.Weight, l.Bias, l.InFeatures, l.OutFeatures)).ToArray(),
             RejectedLayers = rejected.Select(r => new RejectionEntry(r.Node, r.OpType, r.Reason)).ToArray(),
             Tied = ParameterSelection.FindTies(index).Select(t => new TieEntry(t.Name, t.Readers, t.IdentityCopies)).ToArray(),
+            BrokenTies = [.. plan.Kept.Select(b => new BrokenTieEntry(b.Copy, b.Source, b.Transposed, true)), .. plan.KeptApart.Select(b => new BrokenTieEntry(b.Copy, b.Source, b.Transposed, false))],
+            MergedTies = [.. plan.Merged.Select(m => new MergedTieEntry(m.Name, m.Module, m.OtherModules, m.Copies, false)), .. plan.Split.Select(m => new MergedTieEntry(m.Name, m.Module, m.OtherModules, m.Copies, true))],
+            Warnings = warnings,
             Ops = graph.Node.GroupBy(n => (Domain: DomainName(n.Domain), n.OpType))
                 .Select(g => new OpEntry(g.Key.Domain, g.Key.OpType, g.Count()))
                 .OrderBy(e => e.Domain, StringComparer.Ordinal).ThenBy(e => e.OpType, StringComparer.Ordinal).ToArray(),

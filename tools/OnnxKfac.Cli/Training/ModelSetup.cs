@@ -111,7 +111,7 @@ internal sealed class ModelSetup : IDisposable
         catch (OnnxKfacException e) { throw cfg.Error("device", e.Message, e); }
         int? threads = cfg.Int("threads");
         if (threads is < 0) throw cfg.Error("threads", $"{threads}: must be 0 (ONNX Runtime's default) or more");
-        var graph = new TrainingGraphOptions(loss) { LayerTaps = false, Trainable = Globs(cfg, "trainable"), Frozen = Globs(cfg, "frozen") };
+        var graph = new TrainingGraphOptions(loss) { LayerTaps = false, Trainable = Globs(cfg, "trainable"), Frozen = Globs(cfg, "frozen"), Untie = Globs(cfg, "untie") };
         if (configure is not null) graph = configure(graph);
         var session = TrainingSession.Create(model, graph,
             new TrainingSessionOptions { Device = device, Threads = threads is 0 ? null : threads, NoiseSeed = seed }, shapes);
@@ -137,7 +137,10 @@ internal sealed class ModelSetup : IDisposable
                 var output = session.Manifest.Outputs.First(o => o.Name == session.Manifest.Loss.Output);
                 if (output.Shape is { Length: >= 2 } s && s[1] > 0) classes = checked((int)s[1]);
             }
-            return new ModelSetup(modelPath, session, loss, input, example, classes);
+            return new ModelSetup(modelPath, session, loss, input, example, classes)
+            {
+                Notes = [.. Ties.PlanFor(model, graph.Untie).Describe(), .. session.Manifest.Warnings.Select(w => "warning: " + w)],
+            };
         }
         catch
         {
@@ -146,7 +149,10 @@ internal sealed class ModelSetup : IDisposable
         }
     }
 
-    private static string[] Globs(Config cfg, string key)
+    /// <summary>What training does with the model's ties, and warnings for globs that take part of a module: one line each.</summary>
+    public IReadOnlyList<string> Notes { get; private init; } = [];
+
+    public static string[] Globs(Config cfg, string key)
     {
         var globs = cfg.List(key);
         foreach (var g in globs)

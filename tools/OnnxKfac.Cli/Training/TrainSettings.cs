@@ -20,6 +20,7 @@ internal static class TrainSettings
         new("class_weights", S, "Cross-entropy class weights, comma-separated, one per class", "a,b,c"),
         new("trainable", L, "Train only initializers matching this glob (repeatable; * ? [abc]); default: every float initializer that reaches the loss", "GLOB"),
         new("frozen", L, "Keep initializers matching this glob fixed (repeatable)", "GLOB"),
+        new("untie", L, "Split the tie of initializers matching this glob (repeatable): an exporter-merged initializer gives each module its own copy; a broken tie (a transposed copy) trains apart", "GLOB"),
         new("input_shape", L, "Per-example shape of a data input with dynamic dimensions besides the batch (repeatable)", "NAME=d1,d2"),
 
         // data

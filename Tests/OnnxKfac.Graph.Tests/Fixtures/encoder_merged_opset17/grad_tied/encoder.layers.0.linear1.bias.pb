@@ -1,0 +1,1 @@
+Bencoder.layers.0.linear1.biasJ@•¦»wX„½T¿‘<Rï>šè<›’˜<E®]<ï^Ï=Š''¾cÕÔ<A	‚<”½QÅš½ºÌj=).>Ó˜½

@@ -1,0 +1,1 @@
+Bencoder.layers.0.linear2.biasJ D!í>úç?=otæºI˜Ω›	ßææV7>è|∫æÈ	?

@@ -1,0 +1,1 @@
+Bencoder.layers.0.norm1.weightJ üK¦?O•>Téˆ=ø"ï>VÑê=I¤µ½¹é¿åw¹¿

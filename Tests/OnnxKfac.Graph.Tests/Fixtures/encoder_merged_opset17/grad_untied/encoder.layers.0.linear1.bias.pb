@@ -1,0 +1,1 @@
+Bencoder.layers.0.linear1.biasJ@¦OË»|aÚ¼–_<_¢=íb0<_fI<èù[<QÌ=l‰â½m¼ŠºÌ@^<Ã¸¼ÏTH½Ïj5=ï&,=«J!½

@@ -1,0 +1,1 @@
+Bencoder.layers.0.linear2.biasJ g#>‚S½6˜ß½˜M›¼8Â@¾Ô÷…=«þ:¾ —¦>

@@ -1,0 +1,1 @@
+Bencoder.layers.0.norm1.biasJ é5F>L)½äÍû½uá½AÃ)¾e¢=¼˜>¾n@±>

@@ -1,0 +1,1 @@
+Bencoder.layers.0.norm1.weightJ зХи>ьzd=y-{»@/>»21јБШ‡ЅXѕ#sМѕ

@@ -1,0 +1,1 @@
+Bencoder.layers.0.norm2.biasJ ƒT>¶y7½¼WD¾0gÇ½›~¾;û±;“¯Y¾·®©>

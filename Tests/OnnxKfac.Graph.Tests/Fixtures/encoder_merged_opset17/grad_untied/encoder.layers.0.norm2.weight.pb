@@ -1,0 +1,1 @@
+Bencoder.layers.0.norm2.weightJ t®>pE¼­¹¤=zj>ý$C=-Y½xP¾c"»¾

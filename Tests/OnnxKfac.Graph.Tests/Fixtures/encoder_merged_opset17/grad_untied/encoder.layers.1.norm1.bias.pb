@@ -1,0 +1,1 @@
+Bencoder.layers.1.norm1.biasJ !#>@­Ú=%L0¾(ˆ­½¶#¾û²>A’A¾ŠQ>

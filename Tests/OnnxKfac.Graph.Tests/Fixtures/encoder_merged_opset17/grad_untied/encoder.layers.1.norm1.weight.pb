@@ -1,0 +1,1 @@
+Bencoder.layers.1.norm1.weightJ t”>j£=2¥]½ß>=½(ù¼£n¾Á‚u¾

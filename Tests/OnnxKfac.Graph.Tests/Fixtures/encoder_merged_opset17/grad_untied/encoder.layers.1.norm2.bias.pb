@@ -1,0 +1,1 @@
+Bencoder.layers.1.norm2.biasJ ˆ±­> ¸>‡©¾DO¬¾E7¾8>y†ø½È»Ž>

@@ -1,0 +1,1 @@
+Bencoder.layers.1.norm2.weightJ ËãZ>,>X·5=Ãö¾;Z=(=}|z=KÐŽ½­ˆã¾

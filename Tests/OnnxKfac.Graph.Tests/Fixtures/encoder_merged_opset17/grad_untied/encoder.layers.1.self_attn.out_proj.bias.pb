@@ -1,0 +1,1 @@
+B(encoder.layers.1.self_attn.out_proj.biasJ j¹ó=ˆ%’=à¾¬w½7¾ýí= þ@¾Á£h>
