@@ -78,7 +78,8 @@ public class FixtureTests
         var inspect = AssertOk(Run("inspect", model, "--json"));
         using var report = JsonDocument.Parse(inspect.Out);
         var root = report.RootElement;
-        Assert.Equal(0, root.GetProperty("ops_without_gradient").GetArrayLength());
+        // Ops without a rule may only sit on integer paths (the packed LSTM's length sorting: TopK, ReduceProd).
+        Assert.DoesNotContain(root.GetProperty("ops_without_gradient").EnumerateArray(), o => o.GetProperty("on_gradient_path").GetBoolean());
         Assert.Equal(r.GetProperty("gradients").EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal),
             root.GetProperty("parameters").EnumerateArray().Select(p => p.GetProperty("name").GetString()!).Order(StringComparer.Ordinal));
         Assert.True(root.GetProperty("layers").GetArrayLength() > 0);
