@@ -1,3 +1,4 @@
+using OnnxKfac.Graph.Autodiff.Rules;
 using OnnxKfac.Graph.Model;
 using OnnxKfac.Graph.Proto;
 
@@ -14,6 +15,7 @@ public sealed class GraphBuildContext
     {
         Model = model;
         SourceOpset = sourceOpset;
+        RecurrentRules.Unroll(model); // LSTM/GRU/RNN become standard ops before anything reads the graph
         Index = new GraphIndex(model);
         Infos = ShapeInference.Infer(model);
         State = new EmitterState(model.Graph, Index.Opset);

@@ -37,6 +37,7 @@ public sealed class GradientRegistry
         ConvRules.Register(r);
         PoolRules.Register(r);
         NormalizationRules.Register(r);
+        RecurrentRules.Register(r);
         return r;
     }
 

@@ -106,14 +106,15 @@ public static class ShapeInference
         "Where" or "Range" or "OneHot" => 3,
         "Slice" => opset >= 10 ? 3 : 1,
         "BatchNormalization" => 5,
+        "LSTM" or "GRU" or "RNN" => 3,
         _ => 1,
     };
 
     /// <summary>Outputs an op can have (at any opset).</summary>
     private static int MaxOutputs(string op) => op switch
     {
-        "Dropout" or "MaxPool" => 2,
-        "LayerNormalization" => 3,
+        "Dropout" or "MaxPool" or "TopK" or "GRU" or "RNN" => 2,
+        "LayerNormalization" or "LSTM" => 3,
         "BatchNormalization" => 5,
         "Split" => int.MaxValue,
         _ => 1,
@@ -251,6 +252,16 @@ public static class ShapeInference
             return [new TensorInfo(i[2]?.ElemType ?? 0, list.ToArray())];
         };
         r["NonZero"] = (n, i, _) => [new TensorInfo((int)DataType.Int64, [i[0]?.Rank ?? -1, -1])];
+        r["TopK"] = (n, i, _) =>
+        {
+            if (i[0]?.Shape is not { } s) return [new TensorInfo(i[0]?.ElemType ?? 0, null), new TensorInfo((int)DataType.Int64, null)];
+            int axis = Axis(n, n.GetInt("axis", -1), s.Length);
+            long k = i.Length > 1 && i[1]?.Value is { Length: 1 } kv && TensorInfo.IsConcrete(kv[0]) ? kv[0] : -1;
+            var shape = s.Select((d, j) => j == axis ? k : d).ToArray();
+            return [new TensorInfo(i[0]!.ElemType, shape), new TensorInfo((int)DataType.Int64, shape)];
+        };
+        foreach (var op in new[] { "LSTM", "GRU", "RNN" })
+            r[op] = Recurrent;
         r["ScatterElements"] = Same;
         r["ScatterND"] = Same;
         r["GatherElements"] = (n, i, _) => [new TensorInfo(i[0]?.ElemType ?? 0, i.Length > 1 ? i[1]?.Shape : null)];
@@ -263,6 +274,19 @@ public static class ShapeInference
             return [new TensorInfo(i[0]!.ElemType, [.. q[..^1], .. d[(batch + (int)q[^1])..]])];
         };
         return r;
+    }
+
+    // Y [T, D, N, H] and Y_h, Y_c [D, N, H]; layout 1: [N, T, D, H] and [N, D, H].
+    private static TensorInfo?[] Recurrent(NodeProto n, TensorInfo?[] i, int opset)
+    {
+        bool batchFirst = n.GetInt("layout", 0) == 1;
+        long dirs = n.GetString("direction", "forward") == "bidirectional" ? 2 : 1;
+        long hidden = n.GetInt("hidden_size", -1);
+        if (hidden <= 0) hidden = Dim(i[2], 2);
+        long seq = Dim(i[0], batchFirst ? 1 : 0), batch = Dim(i[0], batchFirst ? 0 : 1);
+        int type = i[0]?.ElemType ?? 0;
+        var state = new TensorInfo(type, batchFirst ? [batch, dirs, hidden] : [dirs, batch, hidden]);
+        return [new TensorInfo(type, batchFirst ? [batch, seq, dirs, hidden] : [seq, dirs, batch, hidden]), state, state];
     }
 
     private static TensorInfo?[] Same(NodeProto n, TensorInfo?[] i, int opset) => [i.Length > 0 && i[0] is { } t ? t with { Value = null } : null];

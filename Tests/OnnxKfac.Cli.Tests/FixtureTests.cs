@@ -84,7 +84,8 @@ public class FixtureTests
         var inspect = AssertOk(Run("inspect", model, "--json"));
         using var report = JsonDocument.Parse(inspect.Out);
         var root = report.RootElement;
-        Assert.Equal(0, root.GetProperty("ops_without_gradient").GetArrayLength());
+        // Ops without a rule may only sit on integer paths (the packed LSTM's length sorting: TopK, ReduceProd).
+        Assert.DoesNotContain(root.GetProperty("ops_without_gradient").EnumerateArray(), o => o.GetProperty("on_gradient_path").GetBoolean());
         // By default a broken tie trains as one parameter: its copy is not listed.
         var copies = BrokenTies(dir).Select(b => b.Copy).ToHashSet();
         Assert.Equal(r.GetProperty("gradients").EnumerateObject().Select(p => p.Name).Where(n => !copies.Contains(n)).Order(StringComparer.Ordinal),
