@@ -222,6 +222,7 @@ internal static class DataSources
     private static string Describe(Format f) => f switch
     {
         Format.Npy => "a .npy",
+        Format.Csv => "a CSV",
         Format.TensorProto => "a TensorProto (.pb)",
         _ => "an IDX",
     };
