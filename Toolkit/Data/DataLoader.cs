@@ -21,6 +21,8 @@ public sealed class DataLoader : IDisposable
     private readonly int[]? _order;            // random access: the epoch's order of view indices
     private readonly float[]? _bufferFeatures; // front-to-back + shuffle: the shuffle buffer
     private readonly int[]? _bufferIndex;
+    private readonly int[] _picked;             // view indices of the batch being written
+    private readonly float[]? _pickedFeatures;  // front-to-back: the batch's features, read in order
     private Dataset.ViewReader? _reader;
     private int _buffered;
     private Xoshiro256StarStar _epochStartRng, _rng;
@@ -50,15 +52,20 @@ public sealed class DataLoader : IDisposable
         _epochExamples = options.DropLast ? global * _globalBatch : count;
         // Without DropLast the last global batch may be too short to reach this rank.
         BatchesPerEpoch = !options.DropLast && _rank * _batch >= count - (global - 1) * _globalBatch ? global - 1 : global;
+        _picked = new int[_batch];
         if (dataset.IsRandomAccess)
         {
             _order = new int[count];
         }
-        else if (options.Shuffle)
+        else
         {
-            int size = Math.Min(options.ShuffleBufferSize, count);
-            _bufferFeatures = new float[checked(size * _featureLength)];
-            _bufferIndex = new int[size];
+            _pickedFeatures = new float[checked(_batch * _featureLength)];
+            if (options.Shuffle)
+            {
+                int size = Math.Min(options.ShuffleBufferSize, count);
+                _bufferFeatures = new float[checked(size * _featureLength)];
+                _bufferIndex = new int[size];
+            }
         }
         _epochStartRng = Xoshiro256StarStar.FromSeed(options.Seed);
     }
@@ -82,21 +89,79 @@ public sealed class DataLoader : IDisposable
     /// <paramref name="labels"/> (at least BatchSize). Returns false, writing nothing, when the
     /// epoch is exhausted; the loader then moves to the next epoch, so the next call starts it.
     /// A short last batch writes <paramref name="count"/> examples and zeroes the rest of both buffers.
+    /// For a data set with several inputs use <see cref="TryNextBatch(ReadOnlySpan{Array}, Array, out int)"/>.
     /// </summary>
-    /// <exception cref="InvalidOperationException">The labels are regression targets (use the float overload).</exception>
+    /// <exception cref="InvalidOperationException">The labels are regression targets (use the float overload), or the data set has several inputs.</exception>
     public bool TryNextBatch(Span<float> features, Span<long> labels, out int count)
     {
         if (_dataset.LabelKind != LabelKind.ClassIndex)
             throw new InvalidOperationException($"{_dataset.Source} has regression targets; pass a Span<float> for labels.");
-        return Next(features, labels, default, asClasses: true, out count);
+        CheckSingleInput();
+        CheckLength(features.Length, _featureLength, "feature", nameof(features));
+        CheckLength(labels.Length, 1, "label", nameof(labels));
+        if (!Pick(out count)) return false;
+        WriteInput(0, features, count);
+        WriteClasses(labels, count);
+        return true;
     }
 
     /// <summary>
     /// As <see cref="TryNextBatch(Span{float}, Span{long}, out int)"/>, with labels written as
     /// floats: BatchSize x LabelLength values (class indices are converted).
     /// </summary>
-    public bool TryNextBatch(Span<float> features, Span<float> labels, out int count) =>
-        Next(features, default, labels, asClasses: false, out count);
+    public bool TryNextBatch(Span<float> features, Span<float> labels, out int count)
+    {
+        CheckSingleInput();
+        CheckLength(features.Length, _featureLength, "feature", nameof(features));
+        CheckLength(labels.Length, _labelWidth, "label", nameof(labels));
+        if (!Pick(out count)) return false;
+        WriteInput(0, features, count);
+        WriteTargets(labels, count);
+        return true;
+    }
+
+    /// <summary>
+    /// Writes the next batch of a data set with any number of inputs: <paramref name="inputs"/>[i]
+    /// receives <see cref="Dataset.Inputs"/>[i] (at least BatchSize x its length), a <c>float[]</c>
+    /// (values converted and normalized) or a <c>long[]</c> (integer inputs only, copied exactly);
+    /// <paramref name="labels"/> is a <c>long[]</c> of class indices or a <c>float[]</c> of
+    /// BatchSize x LabelLength values. Otherwise as <see cref="TryNextBatch(Span{float}, Span{long}, out int)"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The wrong number of buffers, a buffer of another type or too short, or a <c>long[]</c> for float data.</exception>
+    public bool TryNextBatch(ReadOnlySpan<Array> inputs, Array labels, out int count)
+    {
+        var declared = _dataset.Inputs;
+        if (inputs.Length != declared.Count)
+            throw new ArgumentException($"{_dataset.Source} has {declared.Count} input(s); {inputs.Length} buffers were given.", nameof(inputs));
+        for (int i = 0; i < inputs.Length; i++)
+        {
+            if (inputs[i] is long[] && !declared[i].IsInteger)
+                throw new ArgumentException($"{declared[i].Source} holds float values; they are not copied into integer ids (input {i}).", nameof(inputs));
+            if (inputs[i] is not (float[] or long[]))
+                throw new ArgumentException($"input buffer {i} must be a float[] or a long[], not {inputs[i]?.GetType().Name ?? "null"}.", nameof(inputs));
+            if (inputs[i].Length < _batch * declared[i].Length)   // the message only when thrown: a batch allocates nothing
+                CheckLength(inputs[i].Length, declared[i].Length, $"input {i}", nameof(inputs));
+        }
+        switch (labels)
+        {
+            case long[] l:
+                if (_dataset.LabelKind != LabelKind.ClassIndex)
+                    throw new ArgumentException($"{_dataset.Source} has regression targets; pass a float[] for labels.", nameof(labels));
+                CheckLength(l.Length, 1, "label", nameof(labels));
+                break;
+            case float[] f: CheckLength(f.Length, _labelWidth, "label", nameof(labels)); break;
+            default: throw new ArgumentException($"the label buffer must be a long[] or a float[], not {labels?.GetType().Name ?? "null"}.", nameof(labels));
+        }
+        if (!Pick(out count)) return false;
+        for (int i = 0; i < inputs.Length; i++)
+        {
+            if (inputs[i] is float[] f) WriteInput(i, f, count);
+            else WriteIds(i, (long[])inputs[i], count);
+        }
+        if (labels is long[] classes) WriteClasses(classes, count);
+        else WriteTargets((float[])labels, count);
+        return true;
+    }
 
     /// <summary>
     /// Moves to <paramref name="position"/> (from <see cref="Position"/>, possibly of another
@@ -128,14 +193,25 @@ public sealed class DataLoader : IDisposable
     /// <summary>Closes the file reader of a streamed data set, if one is open. The data set itself stays open.</summary>
     public void Dispose() => CloseReader();
 
-    private bool Next(Span<float> features, Span<long> classes, Span<float> targets, bool asClasses, out int count)
+    private void CheckSingleInput()
     {
-        if (features.Length < _batch * _featureLength)
-            throw new ArgumentException($"The feature buffer holds {features.Length} floats; a batch needs {_batch} x {_featureLength} = {_batch * _featureLength}.", nameof(features));
-        int labelsNeeded = _batch * (asClasses ? 1 : _labelWidth);
-        if ((asClasses ? classes.Length : targets.Length) < labelsNeeded)
-            throw new ArgumentException($"The label buffer holds {(asClasses ? classes.Length : targets.Length)} values; a batch needs {labelsNeeded}.", "labels");
+        if (_dataset.Inputs.Count != 1)
+            throw new InvalidOperationException($"{_dataset.Source} has {_dataset.Inputs.Count} inputs; fill them with TryNextBatch(ReadOnlySpan<Array>, Array, out int).");
+    }
 
+    private void CheckLength(int have, int perExample, string what, string parameter)
+    {
+        if (have < _batch * perExample)
+            throw new ArgumentException($"The {what} buffer holds {have} values; a batch needs {_batch} x {perExample} = {_batch * perExample}.", parameter);
+    }
+
+    /// <summary>
+    /// Chooses this rank's examples of the next batch: their view indices into <see cref="_picked"/>
+    /// and, for a front-to-back data set, their features into <see cref="_pickedFeatures"/>.
+    /// False (and the next epoch begins) when the epoch is exhausted.
+    /// </summary>
+    private bool Pick(out int count)
+    {
         if (!_epochStarted) StartEpoch();
         int inBatch = Math.Min(_globalBatch, _epochExamples - _index);
         int before = Math.Min(_rank * _batch, Math.Max(inBatch, 0));
@@ -150,18 +226,43 @@ public sealed class DataLoader : IDisposable
         Skip(before);
         for (int k = 0; k < n; k++)
         {
-            var dst = features.Slice(k * _featureLength, _featureLength);
-            int v = NextExample(dst);
+            _picked[k] = NextExample(_pickedFeatures is null ? default : _pickedFeatures.AsSpan(k * _featureLength, _featureLength));
             _index++;
-            if (asClasses) classes[k] = _dataset.ReadClass(v);
-            else _dataset.ReadLabel(v, targets.Slice(k * _labelWidth, _labelWidth));
         }
         Skip(inBatch - before - n);
-        features[(n * _featureLength)..(_batch * _featureLength)].Clear();
-        if (asClasses) classes[n.._batch].Clear();
-        else targets[(n * _labelWidth)..(_batch * _labelWidth)].Clear();
         count = n;
         return true;
+    }
+
+    /// <summary>Writes input <paramref name="input"/> of the picked examples as float and zeroes the rest of the batch.</summary>
+    private void WriteInput(int input, Span<float> destination, int n)
+    {
+        int length = _dataset.Inputs[input].Length;
+        if (_pickedFeatures is not null)
+            _pickedFeatures.AsSpan(0, n * length).CopyTo(destination);   // front to back: one input, already read
+        else
+            for (int k = 0; k < n; k++) _dataset.ReadInput(input, _picked[k], destination.Slice(k * length, length));
+        destination[(n * length)..(_batch * length)].Clear();
+    }
+
+    /// <summary>Writes integer input <paramref name="input"/> of the picked examples as ids and zeroes the rest of the batch.</summary>
+    private void WriteIds(int input, Span<long> destination, int n)
+    {
+        int length = _dataset.Inputs[input].Length;
+        for (int k = 0; k < n; k++) _dataset.ReadIds(input, _picked[k], destination.Slice(k * length, length));
+        destination[(n * length)..(_batch * length)].Clear();
+    }
+
+    private void WriteClasses(Span<long> destination, int n)
+    {
+        for (int k = 0; k < n; k++) destination[k] = _dataset.ReadClass(_picked[k]);
+        destination[n.._batch].Clear();
+    }
+
+    private void WriteTargets(Span<float> destination, int n)
+    {
+        for (int k = 0; k < n; k++) _dataset.ReadLabel(_picked[k], destination.Slice(k * _labelWidth, _labelWidth));
+        destination[(n * _labelWidth)..(_batch * _labelWidth)].Clear();
     }
 
     private void StartEpoch()
@@ -198,14 +299,10 @@ public sealed class DataLoader : IDisposable
         _epochStarted = false;
     }
 
+    /// <summary>The view index of the next example; a front-to-back data set also reads its features into <paramref name="destination"/>.</summary>
     private int NextExample(Span<float> destination)
     {
-        if (_order is not null)
-        {
-            int v = _order[_index];
-            _dataset.ReadFeatures(v, destination);
-            return v;
-        }
+        if (_order is not null) return _order[_index];
         if (_bufferFeatures is null)
         {
             if (!_reader!.TryRead(destination, out int v)) throw Exhausted();

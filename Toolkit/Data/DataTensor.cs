@@ -107,6 +107,21 @@ public sealed class DataTensor
         }
     }
 
+    /// <summary>Copies integer elements [start, start + destination.Length) as int64.</summary>
+    /// <exception cref="InvalidOperationException">The tensor holds floats.</exception>
+    internal void CopyTo(long start, Span<long> destination)
+    {
+        switch (_data)
+        {
+            case long[] l: l.AsSpan(checked((int)start), destination.Length).CopyTo(destination); break;
+            case byte[] b:
+                var src = b.AsSpan(checked((int)start), destination.Length);
+                for (int i = 0; i < src.Length; i++) destination[i] = src[i];
+                break;
+            default: throw WrongType(DataElementType.Int64);
+        }
+    }
+
     internal DataTensor WithSource(string source) => new(ElementType, _data, _shape, source);
 
     internal string Describe() => Source ?? "in-memory tensor";

@@ -57,13 +57,63 @@ public sealed class Dataset : IDisposable
         return new Dataset(new TensorSource(name, features, shape, store));
     }
 
+    /// <summary>
+    /// A data set over in-memory tensors, one per model input: each of
+    /// <paramref name="inputs"/> maps a model input's name to a tensor of shape [N, ...] whose
+    /// element type is kept (integer token ids stay integers); <paramref name="labels"/> as in
+    /// <see cref="FromTensors(DataTensor, DataTensor, DataOptions?)"/>. The tensors are shared,
+    /// not copied. <see cref="DataOptions.ExpectedFeatureShape"/> applies to a single input only.
+    /// </summary>
+    /// <exception cref="DataException">No inputs, a repeated name, N is 0, or the counts differ.</exception>
+    public static Dataset FromTensors(IEnumerable<KeyValuePair<string, DataTensor>> inputs, DataTensor labels, DataOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        ArgumentNullException.ThrowIfNull(labels);
+        options ??= DataOptions.Default;
+        var list = inputs.ToArray();
+        if (list.Length == 0) throw new DataException("a data set needs at least one input tensor.");
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        var described = new DatasetInput[list.Length];
+        long n = -1;
+        for (int k = 0; k < list.Length; k++)
+        {
+            var (name, tensor) = (list[k].Key, list[k].Value);
+            ArgumentException.ThrowIfNullOrEmpty(name);
+            ArgumentNullException.ThrowIfNull(tensor);
+            string where = tensor.Describe();
+            if (!names.Add(name)) throw new DataException($"{where}: input '{name}' is given twice.");
+            if (tensor.ShapeArray.Length == 0) throw new DataException($"{where}: input '{name}' must have shape [N, ...], found a scalar.");
+            long count = tensor.ShapeArray[0];
+            if (n >= 0 && count != n)
+                throw new DataException($"{where}: input '{name}' has {count} examples but input '{list[0].Key}' ({described[0].Source}) has {n}; the counts must match.");
+            n = count;
+            var shape = list.Length == 1 ? ResolveShape(tensor.ShapeArray[1..], options, where) : tensor.ShapeArray[1..];
+            described[k] = DatasetInput.Create(name, shape, tensor.ElementType, where);
+        }
+        if (n == 0) throw new DataException($"{described[0].Source}: the data set is empty (0 examples).");
+        if (n > int.MaxValue) throw new DataException($"{described[0].Source}: {n} examples is more than the {int.MaxValue} supported.");
+        string labelName = labels.Describe();
+        if (labels.ShapeArray.Length > 0 && labels.ShapeArray[0] != n)
+            throw new DataException($"{described[0].Source} has {n} examples but {labelName} has {labels.ShapeArray[0]} labels; the counts must match.");
+        var store = LabelStore.FromTensor(labels, (int)n, options, labelName);
+        string source = string.Join(", ", described.Select(d => d.Source).Distinct());
+        return new Dataset(new TensorSource(source, described, list.Select(i => i.Value).ToArray(), store));
+    }
+
+    /// <summary>
+    /// The inputs of each example, in order: one unnamed input for data read from IDX or CSV
+    /// files and for <see cref="FromTensors(DataTensor, DataTensor, DataOptions?)"/>, one named
+    /// input per tensor for the overload over named tensors.
+    /// </summary>
+    public IReadOnlyList<DatasetInput> Inputs => _source.Inputs;
+
     /// <summary>Number of examples.</summary>
     public int Count => _indices?.Length ?? _source.Count;
 
-    /// <summary>Shape of one example's features, without the batch dimension.</summary>
+    /// <summary>Shape of one example's features (the first input's, see <see cref="Inputs"/>), without the batch dimension.</summary>
     public ReadOnlyCollection<long> FeatureShape { get; }
 
-    /// <summary>Number of float values per example (product of <see cref="FeatureShape"/>).</summary>
+    /// <summary>Number of values per example of the first input (product of <see cref="FeatureShape"/>).</summary>
     public int FeatureLength => _source.FeatureLength;
 
     /// <summary>Whether labels are class indices (copied as <c>long</c>) or regression targets (copied as <c>float</c>).</summary>
@@ -141,11 +191,13 @@ public sealed class Dataset : IDisposable
     }
 
     /// <summary>A view of the same examples with <paramref name="normalization"/> applied when they are copied (replacing any earlier one).</summary>
-    /// <exception cref="ArgumentException">Mean/Std lengths do not match the features or channels, or a std is not positive.</exception>
+    /// <exception cref="ArgumentException">Mean/Std lengths do not match the features or channels, a std is not positive, or the data set has several inputs.</exception>
     public Dataset WithNormalization(Normalization normalization)
     {
         ArgumentNullException.ThrowIfNull(normalization);
         ThrowIfDisposed();
+        if (Inputs.Count > 1)
+            throw new ArgumentException($"{Source}: normalization applies to data sets with one input; this one has {Inputs.Count} ({string.Join(", ", Inputs.Select(i => i.Name))}).");
         var view = new Dataset(_source, _indices, normalization);
         _source.AddReference();
         return view;
@@ -168,10 +220,22 @@ public sealed class Dataset : IDisposable
 
     internal void ReadFeatures(int index, Span<float> destination)
     {
-        var dst = destination[..FeatureLength];
-        _source.ReadFeatures(SourceIndex(index), dst);
+        if (Inputs.Count != 1)
+            throw new InvalidOperationException($"{Source} has {Inputs.Count} inputs; read them through a DataLoader (TryNextBatch over one buffer per input).");
+        ReadInput(0, index, destination);
+    }
+
+    /// <summary>Input <paramref name="input"/> of example <paramref name="index"/> as float (the normalization applies to a single input).</summary>
+    internal void ReadInput(int input, int index, Span<float> destination)
+    {
+        var dst = destination[..Inputs[input].Length];
+        _source.ReadInput(input, SourceIndex(index), dst);
         Transform(dst);
     }
+
+    /// <summary>Input <paramref name="input"/> of example <paramref name="index"/> as integer ids (integer inputs only; never normalized).</summary>
+    internal void ReadIds(int input, int index, Span<long> destination) =>
+        _source.ReadIds(input, SourceIndex(index), destination[..Inputs[input].Length]);
 
     internal void ReadLabel(int index, Span<float> destination)
     {

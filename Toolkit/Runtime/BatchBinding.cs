@@ -91,6 +91,9 @@ public sealed class BatchBinding : IDisposable
 
     public IReadOnlyList<long> InputShape(string name) => _inputs[name].Shape;
 
+    /// <summary>The pinned array behind a data input or target (float[] or long[]).</summary>
+    internal Array InputArray(string name) => Find(_inputs, name, "the training graph has no data input").Data;
+
     /// <summary>A training-graph output from the last <see cref="TrainingSession.Run"/> (model outputs, taps).</summary>
     public ReadOnlySpan<float> Output(string name) => Find(_outputs, name, "the training graph has no output").Span<float>();
 

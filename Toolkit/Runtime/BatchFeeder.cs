@@ -1,38 +1,45 @@
 using OnnxKfac.Graph;
+using OnnxKfac.Graph.Model;
 using OnnxKfac.Graph.Training;
 using OnnxKfac.Toolkit.Data;
 
 namespace OnnxKfac.Toolkit.Runtime;
 
 /// <summary>
-/// Moves examples from a <see cref="DataLoader"/> into a session's batch buffers: features
-/// (float, or token ids staged for int64 inputs), labels, short last batches, and the checks
-/// that a data set fits the model and its labels the classes. Shared by training and evaluation.
+/// Moves examples from a <see cref="DataLoader"/> into a session's batch buffers: every data
+/// input of the model (float, or integer ids for int64 inputs), labels, short last batches, and
+/// the checks that a data set fits the model: which data feeds which input, shapes, float data
+/// never cast into ids, ids inside the vocabulary of the embedding they index, labels inside
+/// the classes. Shared by training and evaluation.
 /// </summary>
 internal sealed class BatchFeeder
 {
     private readonly TrainingSession _session;
-    private readonly ManifestTensor _input;
+    private readonly ManifestTensor[] _inputs;
     private readonly ManifestTensor _target;
     private readonly bool _classes;
     private readonly long _classCount;
     private readonly int _labelsPerExample;
-    private float[]? _staging;
+    private readonly Dictionary<string, IReadOnlyList<IndexLimit>> _limits = new(StringComparer.Ordinal);
+    private readonly HashSet<Dataset> _checked = new(ReferenceEqualityComparer.Instance);
 
     public BatchFeeder(TrainingSession session)
     {
         _session = session;
-        var inputs = session.DataInputs;
-        if (inputs.Count != 1)
-            throw new OnnxKfacException($"the trainer feeds one data input, but the model has {inputs.Count} ({string.Join(", ", inputs.Select(i => i.Name))})");
-        _input = inputs[0];
-        if (_input.ElemType is not ("float" or "int64"))
-            throw new OnnxKfacException($"model input '{_input.Name}' is {_input.ElemType}; the trainer feeds float or int64 inputs");
+        _inputs = [.. session.DataInputs];
+        if (_inputs.Length == 0) throw new OnnxKfacException("the model has no data input to feed");
+        var index = new GraphIndex(session.SourceModel);
+        foreach (var input in _inputs)
+        {
+            if (input.ElemType is not ("float" or "int64"))
+                throw new OnnxKfacException($"model input '{input.Name}' is {input.ElemType}; the trainer feeds float or int64 inputs");
+            if (input.ElemType == "int64") _limits[input.Name] = IndexInputs.Find(index, input.Name);
+        }
         _target = session.TargetInput;
         _classes = _target.ElemType == "int64";
         var output = session.Manifest.Outputs.First(o => o.Name == session.Manifest.Loss.Output);
         _classCount = _classes && output.Shape is { Length: >= 2 } s ? s[1] : -1;
-        _labelsPerExample = (int)session.BatchShape(_target, 1).Skip(1).Aggregate(1L, (a, d) => a * d);
+        _labelsPerExample = (int)Elements(session.BatchShape(_target, 1));
     }
 
     public ManifestTensor Target => _target;
@@ -41,56 +48,100 @@ internal sealed class BatchFeeder
     public long ClassCount => _classes ? _classCount : -1;
 
     /// <summary>
-    /// Reads the loader's next batch into the full-size binding (or, for a short last batch,
-    /// a binding of its own size), converts token ids for int64 inputs and checks the labels.
-    /// False at the end of the epoch.
+    /// Checks <paramref name="data"/> against the model (once per data set) and returns the feed
+    /// that fills <paramref name="full"/>'s buffers from a loader over it.
     /// </summary>
-    public bool NextBatch(DataLoader loader, BatchBinding full, Span<float> features, int featureLength, out BatchBinding binding, out int count)
+    public Feed Open(Dataset data, string what, BatchBinding full)
     {
-        bool got = _classes
-            ? loader.TryNextBatch(features, full.Input<long>(_target.Name), out count)
-            : loader.TryNextBatch(features, full.Input<float>(_target.Name), out count);
-        binding = full;
-        if (!got) return false;
-        if (count == full.BatchSize) StageInput(full, featureLength * count);
-        else binding = CopyToPartial(full, count, featureLength);
-        CheckLabels(binding, count, loader.Position.Index - count);
-        return true;
+        var targets = CheckDataset(data, what);
+        var buffers = new Array[targets.Length];
+        for (int i = 0; i < targets.Length; i++) buffers[i] = full.InputArray(targets[i].Name);
+        return new Feed(this, full, buffers, full.InputArray(_target.Name));
     }
 
-    /// <summary>The span the loader fills: the input buffer itself for float inputs, a staging buffer for int64.</summary>
-    public Span<float> FeatureBuffer(BatchBinding full, int length)
+    /// <summary>
+    /// Checks that <paramref name="data"/> fits the model and returns, for each of its inputs,
+    /// the model input it feeds. One unnamed input feeds a model with one data input; named
+    /// inputs feed the model inputs of the same names, and every model input needs one.
+    /// </summary>
+    public ManifestTensor[] CheckDataset(Dataset data, string what)
     {
-        if (_input.ElemType == "float") return full.Input<float>(_input.Name)[..length];
-        _staging ??= new float[full.Input<long>(_input.Name).Length];
-        return _staging.AsSpan(0, length);
+        if (data.Count == 0) throw new OnnxKfacException($"{data.Source}: the {what} data set is empty");
+        var targets = Map(data);
+        if (_checked.Contains(data)) return targets;
+        for (int i = 0; i < targets.Length; i++) CheckInput(data, i, targets[i]);
+        var tshape = _session.BatchShape(_target, 1);
+        long labels = Elements(tshape);
+        if (_classes && data.LabelKind != LabelKind.ClassIndex)
+            throw new OnnxKfacException($"{data.Source}: the loss '{_session.Manifest.Loss.Kind}' needs class-index labels, but the {what} data has real-valued targets");
+        if (data.LabelLength != labels)
+            throw new OnnxKfacException(
+                $"{data.Source}: each example has {data.LabelLength} label value(s) but the loss target '{_target.Name}' takes {labels} ({TrainingSession.Format(tshape[1..])} per example)");
+        _checked.Add(data);
+        return targets;
     }
 
-    /// <summary>Copies staged features into an int64 input (token ids).</summary>
-    private void StageInput(BatchBinding b, int length)
+    private ManifestTensor[] Map(Dataset data)
     {
-        if (_input.ElemType == "float") return;
-        var dst = b.Input<long>(_input.Name);
-        var src = _staging.AsSpan(0, length);
-        for (int i = 0; i < src.Length; i++) dst[i] = (long)src[i];
-    }
-
-    private BatchBinding CopyToPartial(BatchBinding full, int count, int featureLength)
-    {
-        var part = _session.Bind(count);
-        int n = count * featureLength;
-        if (_input.ElemType == "float") full.Input<float>(_input.Name)[..n].CopyTo(part.Input<float>(_input.Name));
-        else
+        var given = data.Inputs;
+        string modelInputs = string.Join(", ", _inputs.Select(i => $"'{i.Name}'"));
+        if (given.Count == 1 && given[0].Name is null)
         {
-            var dst = part.Input<long>(_input.Name);
-            for (int i = 0; i < n; i++) dst[i] = (long)_staging![i];
+            if (_inputs.Length != 1)
+                throw new OnnxKfacException(
+                    $"{data.Source}: the data has one block of features but the model has {_inputs.Length} data inputs ({modelInputs}); give one named tensor per input");
+            return [_inputs[0]];
         }
-        int labels = count * _labelsPerExample;
-        if (_classes) full.Input<long>(_target.Name)[..labels].CopyTo(part.Input<long>(_target.Name));
-        else full.Input<float>(_target.Name)[..labels].CopyTo(part.Input<float>(_target.Name));
-        return part;
+        var byName = _inputs.ToDictionary(i => i.Name, StringComparer.Ordinal);
+        var result = new ManifestTensor[given.Count];
+        for (int i = 0; i < given.Count; i++)
+            result[i] = byName.GetValueOrDefault(given[i].Name ?? "") ?? throw new OnnxKfacException(
+                $"{given[i].Source}: '{given[i].Name}' is not a data input of the model (its data inputs: {modelInputs})");
+        foreach (var input in _inputs)
+            if (!result.Contains(input))
+                throw new OnnxKfacException(
+                    $"{data.Source}: no data for model input '{input.Name}' (the data has {string.Join(", ", given.Select(g => $"'{g.Name}'"))})");
+        return result;
     }
 
+    private void CheckInput(Dataset data, int i, ManifestTensor input)
+    {
+        var d = data.Inputs[i];
+        var shape = _session.BatchShape(input, 1);
+        long expected = Elements(shape);
+        if (d.Length != expected)
+            throw new OnnxKfacException(
+                $"{d.Source}: examples have {d.Length} features (shape [{string.Join(",", d.Shape)}]) but model input '{input.Name}' expects {TrainingSession.Format(shape[1..])} = {expected} per example");
+        if (input.ElemType != "int64") return;
+        if (!d.IsInteger)
+            throw new OnnxKfacException(
+                $"{d.Source}: holds float values but model input '{input.Name}' takes int64 ids; float data is never cast to ids: store them as integers (e.g. numpy int64)");
+        if (data.Normalization is not null)
+            throw new OnnxKfacException($"{data.Source}: a normalization does not apply to model input '{input.Name}', which takes int64 ids");
+        if (_limits[input.Name] is { Count: > 0 } limits) CheckIds(data, i, input, limits);
+    }
+
+    /// <summary>Every id of an input that indexes an embedding lies in [0, rows): a bad one names the file, the input and the row.</summary>
+    private static void CheckIds(Dataset data, int i, ManifestTensor input, IReadOnlyList<IndexLimit> limits)
+    {
+        var limit = limits.MinBy(l => l.Size)!;
+        var d = data.Inputs[i];
+        var ids = new long[d.Length];
+        for (int e = 0; e < data.Count; e++)
+        {
+            data.ReadIds(i, e, ids);
+            for (int k = 0; k < ids.Length; k++)
+            {
+                long id = ids[k];
+                if (id >= 0 && id < limit.Size) continue;
+                throw new OnnxKfacException(
+                    $"{d.Source}: row {data.SourceIndex(e)} of input '{input.Name}' holds id {id} (value {k} of the row), outside the vocabulary [0, {limit.Size}) " +
+                    $"of '{limit.Table}' that {limit.Node} looks it up in" + (id < 0 ? " (Gather would silently read a row from the end)" : ""));
+            }
+        }
+    }
+
+    /// <summary>Checks a batch's class labels against the class count.</summary>
     private void CheckLabels(BatchBinding b, int count, int firstExample)
     {
         if (!_classes || _classCount <= 0) return;
@@ -101,20 +152,34 @@ internal sealed class BatchFeeder
                 throw new OnnxKfacException($"label {labels[i]} of example {firstExample + i / _labelsPerExample} (in batch order) is out of range: the model has {_classCount} classes (0..{_classCount - 1})");
     }
 
-    public void CheckDataset(Dataset data, string what)
+    /// <summary>A short last batch: the full binding's first <paramref name="count"/> examples copied into a binding of that size.</summary>
+    private BatchBinding CopyToPartial(BatchBinding full, int count)
     {
-        if (data.Count == 0) throw new OnnxKfacException($"{data.Source}: the {what} data set is empty");
-        var shape = _session.BatchShape(_input, 1);
-        long expected = shape.Skip(1).Aggregate(1L, (a, d) => a * d);
-        if (data.FeatureLength != expected)
-            throw new OnnxKfacException(
-                $"{data.Source}: examples have {data.FeatureLength} features (shape [{string.Join(",", data.FeatureShape)}]) but model input '{_input.Name}' expects {TrainingSession.Format(shape[1..])} = {expected} per example");
-        var tshape = _session.BatchShape(_target, 1);
-        long labels = tshape.Skip(1).Aggregate(1L, (a, d) => a * d);
-        if (_classes && data.LabelKind != LabelKind.ClassIndex)
-            throw new OnnxKfacException($"{data.Source}: the loss '{_session.Manifest.Loss.Kind}' needs class-index labels, but the {what} data has real-valued targets");
-        if (data.LabelLength != labels)
-            throw new OnnxKfacException(
-                $"{data.Source}: each example has {data.LabelLength} label value(s) but the loss target '{_target.Name}' takes {labels} ({TrainingSession.Format(tshape[1..])} per example)");
+        var part = _session.Bind(count);
+        foreach (var input in _inputs.Append(_target))
+        {
+            var to = part.InputArray(input.Name);
+            Array.Copy(full.InputArray(input.Name), to, to.Length);
+        }
+        return part;
+    }
+
+    private static long Elements(long[] batchShape) => batchShape.Skip(1).Aggregate(1L, (a, d) => a * d);
+
+    /// <summary>Fills one binding's buffers from loaders over one data set.</summary>
+    internal sealed class Feed(BatchFeeder feeder, BatchBinding full, Array[] inputs, Array labels)
+    {
+        /// <summary>
+        /// Reads the loader's next batch into the full-size binding (or, for a short last batch,
+        /// a binding of its own size) and checks the labels. False at the end of the epoch.
+        /// </summary>
+        public bool NextBatch(DataLoader loader, out BatchBinding binding, out int count)
+        {
+            binding = full;
+            if (!loader.TryNextBatch(inputs, labels, out count)) return false;
+            if (count != full.BatchSize) binding = feeder.CopyToPartial(full, count);
+            feeder.CheckLabels(binding, count, loader.Position.Index - count);
+            return true;
+        }
     }
 }

@@ -34,17 +34,15 @@ public sealed class Evaluator
     /// <summary>Loss (mean over examples) and, for classification, accuracy over a whole data set.</summary>
     public Metrics Evaluate(Dataset data)
     {
-        _feeder.CheckDataset(data, "evaluation");
         int batch = _batchSize;
+        var feed = _feeder.Open(data, "evaluation", _session.Bind(batch));
         // Each rank reads its own share (rank r: examples r·B … r·B + B − 1 of every K·B).
         using var loader = new DataLoader(data, new LoaderOptions { BatchSize = batch, Shuffle = false, Rank = _collectives.Rank, Ranks = _collectives.Size });
-        var full = _session.Bind(batch);
-        Span<float> features = _feeder.FeatureBuffer(full, data.FeatureLength * batch);
         double lossSum = 0;
         long correct = 0, counted = 0, examples = 0;
         bool sum = _session.Manifest.Loss.Reduction == "sum";
         string output = _session.Manifest.Loss.Output;
-        while (_feeder.NextBatch(loader, full, features, data.FeatureLength, out var binding, out int count))
+        while (feed.NextBatch(loader, out var binding, out int count))
         {
             double loss = _session.Evaluate(binding);
             lossSum += sum ? loss : loss * count;

@@ -62,7 +62,7 @@ public sealed partial class Trainer
     /// <summary>Trains on <paramref name="train"/>, validating on <paramref name="validation"/> when given.</summary>
     public TrainingResult Fit(Dataset train, Dataset? validation = null, CancellationToken cancel = default)
     {
-        _feeder.CheckDataset(train, "training");
+        var feed = _feeder.Open(train, "training", _session.Bind(_options.BatchSize));
         if (validation is not null) _feeder.CheckDataset(validation, "validation");
         int batch = _options.BatchSize;
         var ranks = _options.Collectives;
@@ -75,8 +75,6 @@ public sealed partial class Trainer
             Rank = ranks.Rank, Ranks = ranks.Size,
         });
         if (_resumePosition is { } pos) loader.Restore(pos);
-        var full = _session.Bind(batch);
-        int featureLength = train.FeatureLength;
         var accumulator = _options.AccumulationSteps > 1 ? new GradientAccumulator(_session.Parameters, _options.AccumulationSteps) : null;
         var clock = Stopwatch.StartNew();
         double epochLossSum = 0;
@@ -85,7 +83,6 @@ public sealed partial class Trainer
         long examplesSinceTick = 0;
         var tick = Stopwatch.StartNew();
         double throughput = 0;
-        Span<float> features = _feeder.FeatureBuffer(full, featureLength * batch);
 
         while (true)
         {
@@ -94,7 +91,7 @@ public sealed partial class Trainer
             if (_options.MaxSteps is { } budget && _step >= budget) { stop = "max steps"; break; }
             if (_options.MaxSteps is null && loader.Epoch >= _options.Epochs) break;
             int epoch = loader.Epoch;
-            if (!_feeder.NextBatch(loader, full, features, featureLength, out var binding, out int count))
+            if (!feed.NextBatch(loader, out var binding, out int count))
             {
                 if (accumulator is not null && accumulator.Pending > 0 && accumulator.Flush()) ApplyUpdate(double.NaN);
                 Metrics? val = validation is not null && _options.ValidateEvery is null ? Validate(validation, epoch) : null;

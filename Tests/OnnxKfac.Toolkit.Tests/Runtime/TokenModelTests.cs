@@ -8,20 +8,20 @@ using TrainingSession = OnnxKfac.Toolkit.Runtime.TrainingSession;
 
 namespace OnnxKfac.Toolkit.Tests.Runtime;
 
-/// <summary>The PyTorch transformer fixture: int64 token ids in, the trainer converts the data set's values.</summary>
+/// <summary>The PyTorch transformer fixture: int64 token ids in, fed from an integer tensor.</summary>
 public class TokenModelTests
 {
     private static Dataset Tokens(int count, int seed)
     {
         var rng = new Random(seed);
-        var x = new float[count * 6];
+        var x = new long[count * 6];
         var y = new long[count];
         for (int n = 0; n < count; n++)
         {
             y[n] = rng.Next(4);
             for (int t = 0; t < 6; t++) x[n * 6 + t] = 5 * y[n] + rng.Next(5); // class c uses tokens 5c..5c+4
         }
-        return Dataset.FromTensors(DataTensor.FromFloat(x, count, 6), DataTensor.FromInt64(y, count), new DataOptions { ClassCount = 4 });
+        return Dataset.FromTensors(DataTensor.FromInt64(x, count, 6), DataTensor.FromInt64(y, count), new DataOptions { ClassCount = 4 });
     }
 
     [Fact]

@@ -22,10 +22,11 @@ internal static class EvalCommand
     public static IReadOnlyList<Setting> Settings { get; } =
     [
         new("model", S, "The ONNX model") { Positional = true },
-        new("data", S, "The data: .csv/.tsv (label column), .npz (two entries), or features .npy/.pb/IDX with --labels", "PATH"),
+        new("data", S, "The data: .csv/.tsv (label column), .npz (entries), or features .npy/.pb/IDX with --labels; several model inputs: .npz or INPUT=FILE,INPUT=FILE", "PATH"),
         new("labels", S, "Labels of --data for .npy, .pb and IDX files", "PATH"),
         new("label_column", S, "CSV: the label column by header name or 0-based index (default: the last)", "NAME|INDEX"),
-        new("npz_keys", S, "NPZ: the entries holding features and labels (default x,y)", "X,Y"),
+        new("npz_keys", S, "NPZ: the entries holding features and labels (default x,y; with --inputs or several model inputs only LABELS is read)", "X,Y"),
+        new("inputs", L, "NPZ: the entry feeding each model input (default: the entry named like the input)", "INPUT=ENTRY,..."),
         new("scale", D, "Divide every feature by this first (255 maps bytes to [0,1]); default 1", "S"),
         new("normalize", S, "Then normalize: none (default) or MEAN,STD", "none|MEAN,STD"),
         new("loss", S, "Loss: cross-entropy (default), mse, l1, bce-with-logits", "KIND"),

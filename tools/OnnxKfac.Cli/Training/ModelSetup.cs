@@ -48,16 +48,18 @@ internal static class DefaultJob
 /// </summary>
 internal sealed class ModelSetup : IDisposable
 {
-    private ModelSetup(string path, TrainingSession session, LossOptions loss, ManifestTensor input, long[] exampleShape, int? classes)
+    private ModelSetup(string path, TrainingSession session, LossOptions loss, ManifestTensor[] inputs, long[][] exampleShapes, int? classes)
     {
-        Path = path; Session = session; Loss = loss; Input = input; ExampleShape = exampleShape; Classes = classes;
+        Path = path; Session = session; Loss = loss; Inputs = inputs; InputShapes = exampleShapes; Classes = classes;
     }
 
     public string Path { get; }
     public TrainingSession Session { get; }
     public LossOptions Loss { get; }
-    public ManifestTensor Input { get; }
-    public long[] ExampleShape { get; }
+
+    /// <summary>The model's data inputs, and their per-example shapes in the same order.</summary>
+    public ManifestTensor[] Inputs { get; }
+    public long[][] InputShapes { get; }
 
     /// <summary>The class count (cross-entropy with a static class axis), else null.</summary>
     public int? Classes { get; }
@@ -117,18 +119,16 @@ internal sealed class ModelSetup : IDisposable
             new TrainingSessionOptions { Device = device, Threads = threads is 0 ? null : threads, NoiseSeed = seed }, shapes);
         try
         {
-            var inputs = session.DataInputs;
-            if (inputs.Count != 1)
-                throw new OnnxKfacException($"{modelPath}: the model has {inputs.Count} data inputs ({string.Join(", ", inputs.Select(i => i.Name))}); train and eval feed models with one data input");
-            var input = inputs[0];
-            long[] example;
-            if (shapes.TryGetValue(input.Name, out var given)) example = given;
-            else
+            var inputs = session.DataInputs.ToArray();
+            var examples = new long[inputs.Length][];
+            for (int k = 0; k < inputs.Length; k++)
             {
+                var input = inputs[k];
+                if (shapes.TryGetValue(input.Name, out var given)) { examples[k] = given; continue; }
                 var shape = input.Shape ?? throw new OnnxKfacException(
                     $"{modelPath}: input '{input.Name}' has no declared shape; give its per-example shape with --input-shape {input.Name}=d1,d2...");
-                example = shape.Length == 0 ? [] : shape[1..];
-                if (example.Any(d => d < 0))
+                examples[k] = shape.Length == 0 ? [] : shape[1..];
+                if (examples[k].Any(d => d < 0))
                     throw new OnnxKfacException($"{modelPath}: input '{input.Name}' {Shapes.Format(shape)} has dynamic dimensions besides the batch; give its per-example shape with --input-shape {input.Name}=d1,d2...");
             }
             int? classes = null;
@@ -137,7 +137,7 @@ internal sealed class ModelSetup : IDisposable
                 var output = session.Manifest.Outputs.First(o => o.Name == session.Manifest.Loss.Output);
                 if (output.Shape is { Length: >= 2 } s && s[1] > 0) classes = checked((int)s[1]);
             }
-            return new ModelSetup(modelPath, session, loss, input, example, classes)
+            return new ModelSetup(modelPath, session, loss, inputs, examples, classes)
             {
                 Notes = [.. Ties.PlanFor(model, graph.Untie).Describe(), .. session.Manifest.Warnings.Select(w => "warning: " + w)],
             };
@@ -179,22 +179,22 @@ internal sealed class ModelSetup : IDisposable
         return result;
     }
 
-    /// <summary>Data options that make the readers check the data against the model.</summary>
+    /// <summary>Data options that make the readers check the data against the model (the feature shape: with one input).</summary>
     public DataOptions DataOptions => new()
     {
         ClassCount = Classes,
-        ExpectedFeatureShape = ExampleShape.Length == 0 ? null : ExampleShape,
+        ExpectedFeatureShape = Inputs.Length != 1 || InputShapes[0].Length == 0 ? null : InputShapes[0],
         LabelKind = Classification ? LabelKind.ClassIndex : LabelKind.Regression,
     };
 
     /// <summary>Opens a data set for this model; a shape that does not fit names the model input.</summary>
     public Dataset OpenData(Config cfg, string key, string labelsKey)
     {
-        try { return DataSources.Open(cfg, key, labelsKey, DataOptions); }
+        try { return DataSources.Open(cfg, key, labelsKey, DataOptions, Inputs.Select(i => i.Name).ToArray()); }
         catch (OnnxKfacException e) when (e.Message.Contains("but the expected feature shape is", StringComparison.Ordinal))
         {
             throw new OnnxKfacException(e.Message.Replace("but the expected feature shape is",
-                $"but model input '{Input.Name}' takes", StringComparison.Ordinal) + " per example", e);
+                $"but model input '{Inputs[0].Name}' takes", StringComparison.Ordinal) + " per example", e);
         }
     }
 

@@ -24,7 +24,7 @@ internal static class TrainSettings
         new("input_shape", L, "Per-example shape of a data input with dynamic dimensions besides the batch (repeatable)", "NAME=d1,d2"),
 
         // data
-        new("train", S, "Training data: .csv/.tsv (label column), .npz (two entries), or features .npy/.pb/IDX with --train-labels", "PATH"),
+        new("train", S, "Training data: .csv/.tsv (label column), .npz (entries), or features .npy/.pb/IDX with --train-labels; several model inputs: .npz or INPUT=FILE,INPUT=FILE", "PATH"),
         new("train_labels", S, "Labels of --train for .npy, .pb and IDX files", "PATH"),
         new("val", S, "Validation data (same formats as --train); validated each epoch, best weights kept", "PATH"),
         new("val_labels", S, "Labels of --val for .npy, .pb and IDX files", "PATH"),
@@ -32,7 +32,8 @@ internal static class TrainSettings
         new("test", S, "Test data, evaluated before and after training and never used to choose weights", "PATH"),
         new("test_labels", S, "Labels of --test for .npy, .pb and IDX files", "PATH"),
         new("label_column", S, "CSV: the label column by header name or 0-based index (default: the last)", "NAME|INDEX"),
-        new("npz_keys", S, "NPZ: the entries holding features and labels (default x,y)", "X,Y"),
+        new("npz_keys", S, "NPZ: the entries holding features and labels (default x,y; with --inputs or several model inputs only LABELS is read)", "X,Y"),
+        new("inputs", L, "NPZ: the entry feeding each model input (default: the entry named like the input)", "INPUT=ENTRY,..."),
         new("scale", D, "Divide every feature by this first (255 maps bytes to [0,1]); default 1", "S"),
         new("normalize", S, "Then normalize: none (default), auto (per-channel mean/std of the training data) or MEAN,STD", "auto|none|MEAN,STD"),
 
