@@ -47,8 +47,8 @@ for np in $RANKS; do
     log="$out/$opt-$np.log"
     mpirun -np "$np" "${cli[@]}" train "$out/autoencoder.onnx" --train "$out/x.npy" --train-labels "$out/x.npy" \
       --loss bce-with-logits --batch-size "$BATCH" --max-steps "$STEPS" --threads 1 --seed 1 "${args[@]}" >"$log" 2>&1
-    line=$(grep '^collectives (rank 0)' "$log")
-    done_line=$(grep '^done:' "$log")
+    line=$(grep -a 'collectives (rank 0)' "$log" || echo none)
+    done_line=$(grep -a 'done: ' "$log" || echo none)
     echo -e "$np\t$opt\t$line\t$done_line" >>"$results"
     echo "$np ranks, $opt: $line"
   done
