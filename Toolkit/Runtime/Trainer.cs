@@ -42,7 +42,7 @@ public sealed partial class Trainer
         _observer = observer ?? new NullObserver();
         _context = new StepContext(session.Parameters, session) { Collectives = _options.Collectives };
         _feeder = new BatchFeeder(session);
-        _evaluator = new Evaluator(session, _options.BatchSize, _options.Collectives, _feeder);
+        _evaluator = new Evaluator(session, _options.BatchSize, _options.Collectives, _feeder, _options.TopK);
         _best = session.Parameters.Select(p => new float[p.Value.Length]).ToArray();
         _fingerprint = Checkpoint.Fingerprint(session.SourceModel, session.Parameters);
         var c = _options.Collectives;

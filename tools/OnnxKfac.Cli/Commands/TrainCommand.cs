@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using OnnxKfac.Cli.Common;
 using OnnxKfac.Cli.Training;
 using OnnxKfac.Graph;
 using OnnxKfac.Toolkit.Checkpoints;
@@ -163,7 +164,10 @@ internal static class TrainCommand
             var session = setup.Session;
             bool hasVal = cfg.Has("val") || cfg.Has("val_split");
             bool hasTest = cfg.Has("test");
-            var gates = Gates.Parse(cfg.List("fail_if"), Availability(hasVal, hasTest, setup.Classification), cfg);
+            int? topK = OptionalPositive(cfg, "top_k");
+            if (topK is not null && !setup.Classification) throw cfg.Error("top_k", "applies to cross-entropy classifiers only");
+            if (topK is { } k && setup.Classes is { } classes && k > classes) throw cfg.Error("top_k", $"{k} is more than the model's {classes} classes");
+            var gates = Gates.Parse(cfg.List("fail_if"), Availability(hasVal, hasTest, setup.Classification, topK is not null), cfg);
             if (patience is not null && !hasVal) throw cfg.Error("patience", "early stopping needs validation data (--val or --val-split)");
             if (validateEvery is not null && !hasVal) throw cfg.Error("validate_every", "needs validation data (--val or --val-split)");
 
@@ -208,6 +212,7 @@ internal static class TrainCommand
                 Seed = seed,
                 ValidateEvery = validateEvery,
                 EarlyStoppingPatience = patience,
+                TopK = topK,
                 KeepBest = !cfg.Bool("no_keep_best"),
                 ClipGradNorm = optimizer is Toolkit.Kfac.KfacOptimizer ? null : clip,   // K-FAC clips the update it takes
                 AccumulationSteps = accumulate,
@@ -309,6 +314,12 @@ internal static class TrainCommand
                 string delta = ta.Accuracy is { } a && testBefore?.Accuracy is { } b ? $" ({(a - b >= 0 ? "+" : "")}{100 * (a - b):F1} points)" : "";
                 log.WriteLine($"test after:  {Describe(ta)}{delta}");
             }
+            if (!quiet)
+            {
+                var tables = ReportWriter.For(ctx);
+                ClassifierMetrics.WriteConfusion(tables, "validation confusion matrix", res.FinalValidation);
+                ClassifierMetrics.WriteConfusion(tables, "test confusion matrix", testAfter);
+            }
             var metrics = WriteOutputs(cfg, setup, startedAt, wall, trainClock, resumeFrom, train, val, test, norm, recorder, res, null, testBefore, testAfter, gates, plot, report, export);
             foreach (var (what, path) in new[] { ("checkpoint", checkpoint), ("fine-tuned model", export), ("report", report), ("loss plot", plot) })
                 if (path is not null) log.WriteLine($"wrote {what} {path}");
@@ -357,6 +368,8 @@ internal static class TrainCommand
                 ["examples_per_second"] = examplesPerSecond,
                 ["wall_seconds"] = wall.Elapsed.TotalSeconds,
             };
+            ClassifierMetrics.AddTo(m, "val_", res?.FinalValidation);
+            ClassifierMetrics.AddTo(m, "test_", testAfter);
             var gateResults = res is null ? [] : Gates.Check(gates, m, ctx.Out, ctx.Error);
             var r = new TrainReport
             {
@@ -389,6 +402,11 @@ internal static class TrainCommand
                 Validations = rec.Validations,
                 Messages = rec.Messages,
                 Metrics = m,
+                ConfusionMatrices = new()
+                {
+                    ["validation"] = ClassifierMetrics.Rows(res?.FinalValidation),
+                    ["test"] = ClassifierMetrics.Rows(testAfter),
+                },
                 Gates = gateResults,
                 GatesPassed = gateResults.All(g => g.Passed),
                 Outputs = new() { ["checkpoint"] = cfg.String("checkpoint"), ["export"] = export, ["report"] = report, ["plot"] = plot },
@@ -404,14 +422,14 @@ internal static class TrainCommand
         }
 
         private static string Describe(Metrics m) =>
-            (m.Accuracy is { } a ? $"accuracy {ProgressText.Percent(a)}, " : "") + $"loss {ProgressText.Loss(m.Loss)} ({m.Examples} examples)";
+            (m.Accuracy is { } a ? $"accuracy {ProgressText.Percent(a)}, " : "") + $"loss {ProgressText.Loss(m.Loss)}{ClassifierMetrics.Describe(m)} ({m.Examples} examples)";
 
-        private static IReadOnlyDictionary<string, string?> Availability(bool val, bool test, bool classification)
+        private static IReadOnlyDictionary<string, string?> Availability(bool val, bool test, bool classification, bool topK)
         {
             const string noVal = "no validation data (--val or --val-split)";
             const string noTest = "no test data (--test)";
             const string noAcc = "accuracy is measured for cross-entropy only";
-            return new Dictionary<string, string?>(StringComparer.Ordinal)
+            var available = new Dictionary<string, string?>(StringComparer.Ordinal)
             {
                 ["train_loss"] = null,
                 ["val_loss"] = val ? null : noVal,
@@ -428,6 +446,9 @@ internal static class TrainCommand
                 ["examples_per_second"] = null,
                 ["wall_seconds"] = null,
             };
+            ClassifierMetrics.AddAvailability(available, "val_", val ? null : noVal, classification, topK);
+            ClassifierMetrics.AddAvailability(available, "test_", test ? null : noTest, classification, topK);
+            return available;
         }
 
         private static int Positive(Config cfg, string key, int fallback)

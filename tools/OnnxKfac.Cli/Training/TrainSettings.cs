@@ -91,6 +91,7 @@ internal static class TrainSettings
         new("report", S, "Write a JSON report: config, per-step losses, epochs, validations, timing, final metrics, gates", "PATH") { RunSpecific = true },
         new("plot", S, "Write the loss curve: PNG or SVG, by the extension", "PATH") { RunSpecific = true },
         new("fail_if", L, "CI gate, e.g. \"val_accuracy<0.85\" (repeatable): exit 3 when true", "METRIC<X") { RunSpecific = true },
+        new("top_k", I, "Classifiers: also measure the top-k accuracy of validation and test (e.g. 5)", "K"),
         new("device", S, "cpu (default), cuda or cuda:N (needs the GPU build)", "cpu|cuda[:N]") { RunSpecific = true },
         new("threads", I, "ONNX Runtime intra-op threads (default: one per core)") { RunSpecific = true },
         new("quiet", B, "Print only the summary") { RunSpecific = true },
