@@ -466,20 +466,7 @@ internal static class TrainCommand
         /// <summary>The folder of output <paramref name="key"/> exists (or is created) and accepts a file.</summary>
         private static void CheckWritable(Config cfg, string key)
         {
-            if (cfg.String(key) is not { } path) return;
-            string full = Path.GetFullPath(path);
-            if (Directory.Exists(full)) throw cfg.Error(key, $"{path} is a folder; give a file name");
-            string dir = Path.GetDirectoryName(full)!;
-            string probe = Path.Combine(dir, $".onnx-kfac-probe-{Environment.ProcessId}");
-            try
-            {
-                Directory.CreateDirectory(dir);
-                using (File.Create(probe, 1, FileOptions.DeleteOnClose)) { }
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                throw cfg.Error(key, $"{path}: cannot write there ({e.Message.TrimEnd('.')})", e);
-            }
+            if (cfg.String(key) is { } path) OutputPaths.CheckWritable(path, (message, e) => cfg.Error(key, message, e));
         }
 
         private static void CheckNotModel(Config cfg, string model, params string[] keys)
