@@ -5,7 +5,7 @@ namespace OnnxKfac.Toolkit.Runtime;
 /// <c>t</c> predicted as <c>p</c> (the arg-max of the output). Kept as plain sums, so that the
 /// ranks of a data-parallel evaluation add theirs up (<see cref="ICollectives.AllReduceSum(Span{double})"/>).
 /// </summary>
-public sealed class ConfusionMatrix
+public sealed class ConfusionMatrix : IEquatable<ConfusionMatrix>
 {
     private readonly long[] _counts;
 
@@ -59,5 +59,20 @@ public sealed class ConfusionMatrix
                 if (F1(c) is { } f) { sum += f; n++; }
             return n == 0 ? null : sum / n;
         }
+    }
+
+    /// <summary>Equal when the class counts and every count are equal (so <see cref="Metrics"/> compare by value).</summary>
+    public bool Equals(ConfusionMatrix? other) => other is not null && other.Classes == Classes && other._counts.AsSpan().SequenceEqual(_counts);
+
+    /// <inheritdoc/>
+    public override bool Equals(object? obj) => Equals(obj as ConfusionMatrix);
+
+    /// <inheritdoc/>
+    public override int GetHashCode()
+    {
+        var h = new HashCode();
+        h.Add(Classes);
+        foreach (long c in _counts) h.Add(c);
+        return h.ToHashCode();
     }
 }
