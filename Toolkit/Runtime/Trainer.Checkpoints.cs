@@ -34,6 +34,11 @@ public sealed partial class Trainer
         cp.Words[CheckpointKeys.NoiseRng] = _session.NoiseState;
         cp.Doubles[CheckpointKeys.BestLoss] = _bestLoss;
         if (resultIsBest) cp.Longs[CheckpointKeys.ResultIsBest] = 1;
+        if (_options.Plateau is { } plateau)
+        {
+            var state = plateau.SaveState();
+            for (int k = 0; k < state.Length; k++) cp.Doubles[CheckpointKeys.PlateauPrefix + k] = state[k];
+        }
         if (_bestMetrics is { } bm)
         {
             cp.Doubles[CheckpointKeys.BestAccuracy] = bm.Accuracy ?? double.NaN;
@@ -57,6 +62,14 @@ public sealed partial class Trainer
         _resumePosition = new LoaderPosition((int)cp.Longs[CheckpointKeys.LoaderEpoch], (int)cp.Longs[CheckpointKeys.LoaderIndex], (int)cp.Longs[CheckpointKeys.LoaderCount], rng[0], rng[1], rng[2], rng[3]);
         _session.NoiseState = cp.Words[CheckpointKeys.NoiseRng];
         _bestLoss = cp.Doubles[CheckpointKeys.BestLoss];
+        if (_options.Plateau is { } plateau)
+        {
+            var state = plateau.SaveState();
+            for (int k = 0; k < state.Length; k++)
+                state[k] = cp.Doubles.TryGetValue(CheckpointKeys.PlateauPrefix + k, out double v) ? v
+                    : throw new OnnxKfacException($"{source}: the checkpoint has no reduce-on-plateau state (it was written by a run with another schedule)");
+            plateau.LoadState(state);
+        }
         if (cp.Longs.TryGetValue(CheckpointKeys.BestExamples, out long ex))
         {
             double acc = cp.Doubles[CheckpointKeys.BestAccuracy];
@@ -81,6 +94,8 @@ public static class CheckpointKeys
     public const string ResultIsBest = "result_is_best";
     public const string BestAccuracy = "best_accuracy";
     public const string BestExamples = "best_examples";
+    /// <summary>Prefix of the reduce-on-plateau schedule's state (<c>plateau/0</c> … <c>plateau/3</c>: factor, best loss, bad validations, cooldown left).</summary>
+    public const string PlateauPrefix = "plateau/";
     /// <summary>Prefix of the best validated weights, one tensor per parameter.</summary>
     public const string BestPrefix = "best/";
 }

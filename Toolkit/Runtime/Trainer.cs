@@ -32,6 +32,7 @@ public sealed partial class Trainer
     private Metrics? _bestMetrics;
     private int _sinceImprovement;
     private LoaderPosition? _resumePosition;
+    private double _lastGradNorm = double.NaN;
 
     public Trainer(TrainingSession session, IOptimizer optimizer, TrainerOptions? options = null, ITrainingObserver? observer = null)
     {
@@ -110,7 +111,8 @@ public sealed partial class Trainer
             if (_buckets is not null) (loss, _) = _buckets.Reduce(loss, count);
             batchInEpoch++;
             examplesSinceTick += count;
-            bool finite = double.IsFinite(loss) && double.IsFinite(GradientClipping.GlobalNorm(_session.Parameters));
+            double gradNorm = double.IsFinite(loss) ? GradientClipping.GlobalNorm(_session.Parameters) : double.NaN;
+            bool finite = double.IsFinite(loss) && double.IsFinite(gradNorm);
             if (!finite && _optimizer is IRecoverable recoverable && recoverable.TryRecover(out string recovered))
             {
                 _skipped++;
@@ -140,14 +142,14 @@ public sealed partial class Trainer
                 observer.ObserveBatch(_context, count);
             }
             if (accumulator is not null && !accumulator.Add(count)) continue;
-            ApplyUpdate(loss);
+            ApplyUpdate(loss, accumulator is null ? gradNorm : double.NaN);
             if (tick.ElapsedMilliseconds >= 250)
             {
                 throughput = examplesSinceTick / tick.Elapsed.TotalSeconds;
                 examplesSinceTick = 0;
                 tick.Restart();
             }
-            _observer.OnStep(new StepReport(_step, epoch, batchInEpoch, loader.BatchesPerEpoch, loss, Skipped: false, throughput));
+            _observer.OnStep(new StepReport(_step, epoch, batchInEpoch, loader.BatchesPerEpoch, loss, Skipped: false, throughput) { GradNorm = _lastGradNorm });
             if (validation is not null && _options.ValidateEvery is { } every && _step % every == 0) Validate(validation, epoch);
             if (_options.CheckpointPath is { } path && _options.CheckpointEvery is { } ce && _step % ce == 0)
                 SaveCheckpoint(path, loader.Position);
@@ -174,8 +176,10 @@ public sealed partial class Trainer
 
     private bool EarlyStop => _options.EarlyStoppingPatience is { } patience && _sinceImprovement >= patience;
 
-    private void ApplyUpdate(double loss)
+    /// <param name="gradNorm">The gradient's global norm when already known (NaN: computed here, as after accumulation).</param>
+    private void ApplyUpdate(double loss, double gradNorm = double.NaN)
     {
+        _lastGradNorm = double.IsNaN(gradNorm) ? GradientClipping.GlobalNorm(_session.Parameters) : gradNorm;
         if (_options.ClipGradNorm is { } max) GradientClipping.ClipByGlobalNorm(_session.Parameters, max);
         _context.UpdateCount = _step + 1;
         _context.Loss = loss;
@@ -217,6 +221,8 @@ public sealed partial class Trainer
         }
         else _sinceImprovement++;
         _observer.OnValidation(new ValidationReport(_step, epoch, m, improved));
+        if (_options.Plateau is { } plateau && plateau.Observe(m.Loss))
+            _observer.OnMessage($"validation loss {m.Loss:G5} has not improved on {plateau.Best:G5} for {plateau.Patience + 1} validations: learning rate ×{plateau.ReduceBy:G3}, now {plateau.Current:G4} × the base rate");
         return m;
     }
 

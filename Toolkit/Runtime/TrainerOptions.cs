@@ -31,6 +31,13 @@ public sealed record TrainerOptions
     /// <summary>Classifiers: evaluations also measure the top-k accuracy for this k (null: not measured).</summary>
     public int? TopK { get; init; }
 
+    /// <summary>
+    /// A reduce-on-plateau schedule the optimizer uses (the same instance as its <c>Schedule</c>,
+    /// or inside a warm-up): every validation's loss is passed to it, and its state goes into
+    /// checkpoints. Null: none.
+    /// </summary>
+    public Optim.PlateauSchedule? Plateau { get; init; }
+
     /// <summary>Clip gradients to this global L2 norm before each update.</summary>
     public double? ClipGradNorm { get; init; }
 

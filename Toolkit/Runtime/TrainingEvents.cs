@@ -1,7 +1,11 @@
 namespace OnnxKfac.Toolkit.Runtime;
 
 /// <summary>One update (or skipped update) of the training loop.</summary>
-public readonly record struct StepReport(long Step, int Epoch, int BatchInEpoch, int BatchesPerEpoch, double Loss, bool Skipped, double ExamplesPerSecond);
+public readonly record struct StepReport(long Step, int Epoch, int BatchInEpoch, int BatchesPerEpoch, double Loss, bool Skipped, double ExamplesPerSecond)
+{
+    /// <summary>The global L2 norm of the gradient the update used, before clipping (null for a skipped update).</summary>
+    public double? GradNorm { get; init; }
+}
 
 /// <summary>
 /// Metrics over a whole data set. For classifiers (class-index targets with a known class

@@ -154,10 +154,12 @@ internal static class TrainCommand
             if (resume && resumeFrom is null) log.WriteLine($"no checkpoint at {checkpoint} yet: starting from the model's weights");
             string? report = cfg.String("report"), plot = cfg.String("plot"), export = cfg.String("export");
             if (_ranks.Rank != 0) report = plot = export = null;
-            CheckNotModel(cfg, modelPath, "export", "checkpoint", "report", "plot");
+            if (report is not null && !cfg.Has("log_csv")) cfg.Set("log_csv", StepLogBeside(report), cfg.Where("report"));
+            string? stepLog = _ranks.Rank == 0 ? cfg.String("log_csv") : null;
+            CheckNotModel(cfg, modelPath, "export", "checkpoint", "report", "plot", "log_csv");
             if (plot is not null && !LossPlot.IsSupported(plot)) throw cfg.Error("plot", $"{plot}: the plot is written as .png or .svg, chosen by the extension");
             // Every output is checked before training: a run must not fail at its end for an unwritable path.
-            foreach (var key in new[] { "checkpoint", "report", "plot", "export" }) CheckWritable(cfg, key);
+            foreach (var key in new[] { "checkpoint", "report", "plot", "export", "log_csv" }) CheckWritable(cfg, key);
 
             // ---- model, data, optimizer ----------------------------------------------------------
             var setup = Own(ModelSetup.Open(cfg, modelPath, seed, graph => OptimizerSetup.ConfigureGraph(cfg, graph)));
@@ -200,7 +202,10 @@ internal static class TrainCommand
             _epochExamples = cfg.Bool("drop_last") ? batchesPerEpoch * batch : train.Count;
             bool epochsGiven = cfg.Has("epochs");
             long totalSteps = maxSteps is { } ms ? (epochsGiven ? Math.Min(ms, epochs * updatesPerEpoch) : ms) : epochs * updatesPerEpoch;
-            var optimizer = OptimizerSetup.Create(cfg, session, totalSteps, updatesPerEpoch);
+            var schedule = OptimizerSetup.Schedule(cfg, totalSteps, updatesPerEpoch);
+            var plateau = OptimizerSetup.PlateauOf(schedule);
+            if (plateau is not null && !hasVal) throw cfg.Error("schedule", "plateau reduces the rate when the validation loss stops improving: it needs validation data (--val or --val-split)");
+            var optimizer = OptimizerSetup.Create(cfg, session, totalSteps, updatesPerEpoch, schedule);
             if (optimizer is IDisposable disposable) Own(disposable);
 
             var options = new TrainerOptions
@@ -213,6 +218,7 @@ internal static class TrainCommand
                 ValidateEvery = validateEvery,
                 EarlyStoppingPatience = patience,
                 TopK = topK,
+                Plateau = plateau,
                 KeepBest = !cfg.Bool("no_keep_best"),
                 ClipGradNorm = optimizer is Toolkit.Kfac.KfacOptimizer ? null : clip,   // K-FAC clips the update it takes
                 AccumulationSteps = accumulate,
@@ -235,7 +241,10 @@ internal static class TrainCommand
             }) : null;
             var progress = console is null ? null : new SpectreProgress(console, plan);
             ITrainingObserver? display = quiet ? null : progress ?? (ITrainingObserver)new PlainLog(log, plan, logEvery);
-            var recorder = new RunRecorder(display);
+            var baseRate = cfg.Double("lr", optimizer is Toolkit.Kfac.KfacOptimizer ? OptimizerSetup.DefaultKfacLearningRate : OptimizerSetup.DefaultLearningRate)!.Value;
+            bool hasRate = !(optimizer is Toolkit.Kfac.KfacOptimizer && cfg.String("kfac_update", "kl-clip") == "quadratic");
+            var stepRows = stepLog is null ? null : Own(new StepLog(stepLog, append: resumeFrom is not null, u => hasRate ? baseRate * schedule.Factor(u) : null, display));
+            var recorder = new RunRecorder(stepRows ?? display);
             var trainer = new Trainer(session, optimizer, options, recorder);
             if (resumeFrom is not null)
             {
@@ -321,7 +330,7 @@ internal static class TrainCommand
                 ClassifierMetrics.WriteConfusion(tables, "test confusion matrix", testAfter);
             }
             var metrics = WriteOutputs(cfg, setup, startedAt, wall, trainClock, resumeFrom, train, val, test, norm, recorder, res, null, testBefore, testAfter, gates, plot, report, export);
-            foreach (var (what, path) in new[] { ("checkpoint", checkpoint), ("fine-tuned model", export), ("report", report), ("loss plot", plot) })
+            foreach (var (what, path) in new[] { ("checkpoint", checkpoint), ("fine-tuned model", export), ("report", report), ("step log", stepLog), ("loss plot", plot) })
                 if (path is not null) log.WriteLine($"wrote {what} {path}");
             if (res.StopReason == "cancelled") return terminated ? Terminated : Cancelled;
             return metrics.GatesPassed ? ExitCodes.Ok : Gates.ExitCode;
@@ -468,6 +477,10 @@ internal static class TrainCommand
         {
             if (cfg.String(key) is { } path) OutputPaths.CheckWritable(path, (message, e) => cfg.Error(key, message, e));
         }
+
+        /// <summary>The step log beside a report: <c>out/r.json</c> → <c>out/r.steps.csv</c>.</summary>
+        public static string StepLogBeside(string report) =>
+            Path.Combine(Path.GetDirectoryName(report) ?? "", Path.GetFileNameWithoutExtension(report) + ".steps.csv");
 
         private static void CheckNotModel(Config cfg, string model, params string[] keys)
         {
