@@ -157,6 +157,7 @@ internal static class TrainCommand
             if (report is not null && !cfg.Has("log_csv")) cfg.Set("log_csv", StepLogBeside(report), cfg.Where("report"));
             string? stepLog = _ranks.Rank == 0 ? cfg.String("log_csv") : null;
             CheckNotModel(cfg, modelPath, "export", "checkpoint", "report", "plot", "log_csv");
+            if (cfg.Bool("export_with_preprocessing") && cfg.String("export") is null) throw cfg.Error("export_with_preprocessing", "needs --export OUT.onnx");
             if (plot is not null && !LossPlot.IsSupported(plot)) throw cfg.Error("plot", $"{plot}: the plot is written as .png or .svg, chosen by the extension");
             // Every output is checked before training: a run must not fail at its end for an unwritable path.
             foreach (var key in new[] { "checkpoint", "report", "plot", "export", "log_csv" }) CheckWritable(cfg, key);
@@ -305,8 +306,14 @@ internal static class TrainCommand
             if (test is not null) testAfter = Evaluate(trainer, test, "--test");
             if (export is not null)
             {
+                var exported = ModelExport.WithParameters(session.SourceModel, session.Parameters);
+                if (cfg.Bool("export_with_preprocessing"))
+                {
+                    if (norm is null) log.WriteLine("--export-with-preprocessing: no --scale or --normalize, so the exported model takes the data as it is");
+                    else exported = ModelExport.WithPreprocessing(exported, setup.Input.Name, norm, setup.ExampleShape);
+                }
                 TrainReport.CreateParent(export);
-                PrepareCommand.Write(() => ModelExport.Save(session.SourceModel, session.Parameters, export), export);
+                PrepareCommand.Write(() => Graph.Model.OnnxModelIO.Save(exported, export), export);
             }
 
             // ---- summary, report, gates -------------------------------------------------------------

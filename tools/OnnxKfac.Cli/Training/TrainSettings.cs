@@ -94,6 +94,7 @@ internal static class TrainSettings
         new("checkpoint_every", I, "Checkpoint every N updates") { RunSpecific = true },
         new("resume", B, "Continue from --checkpoint (same trajectory as an uninterrupted run); settings default to the checkpoint's") { RunSpecific = true },
         new("export", S, "Write the fine-tuned model (the original graph with the new weights)", "OUT.onnx") { RunSpecific = true },
+        new("export_with_preprocessing", B, "The exported model takes raw inputs: --scale and --normalize become a Mul and an Add at its input") { RunSpecific = true },
 
         // output
         new("report", S, "Write a JSON report: config, per-step losses, epochs, validations, timing, final metrics, gates", "PATH") { RunSpecific = true },
