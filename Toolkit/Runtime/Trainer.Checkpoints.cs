@@ -43,6 +43,16 @@ public sealed partial class Trainer
         {
             cp.Doubles[CheckpointKeys.BestAccuracy] = bm.Accuracy ?? double.NaN;
             cp.Longs[CheckpointKeys.BestExamples] = bm.Examples;
+            if (bm.Confusion is { } c)
+            {
+                cp.Longs[CheckpointKeys.BestClasses] = c.Classes;
+                cp.Words[CheckpointKeys.BestConfusion] = [.. c.Rows().SelectMany(row => row).Select(n => (ulong)n)];
+            }
+            if (bm.TopK is { } topK)
+            {
+                cp.Longs[CheckpointKeys.BestTopK] = topK;
+                cp.Doubles[CheckpointKeys.BestTopKAccuracy] = bm.TopKAccuracy ?? double.NaN;
+            }
             for (int k = 0; k < _best.Length; k++) cp.Tensors[CheckpointKeys.BestPrefix + _session.Parameters[k].Name] = _best[k];
         }
         cp.Save(path);
@@ -73,7 +83,13 @@ public sealed partial class Trainer
         if (cp.Longs.TryGetValue(CheckpointKeys.BestExamples, out long ex))
         {
             double acc = cp.Doubles[CheckpointKeys.BestAccuracy];
-            _bestMetrics = new Metrics(_bestLoss, double.IsNaN(acc) ? null : acc, (int)ex);
+            _bestMetrics = new Metrics(_bestLoss, double.IsNaN(acc) ? null : acc, (int)ex)
+            {
+                Confusion = cp.Longs.TryGetValue(CheckpointKeys.BestClasses, out long classes)
+                    ? new ConfusionMatrix((int)classes, [.. cp.Words[CheckpointKeys.BestConfusion].Select(n => (long)n)]) : null,
+                TopK = cp.Longs.TryGetValue(CheckpointKeys.BestTopK, out long bestK) ? (int)bestK : null,
+                TopKAccuracy = cp.Doubles.TryGetValue(CheckpointKeys.BestTopKAccuracy, out double bestTopK) && !double.IsNaN(bestTopK) ? bestTopK : null,
+            };
             for (int k = 0; k < _best.Length; k++) cp.Tensors[CheckpointKeys.BestPrefix + _session.Parameters[k].Name].AsSpan().CopyTo(_best[k]);
         }
     }
@@ -94,6 +110,11 @@ public static class CheckpointKeys
     public const string ResultIsBest = "result_is_best";
     public const string BestAccuracy = "best_accuracy";
     public const string BestExamples = "best_examples";
+    /// <summary>The best validation's confusion counts (classifiers): class count, then C × C counts, row = true class.</summary>
+    public const string BestClasses = "best_classes";
+    public const string BestConfusion = "best_confusion";
+    public const string BestTopK = "best_top_k";
+    public const string BestTopKAccuracy = "best_top_k_accuracy";
     /// <summary>Prefix of the reduce-on-plateau schedule's state (<c>plateau/0</c> … <c>plateau/3</c>: factor, best loss, bad validations, cooldown left).</summary>
     public const string PlateauPrefix = "plateau/";
     /// <summary>Prefix of the best validated weights, one tensor per parameter.</summary>
