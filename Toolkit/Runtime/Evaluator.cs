@@ -15,6 +15,9 @@ public sealed class Evaluator
     private readonly BatchFeeder _feeder;
     private readonly int? _topK;
 
+    /// <summary>Above this many classes no confusion matrix (nor macro F1) is kept: C² sums are reduced per evaluation.</summary>
+    public const int MaxConfusionClasses = 1000;
+
     /// <param name="session">The session whose current weights are evaluated.</param>
     /// <param name="batchSize">Examples per run.</param>
     /// <param name="collectives">How ranks combine their sums (default: one process).</param>
@@ -48,7 +51,8 @@ public sealed class Evaluator
             throw new OnnxKfacException($"top-k {k} is more than the model's {classes} classes");
         // Sums, reduced over ranks in one call: loss, correct, counted, examples, top-k correct, then C × C confusion counts.
         const int Loss = 0, Correct = 1, Counted = 2, Examples = 3, TopKCorrect = 4, Confusion = 5;
-        var totals = new double[Confusion + classes * classes];
+        bool confusion = classes <= MaxConfusionClasses;
+        var totals = new double[Confusion + (confusion ? classes * classes : 0)];
         bool sum = _session.Manifest.Loss.Reduction == "sum";
         string output = _session.Manifest.Loss.Output;
         long ignore = _session.Manifest.Loss.IgnoreIndex ?? long.MinValue;
@@ -68,7 +72,7 @@ public sealed class Evaluator
                 int label = (int)labels[i];
                 if (arg == label) totals[Correct]++;
                 totals[Counted]++;
-                totals[Confusion + label * classes + arg]++;
+                if (confusion) totals[Confusion + label * classes + arg]++;
                 if (_topK is { } topK)
                 {
                     // In the top k when fewer than k classes score strictly higher than the label.
@@ -84,11 +88,11 @@ public sealed class Evaluator
         if (examples == 0) throw new OnnxKfacException($"{data.Source}: the data set is empty");
         var metrics = new Metrics(sum ? totals[Loss] : totals[Loss] / examples, counted > 0 ? totals[Correct] / counted : null, (int)examples);
         if (classes == 0) return metrics;
-        var confusion = new long[classes * classes];
-        for (int c = 0; c < confusion.Length; c++) confusion[c] = (long)totals[Confusion + c];
+        var counts = confusion ? new long[classes * classes] : null;
+        for (int c = 0; counts is not null && c < counts.Length; c++) counts[c] = (long)totals[Confusion + c];
         return metrics with
         {
-            Confusion = new ConfusionMatrix(classes, confusion),
+            Confusion = counts is null ? null : new ConfusionMatrix(classes, counts),
             TopK = _topK,
             TopKAccuracy = _topK is null || counted == 0 ? null : totals[TopKCorrect] / counted,
         };
