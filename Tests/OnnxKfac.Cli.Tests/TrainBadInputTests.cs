@@ -173,7 +173,7 @@ public sealed class TrainBadInputTests : IDisposable
         AssertUserError(Train("--lr", "-0.1"), "--lr", "≥ 0");
         AssertUserError(Run("train", _model, "--train", _train, "--batch-size", "0"), "--batch-size", "at least 1");
         AssertUserError(Train("--momentum", "0.9"), "--momentum", "--optimizer sgd");
-        AssertUserError(Train("--schedule", "linear"), "--schedule", "unknown schedule");
+        AssertUserError(Train("--schedule", "exponential"), "--schedule", "unknown schedule");
         AssertUserError(Train("--gamma", "0.5"), "--gamma", "--schedule step");
         AssertUserError(Train("--val-split", "1.5"), "--val-split", "between 0 and 1");
         AssertUserError(Train("--normalize", "zscore"), "--normalize", "none, auto or MEAN,STD");

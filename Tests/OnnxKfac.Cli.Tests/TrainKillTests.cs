@@ -112,5 +112,36 @@ public sealed class TrainKillTests(ITestOutputHelper log) : IDisposable
         var r = TrainData.Report(report);
         Assert.Equal("cancelled", r.GetProperty("stop_reason").GetString());
         Assert.Equal(r.GetProperty("steps").GetInt64(), Checkpoint.Load(ck).Longs["step"]);
+        // The step log beside the report holds every update, in whole rows.
+        var rows = AssertWholeRows(_dir[signal + ".steps.csv"]);
+        Assert.Equal(r.GetProperty("steps").GetInt64(), rows.Count(row => row[0] == "train"));
+    }
+
+    [Fact]
+    public void KillMinus9LeavesTheStepLogInWholeRows()
+    {
+        string log = _dir["killed.csv"];
+        using var p = Start("train", "--epochs", "50", "--log-csv", log, "--quiet");
+        var wait = Stopwatch.StartNew();
+        while ((!File.Exists(log) || new FileInfo(log).Length < 20_000) && wait.Elapsed < TimeSpan.FromSeconds(60) && !p.HasExited) Thread.Sleep(10);
+        Assert.False(p.HasExited, "the run ended before it was killed");
+        p.Kill();
+        Assert.True(p.WaitForExit(30_000));
+        var rows = AssertWholeRows(log).Where(row => row[0] == "train").ToList();
+        Assert.True(rows.Count > 100, $"{rows.Count} rows");
+        Assert.Equal(Enumerable.Range(1, rows.Count).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)), rows.Select(row => row[1]));
+    }
+
+    /// <summary>Every line of a step log ends with a newline and has the header's eight fields; the rows after the header.</summary>
+    private static List<string[]> AssertWholeRows(string path)
+    {
+        string text = File.ReadAllText(path);
+        Assert.EndsWith("\n", text);
+        var lines = text.TrimEnd('\n').Split('\n');
+        Assert.Equal("kind,step,epoch,loss,accuracy,lr,grad_norm,wall_seconds", lines[0]);
+        var rows = lines.Skip(1).Select(l => l.Split(',')).ToList();
+        Assert.All(rows, row => Assert.Equal(8, row.Length));
+        Assert.All(rows.Where(row => row[0] == "train"), row => Assert.True(double.IsFinite(double.Parse(row[3], System.Globalization.CultureInfo.InvariantCulture))));
+        return rows;
     }
 }

@@ -86,18 +86,27 @@ public sealed record Normalization
         return new Normalization { Scale = scale, Axis = axis, Mean = Array.AsReadOnly(meanOut), Std = Array.AsReadOnly(stdOut) };
     }
 
-    internal static int GroupCount(Dataset dataset, NormalizationAxis axis) =>
-        axis == NormalizationAxis.PerChannel && dataset.FeatureShape.Count > 0 ? checked((int)dataset.FeatureShape[0]) : dataset.FeatureLength;
+    internal static int GroupCount(Dataset dataset, NormalizationAxis axis) => GroupCount(dataset.FeatureShape, axis);
+
+    private static int GroupCount(IReadOnlyList<long> shape, NormalizationAxis axis) =>
+        axis == NormalizationAxis.PerChannel && shape.Count > 0 ? checked((int)shape[0]) : checked((int)shape.Aggregate(1L, (a, d) => a * d));
 
     /// <summary>Expands to per-element multiplier and offset: y = x * mul + add.</summary>
-    internal (float[] Mul, float[] Add) Expand(Dataset dataset)
+    internal (float[] Mul, float[] Add) Expand(Dataset dataset) => Expand(dataset.FeatureShape, dataset.Source);
+
+    /// <summary>
+    /// The per-element multiplier and offset (y = x · mul + add) for examples of
+    /// <paramref name="featureShape"/> (e.g. [1, 28, 28]); what the data set applies, and what
+    /// an exported model bakes in (<see cref="Export.ModelExport.WithPreprocessing"/>).
+    /// </summary>
+    public (float[] Mul, float[] Add) Expand(IReadOnlyList<long> featureShape, string source)
     {
         if (!(Scale > 0) || !float.IsFinite(Scale))
             throw new ArgumentException($"Normalization.Scale must be a positive finite number, not {Scale}.");
-        int groups = GroupCount(dataset, Axis);
-        CheckLength(Mean, nameof(Mean), groups, dataset);
-        CheckLength(Std, nameof(Std), groups, dataset);
-        int length = dataset.FeatureLength;
+        int groups = GroupCount(featureShape, Axis);
+        CheckLength(Mean, nameof(Mean), groups, featureShape, source);
+        CheckLength(Std, nameof(Std), groups, featureShape, source);
+        int length = checked((int)featureShape.Aggregate(1L, (a, d) => a * d));
         int perGroup = length / groups;
         var mul = new float[length];
         var add = new float[length];
@@ -114,12 +123,12 @@ public sealed record Normalization
         return (mul, add);
     }
 
-    private void CheckLength(IReadOnlyList<float>? values, string name, int groups, Dataset dataset)
+    private void CheckLength(IReadOnlyList<float>? values, string name, int groups, IReadOnlyList<long> featureShape, string source)
     {
         if (values is null || values.Count == 1 || values.Count == groups) return;
         throw new ArgumentException(
-            $"Normalization.{name} has {values.Count} values but {dataset.Source} has {groups} {(Axis == NormalizationAxis.PerChannel ? "channels" : "features")} " +
-            $"(feature shape [{string.Join(", ", dataset.FeatureShape)}], axis {Axis}).");
+            $"Normalization.{name} has {values.Count} values but {source} has {groups} {(Axis == NormalizationAxis.PerChannel ? "channels" : "features")} " +
+            $"(feature shape [{string.Join(", ", featureShape)}], axis {Axis}).");
     }
 
     /// <inheritdoc/>

@@ -22,6 +22,39 @@ public static class Npy
         return ReadTensor(stream, path);
     }
 
+    /// <summary>
+    /// Writes <paramref name="tensor"/> (float32, int64 or uint8) as a version 1.0 <c>.npy</c>
+    /// image: little-endian, C order, the header padded to 64 bytes, as numpy.save writes it.
+    /// </summary>
+    public static void Write(Stream stream, DataTensor tensor)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(tensor);
+        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("NPY writing assumes a little-endian machine.");
+        string descr = tensor.ElementType switch
+        {
+            DataElementType.Float32 => "<f4",
+            DataElementType.Int64 => "<i8",
+            DataElementType.UInt8 => "|u1",
+            _ => throw new ArgumentException($"NPY writing supports float32, int64 and uint8 tensors, not {tensor.ElementType}.", nameof(tensor)),
+        };
+        ReadOnlySpan<byte> body = tensor.ElementType switch
+        {
+            DataElementType.Float32 => System.Runtime.InteropServices.MemoryMarshal.AsBytes(tensor.AsFloats()),
+            DataElementType.Int64 => System.Runtime.InteropServices.MemoryMarshal.AsBytes(tensor.AsInt64s()),
+            _ => tensor.AsBytes(),
+        };
+        var shape = tensor.Shape;
+        string dims = shape.Count == 1 ? $"({shape[0]},)" : "(" + string.Join(", ", shape) + ")";
+        string header = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}";
+        int unpadded = 10 + header.Length + 1;   // magic, version, length, header, newline
+        header = header.PadRight(header.Length + (64 - unpadded % 64) % 64) + "\n";
+        Span<byte> preamble = [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0, (byte)(header.Length & 0xFF), (byte)(header.Length >> 8)];
+        stream.Write(preamble);
+        stream.Write(System.Text.Encoding.ASCII.GetBytes(header));
+        stream.Write(body);
+    }
+
     /// <summary>Reads one <c>.npy</c> image from <paramref name="stream"/> (need not be seekable); <paramref name="source"/> names it in messages.</summary>
     /// <exception cref="DataException">Not an NPY image, an unsupported dtype, Fortran order, or truncated data.</exception>
     public static DataTensor ReadTensor(Stream stream, string source)

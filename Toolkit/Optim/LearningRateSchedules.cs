@@ -113,3 +113,147 @@ public sealed record WarmupSchedule : ILearningRateSchedule
             : Inner.Factor(update - WarmupSteps);
     }
 }
+
+/// <summary>
+/// Linear decay to 0 with optional linear warm-up from 0, as Hugging Face transformers'
+/// <c>get_linear_schedule_with_warmup(num_warmup_steps = W, num_training_steps = T)</c> (the
+/// Trainer's default): with s = u − 1, factor = s / W while s &lt; W, then
+/// max(0, (T − s) / (T − W)). With warm-up the first update runs at rate 0, as there.
+/// </summary>
+public sealed record LinearSchedule : ILearningRateSchedule
+{
+    /// <param name="totalSteps">Updates until the rate reaches 0 (≥ 1).</param>
+    /// <param name="warmupSteps">Updates of warm-up from 0 (0 ≤ W &lt; T; default 0).</param>
+    public LinearSchedule(long totalSteps, long warmupSteps = 0)
+    {
+        TotalSteps = totalSteps >= 1 ? totalSteps : throw Checks.Error(nameof(TotalSteps), totalSteps, "must be at least 1");
+        WarmupSteps = warmupSteps >= 0 && warmupSteps < totalSteps ? warmupSteps
+            : throw Checks.Error(nameof(WarmupSteps), warmupSteps, $"must lie in [0, {totalSteps}) (the total updates)");
+    }
+
+    /// <summary>Updates until the rate reaches 0.</summary>
+    public long TotalSteps { get; }
+
+    /// <summary>Updates of warm-up from 0.</summary>
+    public long WarmupSteps { get; }
+
+    /// <inheritdoc/>
+    public double Factor(long update)
+    {
+        long s = Checks.Update(update) - 1;
+        if (s < WarmupSteps) return (double)s / Math.Max(1, WarmupSteps);
+        return Math.Max(0.0, (double)(TotalSteps - s) / Math.Max(1, TotalSteps - WarmupSteps));
+    }
+}
+
+/// <summary>
+/// torch.optim.lr_scheduler.OneCycleLR with <c>anneal_strategy="cos"</c>, two phases, relative to
+/// its <c>max_lr</c> (the base rate): from 1/<see cref="DivFactor"/> up to 1 over the first
+/// <see cref="PctStart"/>·T updates, then down to 1/(<see cref="DivFactor"/>·<see cref="FinalDivFactor"/>)
+/// at update T, each along half a cosine. Past T the factor stays at its final value (torch
+/// raises). Momentum is not cycled (torch's <c>cycle_momentum</c>): the optimizer's stays.
+/// </summary>
+public sealed record OneCycleSchedule : ILearningRateSchedule
+{
+    /// <param name="totalSteps">T, the updates of the cycle (≥ 2).</param>
+    /// <param name="pctStart">Fraction of T spent rising, in (0, 1) (torch's default 0.3).</param>
+    /// <param name="divFactor">Initial rate = max / divFactor (&gt; 0; default 25).</param>
+    /// <param name="finalDivFactor">Final rate = initial / finalDivFactor (&gt; 0; default 1e4).</param>
+    public OneCycleSchedule(long totalSteps, double pctStart = 0.3, double divFactor = 25, double finalDivFactor = 1e4)
+    {
+        TotalSteps = totalSteps >= 2 ? totalSteps : throw Checks.Error(nameof(TotalSteps), totalSteps, "must be at least 2");
+        PctStart = pctStart is > 0 and < 1 ? pctStart : throw Checks.Error(nameof(PctStart), pctStart, "must lie in (0, 1)");
+        DivFactor = double.IsFinite(divFactor) && divFactor > 0 ? divFactor : throw Checks.Error(nameof(DivFactor), divFactor, "must be positive");
+        FinalDivFactor = double.IsFinite(finalDivFactor) && finalDivFactor > 0 ? finalDivFactor : throw Checks.Error(nameof(FinalDivFactor), finalDivFactor, "must be positive");
+    }
+
+    public long TotalSteps { get; }
+    public double PctStart { get; }
+    public double DivFactor { get; }
+    public double FinalDivFactor { get; }
+
+    /// <inheritdoc/>
+    public double Factor(long update)
+    {
+        double step = Math.Min(Checks.Update(update) - 1, TotalSteps - 1);
+        double initial = 1 / DivFactor, final = initial / FinalDivFactor;
+        double peak = PctStart * TotalSteps - 1;   // torch's end_step of the first phase
+        return step <= peak
+            ? Cos(initial, 1, step / peak)
+            : Cos(1, final, (step - peak) / (TotalSteps - 1 - peak));
+    }
+
+    private static double Cos(double start, double end, double pct) => end + (start - end) / 2 * (Math.Cos(Math.PI * pct) + 1);
+}
+
+/// <summary>
+/// torch.optim.lr_scheduler.ReduceLROnPlateau on a loss (<c>mode="min"</c>,
+/// <c>threshold_mode="rel"</c>): after each validation (<see cref="Observe"/>), when the loss has
+/// not improved on the best by more than <see cref="Threshold"/> (relative) for more than
+/// <see cref="Patience"/> validations, the factor is multiplied by <see cref="ReduceBy"/> (never
+/// below <see cref="MinFactor"/>), then <see cref="Cooldown"/> validations pass before bad ones
+/// count again. Its state (<see cref="SaveState"/>) goes into checkpoints, so a resumed run
+/// continues with the same rate and counters. The factor applies to every group's base rate.
+/// </summary>
+public sealed class PlateauSchedule : ILearningRateSchedule
+{
+    /// <param name="reduceBy">torch's <c>factor</c>, in (0, 1) (default 0.1).</param>
+    /// <param name="patience">Validations without improvement tolerated (default 10).</param>
+    /// <param name="threshold">Relative improvement that counts, ≥ 0 (default 1e-4).</param>
+    /// <param name="cooldown">Validations after a reduction before bad ones count (default 0).</param>
+    /// <param name="minFactor">Lowest factor, torch's <c>min_lr</c> / base rate, ≥ 0 (default 0).</param>
+    public PlateauSchedule(double reduceBy = 0.1, int patience = 10, double threshold = 1e-4, int cooldown = 0, double minFactor = 0)
+    {
+        ReduceBy = reduceBy is > 0 and < 1 ? reduceBy : throw Checks.Error(nameof(ReduceBy), reduceBy, "must lie in (0, 1)");
+        Patience = patience >= 0 ? patience : throw Checks.Error(nameof(Patience), patience, "must be 0 or more");
+        Threshold = double.IsFinite(threshold) && threshold >= 0 ? threshold : throw Checks.Error(nameof(Threshold), threshold, "must be 0 or more");
+        Cooldown = cooldown >= 0 ? cooldown : throw Checks.Error(nameof(Cooldown), cooldown, "must be 0 or more");
+        MinFactor = minFactor is >= 0 and <= 1 ? minFactor : throw Checks.Error(nameof(MinFactor), minFactor, "must lie in [0, 1]");
+    }
+
+    public double ReduceBy { get; }
+    public int Patience { get; }
+    public double Threshold { get; }
+    public int Cooldown { get; }
+    public double MinFactor { get; }
+
+    /// <summary>The current factor (1 until the first reduction).</summary>
+    public double Current { get; private set; } = 1;
+
+    /// <summary>The best loss seen (+∞ before the first validation).</summary>
+    public double Best { get; private set; } = double.PositiveInfinity;
+
+    /// <summary>Validations since the last improvement (torch's <c>num_bad_epochs</c>).</summary>
+    public int BadValidations { get; private set; }
+
+    /// <summary>Validations of cooldown left.</summary>
+    public int CooldownLeft { get; private set; }
+
+    /// <inheritdoc/>
+    public double Factor(long update) => Current;
+
+    /// <summary>Takes one validation loss; true when it lowered the factor.</summary>
+    public bool Observe(double loss)
+    {
+        if (loss < Best * (1 - Threshold)) { Best = loss; BadValidations = 0; }
+        else BadValidations++;
+        if (CooldownLeft > 0) { CooldownLeft--; BadValidations = 0; }
+        if (BadValidations <= Patience) return false;
+        BadValidations = 0;
+        CooldownLeft = Cooldown;
+        double next = Math.Max(Current * ReduceBy, MinFactor);
+        if (!(next < Current)) return false;
+        Current = next;
+        return true;
+    }
+
+    /// <summary>The state a checkpoint keeps: factor, best loss, bad validations, cooldown left.</summary>
+    public double[] SaveState() => [Current, Best, BadValidations, CooldownLeft];
+
+    /// <summary>Restores <see cref="SaveState"/>'s values.</summary>
+    public void LoadState(ReadOnlySpan<double> state)
+    {
+        if (state.Length != 4) throw new ArgumentException($"plateau schedule state has {state.Length} values, expected 4", nameof(state));
+        (Current, Best, BadValidations, CooldownLeft) = (state[0], state[1], (int)state[2], (int)state[3]);
+    }
+}

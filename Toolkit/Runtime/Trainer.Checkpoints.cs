@@ -35,10 +35,25 @@ public sealed partial class Trainer
         cp.Words[CheckpointKeys.NoiseRng] = _session.NoiseState;
         cp.Doubles[CheckpointKeys.BestLoss] = _bestLoss;
         if (resultIsBest) cp.Longs[CheckpointKeys.ResultIsBest] = 1;
+        if (_options.Plateau is { } plateau)
+        {
+            var state = plateau.SaveState();
+            for (int k = 0; k < state.Length; k++) cp.Doubles[CheckpointKeys.PlateauPrefix + k] = state[k];
+        }
         if (_bestMetrics is { } bm)
         {
             cp.Doubles[CheckpointKeys.BestAccuracy] = bm.Accuracy ?? double.NaN;
             cp.Longs[CheckpointKeys.BestExamples] = bm.Examples;
+            if (bm.Confusion is { } c)
+            {
+                cp.Longs[CheckpointKeys.BestClasses] = c.Classes;
+                cp.Words[CheckpointKeys.BestConfusion] = [.. c.Rows().SelectMany(row => row).Select(n => (ulong)n)];
+            }
+            if (bm.TopK is { } topK)
+            {
+                cp.Longs[CheckpointKeys.BestTopK] = topK;
+                cp.Doubles[CheckpointKeys.BestTopKAccuracy] = bm.TopKAccuracy ?? double.NaN;
+            }
             for (int k = 0; k < _best.Length; k++) cp.Tensors[CheckpointKeys.BestPrefix + _session.Parameters[k].Name] = _best[k];
         }
         cp.Save(path);
@@ -58,10 +73,24 @@ public sealed partial class Trainer
         _resumePosition = new LoaderPosition((int)cp.Longs[CheckpointKeys.LoaderEpoch], (int)cp.Longs[CheckpointKeys.LoaderIndex], (int)cp.Longs[CheckpointKeys.LoaderCount], rng[0], rng[1], rng[2], rng[3]);
         _session.NoiseState = cp.Words[CheckpointKeys.NoiseRng];
         _bestLoss = cp.Doubles[CheckpointKeys.BestLoss];
+        if (_options.Plateau is { } plateau)
+        {
+            var state = plateau.SaveState();
+            for (int k = 0; k < state.Length; k++)
+                state[k] = cp.Doubles.TryGetValue(CheckpointKeys.PlateauPrefix + k, out double v) ? v
+                    : throw new OnnxKfacException($"{source}: the checkpoint has no reduce-on-plateau state (it was written by a run with another schedule)");
+            plateau.LoadState(state);
+        }
         if (cp.Longs.TryGetValue(CheckpointKeys.BestExamples, out long ex))
         {
             double acc = cp.Doubles[CheckpointKeys.BestAccuracy];
-            _bestMetrics = new Metrics(_bestLoss, double.IsNaN(acc) ? null : acc, (int)ex);
+            _bestMetrics = new Metrics(_bestLoss, double.IsNaN(acc) ? null : acc, (int)ex)
+            {
+                Confusion = cp.Longs.TryGetValue(CheckpointKeys.BestClasses, out long classes)
+                    ? new ConfusionMatrix((int)classes, [.. cp.Words[CheckpointKeys.BestConfusion].Select(n => (long)n)]) : null,
+                TopK = cp.Longs.TryGetValue(CheckpointKeys.BestTopK, out long bestK) ? (int)bestK : null,
+                TopKAccuracy = cp.Doubles.TryGetValue(CheckpointKeys.BestTopKAccuracy, out double bestTopK) && !double.IsNaN(bestTopK) ? bestTopK : null,
+            };
             for (int k = 0; k < _best.Length; k++) cp.Tensors[CheckpointKeys.BestPrefix + _session.Parameters[k].Name].AsSpan().CopyTo(_best[k]);
         }
     }
@@ -82,6 +111,13 @@ public static class CheckpointKeys
     public const string ResultIsBest = "result_is_best";
     public const string BestAccuracy = "best_accuracy";
     public const string BestExamples = "best_examples";
+    /// <summary>The best validation's confusion counts (classifiers): class count, then C × C counts, row = true class.</summary>
+    public const string BestClasses = "best_classes";
+    public const string BestConfusion = "best_confusion";
+    public const string BestTopK = "best_top_k";
+    public const string BestTopKAccuracy = "best_top_k_accuracy";
+    /// <summary>Prefix of the reduce-on-plateau schedule's state (<c>plateau/0</c> … <c>plateau/3</c>: factor, best loss, bad validations, cooldown left).</summary>
+    public const string PlateauPrefix = "plateau/";
     /// <summary>Prefix of the best validated weights, one tensor per parameter.</summary>
     public const string BestPrefix = "best/";
 }

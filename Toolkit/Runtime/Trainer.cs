@@ -32,6 +32,7 @@ public sealed partial class Trainer
     private Metrics? _bestMetrics;
     private int _sinceImprovement;
     private LoaderPosition? _resumePosition;
+    private double _lastGradNorm = double.NaN;
 
     public Trainer(TrainingSession session, IOptimizer optimizer, TrainerOptions? options = null, ITrainingObserver? observer = null)
     {
@@ -42,7 +43,7 @@ public sealed partial class Trainer
         _observer = observer ?? new NullObserver();
         _context = new StepContext(session.Parameters, session) { Collectives = _options.Collectives };
         _feeder = new BatchFeeder(session);
-        _evaluator = new Evaluator(session, _options.BatchSize, _options.Collectives, _feeder);
+        _evaluator = new Evaluator(session, _options.BatchSize, _options.Collectives, _feeder, _options.TopK);
         _best = session.Parameters.Select(p => new float[p.Value.Length]).ToArray();
         _fingerprint = Checkpoint.Fingerprint(session.SourceModel, session.Parameters);
         var c = _options.Collectives;
@@ -107,7 +108,8 @@ public sealed partial class Trainer
             if (_buckets is not null) (loss, _) = _buckets.Reduce(loss, count);
             batchInEpoch++;
             examplesSinceTick += count;
-            bool finite = double.IsFinite(loss) && double.IsFinite(GradientClipping.GlobalNorm(_session.Parameters));
+            double gradNorm = double.IsFinite(loss) ? GradientClipping.GlobalNorm(_session.Parameters) : double.NaN;
+            bool finite = double.IsFinite(loss) && double.IsFinite(gradNorm);
             if (!finite && _optimizer is IRecoverable recoverable && recoverable.TryRecover(out string recovered))
             {
                 _skipped++;
@@ -137,14 +139,14 @@ public sealed partial class Trainer
                 observer.ObserveBatch(_context, count);
             }
             if (accumulator is not null && !accumulator.Add(count)) continue;
-            ApplyUpdate(loss);
+            ApplyUpdate(loss, accumulator is null ? gradNorm : double.NaN);
             if (tick.ElapsedMilliseconds >= 250)
             {
                 throughput = examplesSinceTick / tick.Elapsed.TotalSeconds;
                 examplesSinceTick = 0;
                 tick.Restart();
             }
-            _observer.OnStep(new StepReport(_step, epoch, batchInEpoch, loader.BatchesPerEpoch, loss, Skipped: false, throughput));
+            _observer.OnStep(new StepReport(_step, epoch, batchInEpoch, loader.BatchesPerEpoch, loss, Skipped: false, throughput) { GradNorm = _lastGradNorm });
             if (validation is not null && _options.ValidateEvery is { } every && _step % every == 0) Validate(validation, epoch);
             if (_options.CheckpointPath is { } path && _options.CheckpointEvery is { } ce && _step % ce == 0)
                 SaveCheckpoint(path, loader.Position);
@@ -171,8 +173,10 @@ public sealed partial class Trainer
 
     private bool EarlyStop => _options.EarlyStoppingPatience is { } patience && _sinceImprovement >= patience;
 
-    private void ApplyUpdate(double loss)
+    /// <param name="gradNorm">The gradient's global norm when already known (NaN: computed here, as after accumulation).</param>
+    private void ApplyUpdate(double loss, double gradNorm = double.NaN)
     {
+        _lastGradNorm = double.IsNaN(gradNorm) ? GradientClipping.GlobalNorm(_session.Parameters) : gradNorm;
         if (_options.ClipGradNorm is { } max) GradientClipping.ClipByGlobalNorm(_session.Parameters, max);
         _context.UpdateCount = _step + 1;
         _context.Loss = loss;
@@ -214,6 +218,8 @@ public sealed partial class Trainer
         }
         else _sinceImprovement++;
         _observer.OnValidation(new ValidationReport(_step, epoch, m, improved));
+        if (_options.Plateau is { } plateau && plateau.Observe(m.Loss))
+            _observer.OnMessage($"validation loss {m.Loss:G5} has not improved on {plateau.Best:G5} for {plateau.Patience + 1} validations: learning rate ×{plateau.ReduceBy:G3}, now {plateau.Current:G4} × the base rate");
         return m;
     }
 

@@ -28,6 +28,16 @@ public sealed record TrainerOptions
     /// <summary>Restore the weights of the best validation at the end (default on).</summary>
     public bool KeepBest { get; init; } = true;
 
+    /// <summary>Classifiers: evaluations also measure the top-k accuracy for this k (null: not measured).</summary>
+    public int? TopK { get; init; }
+
+    /// <summary>
+    /// A reduce-on-plateau schedule the optimizer uses (the same instance as its <c>Schedule</c>,
+    /// or inside a warm-up): every validation's loss is passed to it, and its state goes into
+    /// checkpoints. Null: none.
+    /// </summary>
+    public Optim.PlateauSchedule? Plateau { get; init; }
+
     /// <summary>Clip gradients to this global L2 norm before each update.</summary>
     public double? ClipGradNorm { get; init; }
 
@@ -62,6 +72,7 @@ public sealed record TrainerOptions
         Check(BatchSize >= 1, "batch-size", BatchSize, "must be at least 1");
         Check(ValidateEvery is null or >= 1, "validate-every", ValidateEvery, "must be at least 1");
         Check(EarlyStoppingPatience is null or >= 1, "patience", EarlyStoppingPatience, "must be at least 1");
+        Check(TopK is null or >= 1, "top-k", TopK, "must be at least 1");
         Check(ClipGradNorm is null or > 0, "clip-grad-norm", ClipGradNorm, "must be positive");
         Check(AccumulationSteps >= 1, "accumulate", AccumulationSteps, "must be at least 1");
         Check(CheckpointEvery is null or >= 1, "checkpoint-every", CheckpointEvery, "must be at least 1");

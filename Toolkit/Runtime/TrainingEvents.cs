@@ -1,10 +1,30 @@
 namespace OnnxKfac.Toolkit.Runtime;
 
 /// <summary>One update (or skipped update) of the training loop.</summary>
-public readonly record struct StepReport(long Step, int Epoch, int BatchInEpoch, int BatchesPerEpoch, double Loss, bool Skipped, double ExamplesPerSecond);
+public readonly record struct StepReport(long Step, int Epoch, int BatchInEpoch, int BatchesPerEpoch, double Loss, bool Skipped, double ExamplesPerSecond)
+{
+    /// <summary>The global L2 norm of the gradient the update used, before clipping (null for a skipped update).</summary>
+    public double? GradNorm { get; init; }
+}
 
-/// <summary>Metrics over a whole data set.</summary>
-public readonly record struct Metrics(double Loss, double? Accuracy, int Examples);
+/// <summary>
+/// Metrics over a whole data set. For classifiers (class-index targets with a known class
+/// count) also the confusion counts, their macro F1 and, when asked for, the top-k accuracy.
+/// </summary>
+public readonly record struct Metrics(double Loss, double? Accuracy, int Examples)
+{
+    /// <summary>The k of <see cref="TopKAccuracy"/> (null: not measured).</summary>
+    public int? TopK { get; init; }
+
+    /// <summary>The share of (non-ignored) examples whose label is among the <see cref="TopK"/> largest outputs.</summary>
+    public double? TopKAccuracy { get; init; }
+
+    /// <summary>Confusion counts (true class × predicted class), for classifiers.</summary>
+    public ConfusionMatrix? Confusion { get; init; }
+
+    /// <summary>The macro-averaged F1 of <see cref="Confusion"/>.</summary>
+    public double? MacroF1 => Confusion?.MacroF1;
+}
 
 /// <summary>A validation pass during training.</summary>
 public readonly record struct ValidationReport(long Step, int Epoch, Metrics Metrics, bool Improved);

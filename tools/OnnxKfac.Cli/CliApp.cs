@@ -46,6 +46,7 @@ internal static class CliApp
         root.Subcommands.Add(GradCommand.Create(ctx));
         root.Subcommands.Add(TrainCommand.Create(ctx));
         root.Subcommands.Add(EvalCommand.Create(ctx));
+        root.Subcommands.Add(PredictCommand.Create(ctx));
         root.Subcommands.Add(ExportCommand.Create(ctx));
         return root;
     }

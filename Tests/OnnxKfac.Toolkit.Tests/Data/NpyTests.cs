@@ -142,3 +142,27 @@ public sealed class NpyTests : IDisposable
         Assert.Contains($"{badEntry}:x.npy: not an NPY file", Assert.Throws<DataException>(() => Npz.ReadTensors(badEntry)).Message);
     }
 }
+
+/// <summary><see cref="Npy.Write"/>: what it writes reads back, header and all.</summary>
+public sealed class NpyWriteTests
+{
+    [Fact]
+    public void FloatAndInt64ArraysRoundTripWithTheirShapes()
+    {
+        var ms = new MemoryStream();
+        Npy.Write(ms, DataTensor.FromFloat([1.5f, -2, 3, float.MaxValue, 0, 6], 2, 3));
+        Assert.Equal(0, (ms.Length - 6 * 4) % 64);   // magic, version and header padded to 64 bytes
+        ms.Position = 0;
+        var f = Npy.ReadTensor(ms, "mem.npy");
+        Assert.Equal([2L, 3], f.Shape);
+        Assert.Equal([1.5f, -2, 3, float.MaxValue, 0, 6], f.AsFloats().ToArray());
+
+        ms = new MemoryStream();
+        Npy.Write(ms, DataTensor.FromInt64([7, -1, long.MaxValue], 3));
+        ms.Position = 0;
+        var l = Npy.ReadTensor(ms, "mem.npy");
+        Assert.Equal([3L], l.Shape);
+        Assert.Equal([7L, -1, long.MaxValue], l.AsInt64s().ToArray());
+        Assert.Contains("{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", System.Text.Encoding.ASCII.GetString(ms.ToArray()));
+    }
+}

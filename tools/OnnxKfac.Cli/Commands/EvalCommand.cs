@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using OnnxKfac.Cli.Common;
 using OnnxKfac.Cli.Training;
 using OnnxKfac.Graph;
 using OnnxKfac.Toolkit.Data;
@@ -36,11 +37,12 @@ internal static class EvalCommand
         new("label_smoothing", D, "Cross-entropy label smoothing in [0, 1] (default 0)"),
         new("class_weights", S, "Cross-entropy class weights, comma-separated", "a,b,c"),
         new("input_shape", L, "Per-example shape of a data input with dynamic dimensions besides the batch (repeatable)", "NAME=d1,d2"),
+        new("top_k", I, "Classifiers: also measure the top-k accuracy (e.g. 5)", "K"),
         new("batch_size", I, "Examples per batch (default 256)"),
         new("device", S, "cpu (default), cuda or cuda:N", "cpu|cuda[:N]"),
         new("threads", I, "ONNX Runtime intra-op threads (default: one per core)"),
         new("report", S, "Write a JSON report of the metrics and gates", "PATH"),
-        new("fail_if", L, "CI gate, e.g. \"accuracy<0.85\" (repeatable; metrics loss, accuracy, examples): exit 3 when true", "METRIC<X"),
+        new("fail_if", L, "CI gate, e.g. \"accuracy<0.85\" (repeatable; metrics loss, accuracy, macro_f1, top_k_accuracy, examples): exit 3 when true", "METRIC<X"),
     ];
 
     public static Command Create(CliContext ctx)
@@ -80,6 +82,8 @@ internal static class EvalCommand
         int batch = cfg.Int("batch_size", 256)!.Value;
         if (batch < 1) throw cfg.Error("batch_size", $"{batch}: must be at least 1");
         string? reportPath = cfg.String("report");
+        int? topK = cfg.Int("top_k");
+        if (topK is < 1) throw cfg.Error("top_k", $"{topK}: must be at least 1");
 
         using var setup = ModelSetup.Open(cfg, modelPath, seed: 0);
         var available = new Dictionary<string, string?>(StringComparer.Ordinal)
@@ -89,11 +93,14 @@ internal static class EvalCommand
             ["examples"] = null,
             ["examples_per_second"] = null,
         };
+        ClassifierMetrics.AddAvailability(available, "", null, setup.Classification, topK is not null);
+        if (topK is not null && !setup.Classification) throw cfg.Error("top_k", "applies to cross-entropy classifiers only");
+        if (topK is { } k && setup.Classes is { } classes && k > classes) throw cfg.Error("top_k", $"{k} is more than the model's {classes} classes");
         var gates = Gates.Parse(cfg.List("fail_if"), available, cfg);
         using var raw = setup.OpenData(cfg, "data", "labels");
         var norm = DataSources.ResolveNormalization(cfg, null);
         using var data = norm is null ? null : DataSources.Apply(raw, norm, cfg);
-        var evaluator = new Evaluator(setup.Session, batch);   // evaluation needs no optimizer
+        var evaluator = new Evaluator(setup.Session, batch, topK: topK);   // evaluation needs no optimizer
         var evalClock = Stopwatch.StartNew();
         Metrics m;
         try { m = evaluator.Evaluate(data ?? raw); }
@@ -101,7 +108,8 @@ internal static class EvalCommand
         double seconds = evalClock.Elapsed.TotalSeconds;
 
         ctx.Out.WriteLine($"{Path.GetFileName(modelPath)} on {raw.Source}: " + (m.Accuracy is { } a ? $"accuracy {ProgressText.Percent(a)}, " : "") +
-            $"{Graph.Losses.LossOptions.Name(setup.Loss.Kind)} loss {m.Loss.ToString("G6", CultureInfo.InvariantCulture)} ({m.Examples} examples, {ProgressText.Seconds(evalClock.Elapsed)})");
+            $"{Graph.Losses.LossOptions.Name(setup.Loss.Kind)} loss {m.Loss.ToString("G6", CultureInfo.InvariantCulture)}{ClassifierMetrics.Describe(m)} ({m.Examples} examples, {ProgressText.Seconds(evalClock.Elapsed)})");
+        ClassifierMetrics.WriteConfusion(ReportWriter.For(ctx), "confusion matrix", m);
         var metrics = new SortedDictionary<string, double?>(StringComparer.Ordinal)
         {
             ["loss"] = m.Loss,
@@ -109,6 +117,7 @@ internal static class EvalCommand
             ["examples"] = m.Examples,
             ["examples_per_second"] = seconds > 0 ? m.Examples / seconds : 0,
         };
+        ClassifierMetrics.AddTo(metrics, "", m);
         // A non-finite loss is no measurement: no gate is judged on it, and the run fails.
         string? nonFinite = double.IsFinite(m.Loss) ? null
             : $"{cfg.Where("data")}: the loss is {m.Loss.ToString(CultureInfo.InvariantCulture)}: the data holds NaN or infinite values, or the model produces them";
@@ -129,6 +138,7 @@ internal static class EvalCommand
                 EvalSeconds = seconds,
                 Error = nonFinite,
                 Metrics = metrics,
+                ConfusionMatrix = ClassifierMetrics.Rows(m),
                 Gates = results,
                 GatesPassed = results.All(g => g.Passed),
                 Outputs = new() { ["report"] = reportPath },

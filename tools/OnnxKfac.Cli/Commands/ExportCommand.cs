@@ -41,11 +41,16 @@ internal static class ExportCommand
         {
             Description = "Export the last weights even where the run's result is its best validated weights",
         };
+        var preprocessing = new Option<bool>("--with-preprocessing")
+        {
+            Description = "The model takes raw inputs: the run's --scale and --normalize MEAN,STD (from the checkpoint's settings) become a Mul and an Add at its input",
+        };
         var cmd = new Command("export", "Write the original model with a checkpoint's weights (the run's result: its best validated weights where it kept them)");
         cmd.Options.Add(checkpoint);
         cmd.Options.Add(model);
         cmd.Options.Add(output);
         cmd.Options.Add(last);
+        cmd.Options.Add(preprocessing);
         cmd.SetAction(r =>
         {
             string ckpt = r.GetValue(checkpoint)!;
@@ -61,8 +66,10 @@ internal static class ExportCommand
             CheckSameModel(cp, m, ckpt, modelPath);
             bool best = !r.GetValue(last) && cp.Longs.TryGetValue("result_is_best", out long flag) && flag == 1;
             var weights = best ? BestWeights(cp, ckpt) : cp.Parameters;
+            var exported = ModelExport.WithParameters(m, weights);
+            if (r.GetValue(preprocessing)) exported = WithPreprocessing(exported, cp, ckpt);
             TrainReport.CreateParent(outPath);
-            PrepareCommand.Write(() => ModelExport.Save(m, weights, outPath), outPath);
+            PrepareCommand.Write(() => OnnxModelIO.Save(exported, outPath), outPath);
             long values = cp.Parameters.Sum(p => (long)p.Value.Length);
             string which = best
                 ? $"best validated weights (validation loss {cp.Doubles["best_loss"].ToString("G5", CultureInfo.InvariantCulture)})"
@@ -94,6 +101,26 @@ internal static class ExportCommand
                 ? [.. v.EnumerateArray().Select(e => e.GetString() ?? "")] : [];
         }
         catch (JsonException) { return []; }
+    }
+
+    /// <summary>Bakes the normalization of the checkpoint's settings (--scale, --normalize MEAN,STD) into the model's one data input.</summary>
+    private static ModelProto WithPreprocessing(ModelProto model, Checkpoint cp, string ckpt)
+    {
+        var cfg = new Config();
+        if (cp.Config.Length > 0) new SettingTable(TrainSettings.All).FromJson(cp.Config, $"checkpoint {ckpt}", cfg, fromCheckpoint: true);
+        if (cfg.String("normalize", "none")!.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
+            throw new OnnxKfacException($"--with-preprocessing: {ckpt} was trained with --normalize auto, whose statistics come from the training data and are not in the checkpoint; export with train --export-with-preprocessing, or train with --normalize MEAN,STD");
+        var norm = DataSources.ResolveNormalization(cfg, null)
+            ?? throw new OnnxKfacException($"--with-preprocessing: {ckpt} was trained without --scale or --normalize; there is no preprocessing to bake in");
+        var initializers = model.Graph.Initializer.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        var inputs = model.Graph.Input.Where(i => !initializers.Contains(i.Name)).ToArray();
+        if (inputs.Length != 1) throw new OnnxKfacException($"--with-preprocessing: the model has {inputs.Length} data inputs; the normalization applies to one");
+        var shapes = ModelSetup.ExampleShapes(cfg);
+        long[] example = shapes.TryGetValue(inputs[0].Name, out var given) ? given
+            : inputs[0].Type.TensorType.Shape.Dim.Skip(1).Select(d => d.HasDimValue ? d.DimValue : -1).ToArray();
+        if (example.Any(d => d <= 0))
+            throw new OnnxKfacException($"--with-preprocessing: input '{inputs[0].Name}' has dynamic dimensions besides the batch, and the checkpoint's settings give no --input-shape for it");
+        return ModelExport.WithPreprocessing(model, inputs[0].Name, norm, example);
     }
 
     /// <summary>The "model" of the checkpoint's stored config, if any.</summary>

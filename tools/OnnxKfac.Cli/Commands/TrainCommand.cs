@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using OnnxKfac.Cli.Common;
 using OnnxKfac.Cli.Training;
 using OnnxKfac.Graph;
 using OnnxKfac.Toolkit.Checkpoints;
@@ -153,17 +154,23 @@ internal static class TrainCommand
             if (resume && resumeFrom is null) log.WriteLine($"no checkpoint at {checkpoint} yet: starting from the model's weights");
             string? report = cfg.String("report"), plot = cfg.String("plot"), export = cfg.String("export");
             if (_ranks.Rank != 0) report = plot = export = null;
-            CheckNotModel(cfg, modelPath, "export", "checkpoint", "report", "plot");
+            if (report is not null && !cfg.Has("log_csv")) cfg.Set("log_csv", StepLogBeside(report), cfg.Where("report"));
+            string? stepLog = _ranks.Rank == 0 ? cfg.String("log_csv") : null;
+            CheckNotModel(cfg, modelPath, "export", "checkpoint", "report", "plot", "log_csv");
+            if (cfg.Bool("export_with_preprocessing") && cfg.String("export") is null) throw cfg.Error("export_with_preprocessing", "needs --export OUT.onnx");
             if (plot is not null && !LossPlot.IsSupported(plot)) throw cfg.Error("plot", $"{plot}: the plot is written as .png or .svg, chosen by the extension");
             // Every output is checked before training: a run must not fail at its end for an unwritable path.
-            foreach (var key in new[] { "checkpoint", "report", "plot", "export" }) CheckWritable(cfg, key);
+            foreach (var key in new[] { "checkpoint", "report", "plot", "export", "log_csv" }) CheckWritable(cfg, key);
 
             // ---- model, data, optimizer ----------------------------------------------------------
             var setup = Own(ModelSetup.Open(cfg, modelPath, seed, graph => OptimizerSetup.ConfigureGraph(cfg, graph)));
             var session = setup.Session;
             bool hasVal = cfg.Has("val") || cfg.Has("val_split");
             bool hasTest = cfg.Has("test");
-            var gates = Gates.Parse(cfg.List("fail_if"), Availability(hasVal, hasTest, setup.Classification), cfg);
+            int? topK = OptionalPositive(cfg, "top_k");
+            if (topK is not null && !setup.Classification) throw cfg.Error("top_k", "applies to cross-entropy classifiers only");
+            if (topK is { } k && setup.Classes is { } classes && k > classes) throw cfg.Error("top_k", $"{k} is more than the model's {classes} classes");
+            var gates = Gates.Parse(cfg.List("fail_if"), Availability(hasVal, hasTest, setup.Classification, topK is not null), cfg);
             if (patience is not null && !hasVal) throw cfg.Error("patience", "early stopping needs validation data (--val or --val-split)");
             if (validateEvery is not null && !hasVal) throw cfg.Error("validate_every", "needs validation data (--val or --val-split)");
 
@@ -202,7 +209,10 @@ internal static class TrainCommand
             _epochExamples = dropLast ? batchesPerEpoch * globalBatch : train.Count;
             bool epochsGiven = cfg.Has("epochs");
             long totalSteps = maxSteps is { } ms ? (epochsGiven ? Math.Min(ms, epochs * updatesPerEpoch) : ms) : epochs * updatesPerEpoch;
-            var optimizer = OptimizerSetup.Create(cfg, session, totalSteps, updatesPerEpoch);
+            var schedule = OptimizerSetup.Schedule(cfg, totalSteps, updatesPerEpoch);
+            var plateau = OptimizerSetup.PlateauOf(schedule);
+            if (plateau is not null && !hasVal) throw cfg.Error("schedule", "plateau reduces the rate when the validation loss stops improving: it needs validation data (--val or --val-split)");
+            var optimizer = OptimizerSetup.Create(cfg, session, totalSteps, updatesPerEpoch, schedule);
             if (optimizer is IDisposable disposable) Own(disposable);
 
             var options = new TrainerOptions
@@ -214,6 +224,8 @@ internal static class TrainCommand
                 Seed = seed,
                 ValidateEvery = validateEvery,
                 EarlyStoppingPatience = patience,
+                TopK = topK,
+                Plateau = plateau,
                 KeepBest = !cfg.Bool("no_keep_best"),
                 ClipGradNorm = optimizer is Toolkit.Kfac.KfacOptimizer ? null : clip,   // K-FAC clips the update it takes
                 AccumulationSteps = accumulate,
@@ -236,7 +248,10 @@ internal static class TrainCommand
             }) : null;
             var progress = console is null ? null : new SpectreProgress(console, plan);
             ITrainingObserver? display = quiet ? null : progress ?? (ITrainingObserver)new PlainLog(log, plan, logEvery);
-            var recorder = new RunRecorder(display);
+            var baseRate = cfg.Double("lr", optimizer is Toolkit.Kfac.KfacOptimizer ? OptimizerSetup.DefaultKfacLearningRate : OptimizerSetup.DefaultLearningRate)!.Value;
+            bool hasRate = !(optimizer is Toolkit.Kfac.KfacOptimizer && cfg.String("kfac_update", "kl-clip") == "quadratic");
+            var stepRows = stepLog is null ? null : Own(new StepLog(stepLog, append: resumeFrom is not null, u => hasRate ? baseRate * schedule.Factor(u) : null, display));
+            var recorder = new RunRecorder(stepRows ?? display);
             var trainer = new Trainer(session, optimizer, options, recorder);
             if (resumeFrom is not null)
             {
@@ -298,8 +313,14 @@ internal static class TrainCommand
             if (test is not null) testAfter = Evaluate(trainer, test, "--test");
             if (export is not null)
             {
+                var exported = ModelExport.WithParameters(session.SourceModel, session.Parameters);
+                if (cfg.Bool("export_with_preprocessing"))
+                {
+                    if (norm is null) log.WriteLine("--export-with-preprocessing: no --scale or --normalize, so the exported model takes the data as it is");
+                    else exported = ModelExport.WithPreprocessing(exported, setup.Inputs[0].Name, norm, setup.InputShapes[0]);
+                }
                 TrainReport.CreateParent(export);
-                PrepareCommand.Write(() => ModelExport.Save(session.SourceModel, session.Parameters, export), export);
+                PrepareCommand.Write(() => Graph.Model.OnnxModelIO.Save(exported, export), export);
             }
 
             // ---- summary, report, gates -------------------------------------------------------------
@@ -316,8 +337,14 @@ internal static class TrainCommand
                 string delta = ta.Accuracy is { } a && testBefore?.Accuracy is { } b ? $" ({(a - b >= 0 ? "+" : "")}{100 * (a - b):F1} points)" : "";
                 log.WriteLine($"test after:  {Describe(ta)}{delta}");
             }
+            if (!quiet)
+            {
+                var tables = ReportWriter.For(ctx);
+                ClassifierMetrics.WriteConfusion(tables, "validation confusion matrix", res.FinalValidation);
+                ClassifierMetrics.WriteConfusion(tables, "test confusion matrix", testAfter);
+            }
             var metrics = WriteOutputs(cfg, setup, startedAt, wall, trainClock, resumeFrom, train, val, test, norm, recorder, res, null, testBefore, testAfter, gates, plot, report, export);
-            foreach (var (what, path) in new[] { ("checkpoint", checkpoint), ("fine-tuned model", export), ("report", report), ("loss plot", plot) })
+            foreach (var (what, path) in new[] { ("checkpoint", checkpoint), ("fine-tuned model", export), ("report", report), ("step log", stepLog), ("loss plot", plot) })
                 if (path is not null) log.WriteLine($"wrote {what} {path}");
             if (res.StopReason == "cancelled") return terminated ? Terminated : Cancelled;
             return metrics.GatesPassed ? ExitCodes.Ok : Gates.ExitCode;
@@ -364,6 +391,8 @@ internal static class TrainCommand
                 ["examples_per_second"] = examplesPerSecond,
                 ["wall_seconds"] = wall.Elapsed.TotalSeconds,
             };
+            ClassifierMetrics.AddTo(m, "val_", res?.FinalValidation);
+            ClassifierMetrics.AddTo(m, "test_", testAfter);
             var gateResults = res is null ? [] : Gates.Check(gates, m, ctx.Out, ctx.Error);
             var r = new TrainReport
             {
@@ -396,6 +425,11 @@ internal static class TrainCommand
                 Validations = rec.Validations,
                 Messages = rec.Messages,
                 Metrics = m,
+                ConfusionMatrices = new()
+                {
+                    ["validation"] = ClassifierMetrics.Rows(res?.FinalValidation),
+                    ["test"] = ClassifierMetrics.Rows(testAfter),
+                },
                 Gates = gateResults,
                 GatesPassed = gateResults.All(g => g.Passed),
                 Outputs = new() { ["checkpoint"] = cfg.String("checkpoint"), ["export"] = export, ["report"] = report, ["plot"] = plot },
@@ -411,14 +445,14 @@ internal static class TrainCommand
         }
 
         private static string Describe(Metrics m) =>
-            (m.Accuracy is { } a ? $"accuracy {ProgressText.Percent(a)}, " : "") + $"loss {ProgressText.Loss(m.Loss)} ({m.Examples} examples)";
+            (m.Accuracy is { } a ? $"accuracy {ProgressText.Percent(a)}, " : "") + $"loss {ProgressText.Loss(m.Loss)}{ClassifierMetrics.Describe(m)} ({m.Examples} examples)";
 
-        private static IReadOnlyDictionary<string, string?> Availability(bool val, bool test, bool classification)
+        private static IReadOnlyDictionary<string, string?> Availability(bool val, bool test, bool classification, bool topK)
         {
             const string noVal = "no validation data (--val or --val-split)";
             const string noTest = "no test data (--test)";
             const string noAcc = "accuracy is measured for cross-entropy only";
-            return new Dictionary<string, string?>(StringComparer.Ordinal)
+            var available = new Dictionary<string, string?>(StringComparer.Ordinal)
             {
                 ["train_loss"] = null,
                 ["val_loss"] = val ? null : noVal,
@@ -435,6 +469,9 @@ internal static class TrainCommand
                 ["examples_per_second"] = null,
                 ["wall_seconds"] = null,
             };
+            ClassifierMetrics.AddAvailability(available, "val_", val ? null : noVal, classification, topK);
+            ClassifierMetrics.AddAvailability(available, "test_", test ? null : noTest, classification, topK);
+            return available;
         }
 
         private static int Positive(Config cfg, string key, int fallback)
@@ -452,21 +489,12 @@ internal static class TrainCommand
         /// <summary>The folder of output <paramref name="key"/> exists (or is created) and accepts a file.</summary>
         private static void CheckWritable(Config cfg, string key)
         {
-            if (cfg.String(key) is not { } path) return;
-            string full = Path.GetFullPath(path);
-            if (Directory.Exists(full)) throw cfg.Error(key, $"{path} is a folder; give a file name");
-            string dir = Path.GetDirectoryName(full)!;
-            string probe = Path.Combine(dir, $".onnx-kfac-probe-{Environment.ProcessId}");
-            try
-            {
-                Directory.CreateDirectory(dir);
-                using (File.Create(probe, 1, FileOptions.DeleteOnClose)) { }
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                throw cfg.Error(key, $"{path}: cannot write there ({e.Message.TrimEnd('.')})", e);
-            }
+            if (cfg.String(key) is { } path) OutputPaths.CheckWritable(path, (message, e) => cfg.Error(key, message, e));
         }
+
+        /// <summary>The step log beside a report: <c>out/r.json</c> → <c>out/r.steps.csv</c>.</summary>
+        public static string StepLogBeside(string report) =>
+            Path.Combine(Path.GetDirectoryName(report) ?? "", Path.GetFileNameWithoutExtension(report) + ".steps.csv");
 
         private static void CheckNotModel(Config cfg, string model, params string[] keys)
         {

@@ -208,7 +208,7 @@ internal static class DataSources
     }
 
     /// <summary>A float tensor with a NaN or an infinity is a data error naming the file and the example (row).</summary>
-    private static DataTensor Finite(DataTensor t, string flag, string path)
+    internal static DataTensor Finite(DataTensor t, string flag, string path)
     {
         if (t.ElementType != DataElementType.Float32 || t.Shape.Count == 0) return t;
         var values = t.AsFloats();
@@ -227,14 +227,14 @@ internal static class DataSources
         _ => "an IDX",
     };
 
-    private static DataTensor ReadTensor(string path, Format format) => format switch
+    internal static DataTensor ReadTensor(string path, Format format) => format switch
     {
         Format.Npy => Npy.ReadTensor(path),
         Format.TensorProto => TensorProtoFile.ReadTensor(path),
         _ => Idx.ReadTensor(path),
     };
 
-    private static (string X, string Y) NpzKeys(Config cfg)
+    internal static (string X, string Y) NpzKeys(Config cfg)
     {
         string text = cfg.String("npz_keys", "x,y")!;
         var parts = text.Split(',', StringSplitOptions.TrimEntries);

@@ -30,7 +30,7 @@ internal static partial class Gates
     /// <summary>Exit code of a run whose training succeeded but a <c>--fail-if</c> gate failed.</summary>
     public const int ExitCode = 3;
 
-    [GeneratedRegex(@"^\s*([a-z_]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*(%?)\s*$", RegexOptions.CultureInvariant)]
+    [GeneratedRegex(@"^\s*([a-z_][a-z0-9_]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*(%?)\s*$", RegexOptions.CultureInvariant)]
     private static partial Regex Pattern();
 
     /// <summary>

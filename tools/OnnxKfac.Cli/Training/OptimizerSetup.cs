@@ -49,11 +49,12 @@ internal static class OptimizerSetup
 
     /// <param name="totalSteps">The planned number of updates (the cosine schedule anneals over them).</param>
     /// <param name="stepsPerEpoch">Updates per epoch (the step schedule's default period).</param>
-    public static IOptimizer Create(Config cfg, TrainingSession session, long totalSteps, long stepsPerEpoch)
+    /// <param name="schedule">The learning-rate schedule when the caller built it (default: <see cref="Schedule"/> of the settings).</param>
+    public static IOptimizer Create(Config cfg, TrainingSession session, long totalSteps, long stepsPerEpoch, ILearningRateSchedule? schedule = null)
     {
         string kind = Kind(cfg);
         var parameters = session.Parameters;
-        var schedule = Schedule(cfg, totalSteps, stepsPerEpoch);
+        schedule ??= Schedule(cfg, totalSteps, stepsPerEpoch);
         var groups = cfg.List("group").Select(g => ParseGroup(g, cfg)).ToArray();
         double LearningRate() => cfg.Double("lr", DefaultLearningRate)!.Value;
         try
@@ -208,11 +209,23 @@ internal static class OptimizerSetup
     public static string Clean(ArgumentException e) =>
         (e.ParamName is { } p ? e.Message.Replace($" (Parameter '{p}')", "", StringComparison.Ordinal) : e.Message).TrimEnd('.');
 
+    /// <summary>The schedule's own settings, each refused under another schedule.</summary>
+    private static readonly (string Schedule, string[] Keys)[] ScheduleKeys =
+    [
+        ("step", ["step_size", "gamma"]),
+        ("cosine", ["min_lr_factor"]),
+        ("onecycle", ["pct_start", "div_factor", "final_div_factor"]),
+        ("plateau", ["plateau_factor", "plateau_patience", "plateau_threshold", "plateau_cooldown", "min_lr"]),
+    ];
+
     public static ILearningRateSchedule Schedule(Config cfg, long totalSteps, long stepsPerEpoch)
     {
-        string kind = cfg.String("schedule", "constant")!.Trim().ToLowerInvariant();
+        string kind = cfg.String("schedule", "constant")!.Trim().ToLowerInvariant().Replace("-", "", StringComparison.Ordinal);
         long warmup = cfg.Long("warmup", 0)!.Value;
         if (warmup < 0) throw cfg.Error("warmup", $"{warmup}: must be 0 or more updates");
+        foreach (var (owner, keys) in ScheduleKeys)
+            foreach (var key in keys)
+                if (owner != kind && cfg.Has(key)) throw cfg.Error(key, $"applies to --schedule {owner}");
         try
         {
             ILearningRateSchedule inner = kind switch
@@ -222,18 +235,46 @@ internal static class OptimizerSetup
                 "cosine" => totalSteps - warmup >= 1
                     ? new CosineSchedule(totalSteps - warmup, cfg.Double("min_lr_factor", 0)!.Value)
                     : throw cfg.Error("warmup", $"{warmup} warm-up updates leave none of the {totalSteps} planned updates for the cosine schedule"),
-                _ => throw cfg.Error("schedule", $"unknown schedule '{kind}'; expected constant, step or cosine"),
+                // Hugging Face's linear schedule has its own warm-up, from 0.
+                "linear" => warmup < totalSteps ? new LinearSchedule(totalSteps, warmup)
+                    : throw cfg.Error("warmup", $"{warmup} warm-up updates leave none of the {totalSteps} planned updates for the linear decay"),
+                "onecycle" => warmup == 0 ? new OneCycleSchedule(totalSteps, cfg.Double("pct_start", 0.3)!.Value, cfg.Double("div_factor", 25)!.Value, cfg.Double("final_div_factor", 1e4)!.Value)
+                    : throw cfg.Error("warmup", "does not apply to --schedule onecycle, which warms up over its first --pct-start of the updates"),
+                "plateau" => new PlateauSchedule(cfg.Double("plateau_factor", 0.1)!.Value, cfg.Int("plateau_patience", 10)!.Value, cfg.Double("plateau_threshold", 1e-4)!.Value,
+                    cfg.Int("plateau_cooldown", 0)!.Value, PlateauMinFactor(cfg)),
+                _ => throw cfg.Error("schedule", $"unknown schedule '{kind}'; expected constant, step, cosine, linear, onecycle or plateau"),
             };
-            if (kind != "step" && (cfg.Has("step_size") || cfg.Has("gamma")))
-                throw cfg.Error(cfg.Has("step_size") ? "step_size" : "gamma", "applies to --schedule step");
-            return warmup > 0 ? new WarmupSchedule(warmup, inner) : inner;
+            return warmup > 0 && kind != "linear" ? new WarmupSchedule(warmup, inner) : inner;
         }
         catch (ArgumentException e)
         {
-            string key = e.ParamName switch { "StepSize" => "step_size", "Gamma" => "gamma", "MinFactor" => "min_lr_factor", _ => "schedule" };
+            string key = e.ParamName switch
+            {
+                "StepSize" => "step_size", "Gamma" => "gamma", "MinFactor" when kind == "plateau" => "min_lr", "MinFactor" => "min_lr_factor",
+                "PctStart" => "pct_start", "DivFactor" => "div_factor", "FinalDivFactor" => "final_div_factor",
+                "ReduceBy" => "plateau_factor", "Patience" => "plateau_patience", "Threshold" => "plateau_threshold", "Cooldown" => "plateau_cooldown",
+                "TotalSteps" => "max_steps", _ => "schedule",
+            };
             throw cfg.Error(key, Clean(e));
         }
     }
+
+    /// <summary>The plateau schedule's floor, torch's absolute <c>min_lr</c>, as a factor of --lr.</summary>
+    private static double PlateauMinFactor(Config cfg)
+    {
+        double minLr = cfg.Double("min_lr", 0)!.Value;
+        double lr = cfg.Double("lr", Kind(cfg) == "kfac" ? DefaultKfacLearningRate : DefaultLearningRate)!.Value;
+        if (!(minLr >= 0) || minLr > lr) throw cfg.Error("min_lr", $"{Config.Format(minLr)}: must lie in [0, --lr = {Config.Format(lr)}]");
+        return minLr / lr;
+    }
+
+    /// <summary>The reduce-on-plateau schedule in <paramref name="schedule"/> (alone or after a warm-up), if any: the trainer feeds it validation losses.</summary>
+    public static PlateauSchedule? PlateauOf(ILearningRateSchedule schedule) => schedule switch
+    {
+        PlateauSchedule p => p,
+        WarmupSchedule { Inner: PlateauSchedule p } => p,
+        _ => null,
+    };
 
     /// <summary>Parses <c>GLOB:lr=0.01,wd=0,momentum=0.9,frozen</c>.</summary>
     public static ParameterGroup ParseGroup(string text, Config cfg)

@@ -36,6 +36,9 @@ internal sealed record TrainReport
 
     /// <summary>Every metric a gate can name (null: not measured in this run).</summary>
     public required SortedDictionary<string, double?> Metrics { get; init; }
+
+    /// <summary>Classifiers: the final validation's and the test's (after training) confusion matrices, rows true class, columns predicted.</summary>
+    public Dictionary<string, long[][]?> ConfusionMatrices { get; init; } = [];
     public IReadOnlyList<GateResult> Gates { get; init; } = [];
     public bool GatesPassed { get; init; } = true;
     public Dictionary<string, string?> Outputs { get; init; } = [];
@@ -75,6 +78,9 @@ internal sealed record EvalReport
     public double EvalSeconds { get; init; }
     public string? Error { get; init; }
     public required SortedDictionary<string, double?> Metrics { get; init; }
+
+    /// <summary>Classifiers: counts by true class (rows) and predicted class (columns); else null.</summary>
+    public long[][]? ConfusionMatrix { get; init; }
     public IReadOnlyList<GateResult> Gates { get; init; } = [];
     public bool GatesPassed { get; init; } = true;
     public Dictionary<string, string?> Outputs { get; init; } = [];
