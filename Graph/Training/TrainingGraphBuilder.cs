@@ -57,7 +57,7 @@ public sealed record TrainingGraphOptions
 
     /// <summary>
     /// Also differentiate the sampled-target loss (see <see cref="SampledFisher"/>) w.r.t. the
-    /// parameters that belong to no layer (K-FAC's diagonal blocks estimate their Fisher
+    /// parameters that belong to no layer, or to a layer with a tied parameter (K-FAC's diagonal blocks estimate their Fisher
     /// diagonal from it), exposed as outputs of role <see cref="TensorRole.SampledGradient"/>.
     /// </summary>
     public bool SampledGradientsOutsideLayers { get; init; }
@@ -227,7 +227,11 @@ public static class TrainingGraphBuilder
     private static List<string> SampledParameters(IEnumerable<string> parameters, IReadOnlyList<LayerInfo> layers, TrainingGraphOptions options)
     {
         if (!options.SampledFisher || options.LossOnly) return [];
-        var inLayers = new HashSet<string>(layers.SelectMany(l => l.Bias is null ? [l.Weight] : new[] { l.Weight, l.Bias }), StringComparer.Ordinal);
+        static string[] Members(LayerInfo l) => l.Bias is null ? [l.Weight] : [l.Weight, l.Bias];
+        // A layer with a parameter that another layer also reads (a tied embedding and output
+        // projection) gets no Kronecker block: its parameters fall back like those in no layer.
+        var uses = layers.SelectMany(Members).CountBy(p => p, StringComparer.Ordinal).ToDictionary(StringComparer.Ordinal);
+        var inLayers = new HashSet<string>(layers.Select(Members).Where(m => m.All(p => uses[p] == 1)).SelectMany(m => m), StringComparer.Ordinal);
         var globs = options.SampledGradients.Select(p => new Glob(p)).ToArray();
         return parameters.Where(p => (options.SampledGradientsOutsideLayers && !inLayers.Contains(p)) || globs.Any(gl => gl.IsMatch(p))).ToList();
     }
