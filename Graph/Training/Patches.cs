@@ -17,9 +17,10 @@ internal static class Patches
     {
         var geo = layer.Conv!;
         long k = geo.Kernel.Aggregate(1L, (a, b) => a * b);
-        // The channel count is the weight's (C_in/groups · Π k per row), which also holds where shape
-        // inference lost the input's shape (ShuffleNet's channel shuffle reshapes by computed dims).
-        long channels = layer.InFeatures > 0 && k > 0 && layer.InFeatures % k == 0 ? layer.InFeatures / k * layer.Groups
+        // The input's channel count, else the weight's (C_in/groups · Π k per row) where shape inference
+        // lost the input's shape (ShuffleNet's channel shuffle reshapes by computed dims).
+        long channels = g.Infos.GetValueOrDefault(layer.Input)?.Shape is { Length: > 1 } s && s[1] > 0 ? s[1]
+            : layer.InFeatures > 0 && k > 0 && layer.InFeatures % k == 0 ? layer.InFeatures / k * layer.Groups
             : throw new OnnxKfacException($"conv patches for layer '{layer.Name}' need the input's channel count, which is unknown");
         // The one-hot kernel holds C·k² values; refuse sizes no real conv layer has before allocating.
         if (geo.Kernel.Any(d => d < 1) || k > 1 << 20 || channels > 1 << 20 || channels * k * k > 1 << 28)
