@@ -116,16 +116,19 @@ public sealed class BackwardBuilder
         // Backward reach: active nodes from which a seed can be reached.
         var backward = new HashSet<string>(seeds.Keys, StringComparer.Ordinal);
         var relevant = new List<NodeProto>();
+        var noRule = new List<NodeProto>();
         for (int k = active.Count - 1; k >= 0; k--)
         {
             var n = active[k];
             if (!n.Output.Any(backward.Contains)) continue;
             relevant.Add(n);
-            var entry = Lookup(n) ?? throw NoRule(n);
+            var entry = Lookup(n);
+            if (entry is null) noRule.Add(n); // keep walking through its inputs: one error names them all
             for (int i = 0; i < n.Input.Count; i++)
-                if (n.Input[i].Length > 0 && entry.IsDifferentiable(i) && forward.Contains(n.Input[i]))
+                if (n.Input[i].Length > 0 && (entry is null || entry.IsDifferentiable(i)) && forward.Contains(n.Input[i]))
                     backward.Add(n.Input[i]);
         }
+        if (noRule.Count > 0) throw NoRule(noRule);
 
         foreach (var (tensor, grad) in seeds) AddContribution(tensor, grad);
 
@@ -190,9 +193,17 @@ public sealed class BackwardBuilder
         return sum;
     }
 
-    private UnsupportedOpException NoRule(NodeProto n) => new(
-        $"{GraphIndex.Describe(n)}: no gradient rule for op '{(n.Domain.Length > 0 ? n.Domain + "." : "")}{n.OpType}' at opset {_g.SourceOpset}; " +
-        $"supported ops: {string.Join(", ", _registry.SupportedOps)}");
+    /// <summary>One error for every node on the gradient path without a rule (in graph order).</summary>
+    private UnsupportedOpException NoRule(List<NodeProto> nodes)
+    {
+        static string Op(NodeProto n) => (n.Domain.Length > 0 ? n.Domain + "." : "") + n.OpType;
+        nodes.Reverse();
+        string what = nodes.Count == 1
+            ? $"{GraphIndex.Describe(nodes[0])}: no gradient rule for op '{Op(nodes[0])}'"
+            : $"{nodes.Count} nodes on the gradient path have no gradient rule ({string.Join(", ", nodes.Select(Op).Distinct().Select(o => $"op '{o}'"))}): " +
+              string.Join("; ", nodes.Select(GraphIndex.Describe));
+        return new($"{what} at opset {_g.SourceOpset}; supported ops: {string.Join(", ", _registry.SupportedOps)}");
+    }
 
     internal string Unbroadcast(NodeEmitter e, string grad, string input, TensorInfo? gradInfo)
     {

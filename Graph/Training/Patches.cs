@@ -16,14 +16,16 @@ internal static class Patches
     public static string Emit(GraphBuildContext g, LayerInfo layer, string outputName)
     {
         var geo = layer.Conv!;
-        var xInfo = g.Infos.GetValueOrDefault(layer.Input);
-        long channels = xInfo?.Shape is { Length: > 1 } s && s[1] > 0 ? s[1]
-            : throw new OnnxKfacException($"conv patches for layer '{layer.Name}' need the input's channel count, which is unknown");
         long k = geo.Kernel.Aggregate(1L, (a, b) => a * b);
+        // The input's channel count, else the weight's (C_in/groups · Π k per row) where shape inference
+        // lost the input's shape (ShuffleNet's channel shuffle reshapes by computed dims).
+        long channels = g.Infos.GetValueOrDefault(layer.Input)?.Shape is { Length: > 1 } s && s[1] > 0 ? s[1]
+            : layer.InFeatures > 0 && k > 0 && layer.InFeatures % k == 0 ? layer.InFeatures / k * layer.Groups
+            : throw new OnnxKfacException($"conv patches for layer '{layer.Name}' need the input's channel count, which is unknown");
         // The one-hot kernel holds C·k² values; refuse sizes no real conv layer has before allocating.
         if (geo.Kernel.Any(d => d < 1) || k > 1 << 20 || channels > 1 << 20 || channels * k * k > 1 << 28)
             throw new OnnxKfacException($"conv patches for layer '{layer.Name}': kernel [{string.Join(",", geo.Kernel)}] over {channels} channels is too large to expand into patches (build without conv patches)");
-        int type = EmitterState.FloatType(xInfo.ElemType);
+        int type = EmitterState.FloatType((g.Infos.GetValueOrDefault(layer.Input) ?? g.Infos.GetValueOrDefault(layer.Weight))?.ElemType ?? (int)DataType.Float);
         var kernelShape = new long[] { channels * k, 1 }.Concat(geo.Kernel).ToArray();
         var values = new double[channels * k * k];
         for (long c = 0; c < channels; c++)

@@ -60,7 +60,7 @@ public sealed record TrainingGraphOptions
 
     /// <summary>
     /// Also differentiate the sampled-target loss (see <see cref="SampledFisher"/>) w.r.t. the
-    /// parameters that belong to no layer (K-FAC's diagonal blocks estimate their Fisher
+    /// parameters that belong to no layer, or to a layer with a tied parameter (K-FAC's diagonal blocks estimate their Fisher
     /// diagonal from it), exposed as outputs of role <see cref="TensorRole.SampledGradient"/>.
     /// </summary>
     public bool SampledGradientsOutsideLayers { get; init; }

@@ -92,6 +92,15 @@ public sealed class ErrorTests : IDisposable
     }
 
     [Fact]
+    public void EveryOpWithoutGradientRuleInOneError()
+    {
+        string model = Models.Save(Models.WithDetAndReduceProd(), _dir["det_prod.onnx"]);
+        AssertUserError(Run("prepare", model, "--loss", "mse", "-o", _dir["t.onnx"]),
+            "2 nodes on the gradient path have no gradient rule (op 'Det', op 'ReduceProd')",
+            "node 'the_det' (Det); node 'the_prod' (ReduceProd)", "opset 17", "supported ops: ");
+    }
+
+    [Fact]
     public void OutputThatDoesNotExist()
     {
         AssertUserError(Run("prepare", _model, "--loss", "mse", "--output", "missing", "-o", _dir["t.onnx"]), "no output 'missing'", "logits");

@@ -87,6 +87,22 @@ public class InspectTests
     }
 
     [Fact]
+    public void ReportsEveryOpWithoutGradientRuleInOneList()
+    {
+        using var dir = new TempDir();
+        string model = Models.Save(Models.WithDetAndReduceProd(), dir["det_prod.onnx"]);
+        var r = AssertOk(Run("inspect", model, "--json"));
+        using var doc = JsonDocument.Parse(r.Out);
+        var ops = doc.RootElement.GetProperty("ops_without_gradient").EnumerateArray().ToArray();
+        Assert.Equal(["Det", "ReduceProd"], ops.Select(o => o.GetProperty("op_type").GetString()));
+        Assert.All(ops, o => Assert.True(o.GetProperty("on_gradient_path").GetBoolean()));
+        Assert.Contains("the_prod", ops[1].GetProperty("nodes")[0].GetString());
+        var text = AssertOk(Run("inspect", model));
+        Assert.Contains("Ops without a gradient rule: 2", text.Out);
+        Assert.Contains("ReduceProd", text.Out);
+    }
+
+    [Fact]
     public void ReportsTiesAndChoosesOutput()
     {
         using var dir = new TempDir();

@@ -79,8 +79,12 @@ internal static class BlockPlan
             string kind = chosen is "diagonal" or "identity" ? chosen
                 : chosen is not null && uses.ContainsKey(name) ? "identity"
                 : options.Fallback == FallbackBlock.Diagonal ? "diagonal" : "identity";
-            string why = uses.TryGetValue(name, out var layers) && layers.Count > 1
+            string? tiedPartner = uses.TryGetValue(name, out var layers) && layers.Count == 1 && chosen is null
+                ? (layers[0].Bias is { } b ? new[] { layers[0].Weight, b } : [layers[0].Weight]).FirstOrDefault(m => uses[m].Count > 1)
+                : null;
+            string why = layers is { Count: > 1 }
                 ? $"tied: used by {layers.Count} layers ({string.Join(", ", layers.Select(l => l.Name))})"
+                : tiedPartner is not null ? $"in layer '{layers![0].Name}', whose '{tiedPartner}' is tied"
                 : uses.ContainsKey(name) ? $"--kfac-block chose {kind}"
                 : Describe(name, source);
             if (kind == "diagonal" && !sampled.Contains(name))

@@ -5,7 +5,7 @@ namespace OnnxKfac.Graph.Autodiff.Rules;
 
 /// <summary>
 /// Data movement: Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Split, Slice,
-/// Gather, GatherElements, GatherND, Expand, Tile, Pad, ScatterElements, ScatterND. Shapes, axes, indices, pads and
+/// Gather, GatherElements, GatherND, Expand, Tile, Pad, ScatterElements, ScatterND, Trilu. Shapes, axes, indices, pads and
 /// slice bounds are not differentiable. Static shapes are used when known, Shape-based
 /// arithmetic otherwise, so dynamic (batch) dimensions work.
 /// </summary>
@@ -28,6 +28,9 @@ internal static class ShapeRules
         r.Add("Pad", Pad, differentiableInputs: [0]);
         r.Add("ScatterElements", Scatter, differentiableInputs: [0, 2]);
         r.Add("ScatterND", Scatter, differentiableInputs: [0, 2]);
+        // Trilu keeps a triangle (a causal mask): the gradient keeps the same triangle.
+        r.Add("Trilu", c => c.SetGrad(0, c.Emit.Op("Trilu", c.HasInput(1) ? [c.DY()!, c.X(1)] : [c.DY()!],
+            Attributes.Int("upper", c.AttrInt("upper", 1)))), differentiableInputs: [0]);
     }
 
     // ---- helpers ---------------------------------------------------------------------------

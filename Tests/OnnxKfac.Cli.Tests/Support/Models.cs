@@ -102,6 +102,20 @@ internal static class Models
         return Model(g);
     }
 
+    /// <summary>x [N,3,3] @ w [3,3] → h; y = Det(h) + ReduceProd(h, axes [1,2]) [N]: two ops without a gradient rule.</summary>
+    public static ModelProto WithDetAndReduceProd()
+    {
+        var g = new GraphProto { Name = "det_prod" };
+        g.Input.Add(Input("x", F, "N", 3, 3));
+        g.Initializer.Add(TensorData.FromFloats("w", [3, 3], Values(9, 8)));
+        g.Node.Add(Node("MatMul", "mm", ["x", "w"], ["h"]));
+        g.Node.Add(Node("Det", "the_det", ["h"], ["d"]));
+        g.Node.Add(Node("ReduceProd", "the_prod", ["h"], ["p"], Attributes.Ints("axes", [1, 2]), Attributes.Int("keepdims", 0)));
+        g.Node.Add(Node("Add", "sum", ["d", "p"], ["y"]));
+        g.Output.Add(Input("y", F, "N"));
+        return Model(g);
+    }
+
     public static string Save(ModelProto m, string path)
     {
         File.WriteAllBytes(path, m.ToByteArray());

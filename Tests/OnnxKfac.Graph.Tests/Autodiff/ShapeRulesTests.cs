@@ -296,6 +296,27 @@ public class ShapeRulesTests
         GradCheck.Op("Pad", ["x", "p"], table, C(("p", I(1, 2, 3, 1))), attributes: Attributes.String("mode", "reflect"));
     }
 
+    // ---- Trilu --------------------------------------------------------------------------------
+
+    [Theory]
+    [InlineData(1, null)]
+    [InlineData(1, 1L)]
+    [InlineData(0, 0L)]
+    [InlineData(0, -1L)]
+    public void Trilu(int upper, long? k)
+    {
+        // batched [2, 3, 4] (the triangle is over the last two axes), also with a dynamic batch axis
+        var inputs = X([2, 3, 4]);
+        var consts = k is { } kk ? C(("k", Int64([], [kk]))) : null;
+        string[] order = k is null ? ["x"] : ["x", "k"];
+        GradCheck.Op("Trilu", order, inputs, consts, opsets: [14, 17, 20], attributes: Attributes.Int("upper", upper));
+        var all = new Dictionary<string, TestTensor>(inputs);
+        if (consts is not null) foreach (var (n, v) in consts) all[n] = v;
+        var model = TestModels.SingleOp("Trilu", 17, order, all, attributes: Attributes.Int("upper", upper));
+        Dynamic(model, "x", 0);
+        GradCheck.Check(model, all, ["x"]);
+    }
+
     // ---- Expand, Tile, Pad -------------------------------------------------------------------
 
     [Theory]

@@ -1,0 +1,1 @@
+B blocks.1.self_attn.out_proj.biasJ@+¾R@¾iS>ß#µ>â(½²Û#? E+?}…ñ>â“³¾àr¾~^¾4Ú8½bk¿)—Ê>X²E¿'Ž¾

@@ -1,0 +1,1 @@
+B blocks.0.self_attn.out_proj.biasJ@ønq=u&¾je¬=kz?˜õ˜=‚:?œ&<?xò¬>&Øô¾»7½ÓŞ°½Ô·¾Um¾ón>pŠ¿|´Ô¾

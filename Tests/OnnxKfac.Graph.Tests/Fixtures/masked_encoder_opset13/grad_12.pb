@@ -1,0 +1,1 @@
+B(encoder.layers.1.self_attn.out_proj.biasJ@([¦¼]}_½è¾Ï¼¾ø•¹$6Ï=B†»<@<ê 3=àµ<X)¶=–Ð¼ï*=l!¾½FX3¼Ia‚½I¼

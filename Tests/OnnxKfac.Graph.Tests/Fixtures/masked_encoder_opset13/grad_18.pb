@@ -1,0 +1,1 @@
+Bencoder.layers.1.norm2.biasJ@ç'½w÷]½~¿8½ÔÁÌ»ø~=²¶Ó¼€qh;ö±Ù<Rœf=jî=Sö…½Fj<hÚ½ÉŒ¼nsn½³Û+½

@@ -1,0 +1,1 @@
+Bencoder.layers.1.linear2.biasJ@Hr ½N½‡¼Þ¨À»ÎE¿=ÁSy¼ûõñ;¨I=|0!=qZ§=Žó¼v+=@òž½4Z	<“…r½™ã¼

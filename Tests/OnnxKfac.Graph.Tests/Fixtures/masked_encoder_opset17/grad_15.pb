@@ -1,0 +1,1 @@
+Bencoder.layers.1.norm1.weightJ@c‘ÅΩé‘W;¨`∑ª≥dU<ú± ;˝r8:;C1<&ÔA<iºÜ(	=…^ºUgªºë˚—<¢w*º*Wºè‘ó;

@@ -1,0 +1,1 @@
+Bfeatures.1.0.block.5.biasJ ^Ò¸Î¾í¸"yU6JZÇ7 }¹~V:ë;;¤Jº

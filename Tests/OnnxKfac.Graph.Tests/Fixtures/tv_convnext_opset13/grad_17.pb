@@ -1,0 +1,1 @@
+Bfeatures.3.0.block.0.biasJ@Ö‘OºS}ºd;¸Dª·$ª»Dp;‘¬£»=Bº,qH»S¯:‹,:ÎP»º/S»uq;Ğs›:\v<

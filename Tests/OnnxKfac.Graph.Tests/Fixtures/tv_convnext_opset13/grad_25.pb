@@ -1,0 +1,2 @@
+Bclassifier.2.biasJ•¾ÁD•¾T
+;>£Îi>”Ð/>

@@ -1,0 +1,1 @@
+Bfeatures.1.0.block.2.biasJ ıë5Ja6]6-B“µíYNµ+Z6P¡à¶c76

@@ -1,0 +1,1 @@
+Bfeatures.1.0.layer_scaleJ j9áY¥¹¯’8·[Ñ7I<‘9JøÌ¹¤Od:¡_É¹

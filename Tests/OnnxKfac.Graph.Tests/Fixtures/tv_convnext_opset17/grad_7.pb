@@ -1,0 +1,1 @@
+Bfeatures.1.0.block.2.weightJ sp±5\İ6wÙ´AQD5¼ÉE6™ä5k!¶İV³5

@@ -1,0 +1,1 @@
+Bfeatures.norm0.weightJ@⌡Е╬y╔░={Гa>╝ж9=╩k╬qСе╪CЗ>аE\=╛E⌡=?Ъ =║█u╬v╗=|_<Vг≤╬-╗r>B"й╫

@@ -1,0 +1,1 @@
+B+features.denseblock1.denselayer2.norm1.biasJ`~_¼%º<kc¼‚K8<ßTM¼îˆœ¼ƒ²Ô;æT:i†»uMr<K"Â¼úìô:§è<(‘T<Ìu¡¼]cÉ<™	<§„Ø<ş‹6("»µõB;İßà¼‚“;ºr±á9

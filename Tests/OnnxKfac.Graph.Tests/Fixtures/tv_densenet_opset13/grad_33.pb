@@ -1,0 +1,2 @@
+Bclassifier.biasJY{^>0²”>4,s>
+×P=lÐK¿

@@ -1,0 +1,1 @@
+B+features.denseblock1.denselayer1.norm1.biasJ@µM½ØF:½Ót=ÁÙ<|Ÿ0½mLx=™€=JöX;/ý =Œ ¼ö™¼ZVâ;‹G’<Ç‹±½ÃC=Ê¬o<

@@ -1,0 +1,1 @@
+B-features.denseblock1.denselayer1.norm1.weightJ@©2¾p9t½À]<>œ©»=MV£½»=Ğ¦ó=á5¿;È©=z‰‚¼‘a½ùk»¹é?O=)†k¾„â>HêF=

@@ -1,0 +1,1 @@
+B-features.denseblock1.denselayer2.norm1.weightJ`eÁ=½d"Ö<‰R½8½ö<³ÙÅ¼E¤¹¼	9A<­~»á»>å<,Œ¯½Oá;&\ã=?TY<˜äH½xwo=ĞlS<qÿF>)Ù­8Æ%v½º1<t,¾¨œ³¹ñã9

@@ -1,0 +1,1 @@
+Bfeatures.2.0.block.2.fc1.biasJÊåÍ·¥IË¹

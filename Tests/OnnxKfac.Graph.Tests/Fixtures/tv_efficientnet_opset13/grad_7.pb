@@ -1,0 +1,1 @@
+Bfeatures.1.0.block.1.fc1.biasJم趛J6

@@ -1,0 +1,1 @@
+Bfeatures.1.0.block.1.fc2.biasJ 屪󵛫\俄炮6;b7甈l7萩U7-躓搁鎽�

@@ -1,0 +1,1 @@
+Bclassifier.1.biasJ	C:>JÅT¿I>‘>µ`>

@@ -1,0 +1,1 @@
+Bfeatures.1.0.block.1.fc1.weightJ@9T´Uð­³o¯e¶õè]´³ùkµamµaO_5†hNµ½>¥31*K3¦ÜÃ5"Ñæ3a-Î4kÔy4?Â´áÜ³4

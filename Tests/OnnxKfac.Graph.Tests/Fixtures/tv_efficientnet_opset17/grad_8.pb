@@ -1,0 +1,1 @@
+Bfeatures.1.0.block.1.fc2.weightJ@«h’´J¦ã´†5Mi59µoŒàµî(¶	l¶áC!¶AÈx¶K”¶Ü½^¶+l7Elb7íF6™6

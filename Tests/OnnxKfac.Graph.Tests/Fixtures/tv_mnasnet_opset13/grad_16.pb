@@ -1,0 +1,1 @@
+Blayers.8.0.layers.7.weightJ =Şâ¹JS9ÕCO¶º\1µÛÉ8şm8ñèL6T#º

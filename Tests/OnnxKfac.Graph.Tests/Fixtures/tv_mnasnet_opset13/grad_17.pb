@@ -1,0 +1,1 @@
+Blayers.8.0.layers.7.biasJ 4Ãºd‚º*S¯8)6¸7À±ˆ¸ÞCN¹'Äo:›ê:

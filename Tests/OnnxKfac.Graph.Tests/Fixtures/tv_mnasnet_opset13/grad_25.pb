@@ -1,0 +1,1 @@
+Blayers.8.1.layers.7.weightJ ÓT#:¥+D¹'8ê9zûŽ8”Ðä¸7OÕ·01’:Š}Rº

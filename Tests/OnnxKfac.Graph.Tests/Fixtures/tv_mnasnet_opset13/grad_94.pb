@@ -1,0 +1,1 @@
+Bclassifier.1.biasJ,2i>c6.>©«¾š>½ªº¾

@@ -1,0 +1,1 @@
+Blayers.8.2.layers.7.weightJ J&9B:”Ÿí9ù^º9I¹vû1¹Vş†:Ö=P9

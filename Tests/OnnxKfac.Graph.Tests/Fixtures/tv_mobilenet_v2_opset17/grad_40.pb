@@ -1,0 +1,1 @@
+Bclassifier.1.biasJfuH¿¶R>ï[~>L!>M¢B>

@@ -1,0 +1,1 @@
+Bclassifier.3.biasJšèM>ujU>z#I>£rM¿TI>

@@ -1,0 +1,1 @@
+B)trunk_output.block1.block1-0.f.b.1.weightJ Ý7”µ¹®jdº»í9y†Óº”)«9-,L80±ù:

@@ -1,0 +1,1 @@
+B*trunk_output.block1.block1-0.f.se.fc2.biasJ 3	7µ3ö7şfo¹Àm9O`¼ºÂ B9'õ7­8{:

@@ -1,0 +1,1 @@
+B'trunk_output.block1.block1-0.f.c.1.biasJ 	…¹Êô9úHş9=Óg»¡;£‹¾;Ìâo;÷$;

@@ -1,0 +1,1 @@
+B*trunk_output.block1.block1-0.proj.1.weightJ T4²¹§6Ã8O¶é¹Ô;»=­>;õã<1åºÃ :

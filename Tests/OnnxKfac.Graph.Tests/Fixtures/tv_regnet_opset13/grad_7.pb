@@ -1,0 +1,1 @@
+B)trunk_output.block1.block1-0.f.a.1.weightJ ¢6ˆ9“®dºj«F9'ýjºMgä:È—ó7™	Ó¶¢OFº

@@ -1,0 +1,1 @@
+B'trunk_output.block1.block1-0.f.a.1.biasJ ®Û	:©úa∫>;`:^’√∫?hó:(ui∫rb/9}∫

@@ -1,0 +1,1 @@
+B'trunk_output.block1.block1-0.f.b.1.biasJ )-:4?hº„¬ãº«1Æ9’HIºž:9ùù¹–7;

@@ -1,0 +1,1 @@
+Bstage2.0.branch2.4.weightJ „ÇF83^Î8,fÆ7›ç'¹X“6aÉ·Q|ž77aj5

@@ -1,0 +1,1 @@
+Bstage2.0.branch2.4.biasJ ÿ¹½ñ¹ÊÀ¸Oj-º¿rl9×¹szd8A¼9

@@ -1,0 +1,1 @@
+Bstage3.0.branch1.1.weightJ@ED;єґд”8cq&:Lяї9}щєоxЇA З8%ДЇVщWєјIХ9ЬƒiЇсн…9єІєAМ2ЈgXB:sSє

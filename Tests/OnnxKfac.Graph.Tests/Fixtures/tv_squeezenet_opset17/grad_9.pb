@@ -1,0 +1,1 @@
+Bfeatures.4.squeeze.biasJz§ž<ÃÃ&¼U¬:øíw¼

@@ -1,0 +1,1 @@
+B;encoder.layers.encoder_layer_1.self_attention.out_proj.biasJ@Œ¼Ìë°<›Xó»_+»{­Ö¼®¼Á;!ª±;dy<»5áº‡.¼Ïf>¼Ã¸"¼.‹<çœâ<2«¼Aöá;

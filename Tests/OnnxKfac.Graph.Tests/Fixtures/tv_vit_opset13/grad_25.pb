@@ -1,0 +1,1 @@
+Bheads.head.biasJüý5>‹L>H´‚¾ø:H>÷n¢¾

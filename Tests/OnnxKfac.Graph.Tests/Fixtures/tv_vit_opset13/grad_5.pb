@@ -1,0 +1,1 @@
+B(encoder.layers.encoder_layer_0.ln_1.biasJ@ö=ü®<{;½áê*=EOñ:šQ:e5ƒ¼…'É¼ÃÝ‚½ÚD=C{½ÅqH<òRR=&	E=n‰”½ªòƒ<

@@ -1,0 +1,1 @@
+B*encoder.layers.encoder_layer_0.ln_2.weightJ@÷§(»ç.;Id´º‡f†<‡'“;ðÎÜ¹îç5:’Ôð;1'°7ï†.<ó¶d¼ûõ»AG<=Þ_ºÅ&]ºÎ–/;

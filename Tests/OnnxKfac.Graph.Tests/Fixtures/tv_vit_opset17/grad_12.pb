@@ -1,0 +1,1 @@
+B)encoder.layers.encoder_layer_0.mlp.3.biasJ@Å5ºsI3<Ü⁄ªΩ,d:ÖØ◊º˝Èãª|S©;<:ù<πƒª#,ºø#ºxº¸µ <Ûj=øºfª<

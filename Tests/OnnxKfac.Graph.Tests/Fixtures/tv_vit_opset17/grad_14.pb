@@ -1,0 +1,1 @@
+B(encoder.layers.encoder_layer_1.ln_1.biasJ@1'»Ì'¼ »ÉRo8$›`»V¼«›»Î;;-)¼‹jºÖ$/º‹×—ºB ;ë‹;ZÏ»œEº

@@ -1,0 +1,1 @@
+B*encoder.layers.encoder_layer_0.ln_1.weightJ@à,¹*û¨<îön<NæV<á…;’ët<é·¼¾žÆºø„¼ u¦»XÆ<½vù»ƒÆÝ¼ÊMÿ»‹¯£¼M`Ç:

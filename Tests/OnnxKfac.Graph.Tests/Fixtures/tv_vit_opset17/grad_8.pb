@@ -1,0 +1,1 @@
+B;encoder.layers.encoder_layer_0.self_attention.out_proj.biasJ@Î‡.½u"=É£6½5ˆC¼‘úƒ¼ëud¼<éô»ĞÁ±=â¸î< }¤=&‰ª½W¾,½J4¾çv&>V1Ö¼¥<=
