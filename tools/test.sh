@@ -17,6 +17,12 @@ if ! command -v mpirun >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/
   { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq openmpi-bin libopenmpi-dev; } >/dev/null 2>&1 ||
     echo "could not install Open MPI: the multi-rank tests will be skipped"
 fi
+# clang and zlib for the NativeAOT publish test (Tests/OnnxKfac.Cli.Tests/PublishTests.cs; skipped without them).
+if { ! command -v clang >/dev/null || [ ! -e /usr/include/zlib.h ]; } && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing clang and zlib1g-dev (for the NativeAOT publish test)"
+  { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq clang zlib1g-dev; } >/dev/null 2>&1 ||
+    echo "could not install clang and zlib1g-dev: the NativeAOT publish test will be skipped"
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 dotnet test OnnxKfac.sln -c Release --nologo "$@" 2>&1 | tee "$log"

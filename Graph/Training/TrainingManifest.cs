@@ -72,21 +72,13 @@ public sealed record TrainingManifest
     /// <summary>Patterns that take only part of a module (see <see cref="ParameterSelection.Result.Warnings"/>).</summary>
     public IReadOnlyList<string> Warnings { get; init; } = [];
 
-    public static JsonSerializerOptions JsonOptions { get; } = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        WriteIndented = true,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
-    };
-
-    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+    public string ToJson() => JsonSerializer.Serialize(this, ManifestJson.Default.TrainingManifest);
 
     public static TrainingManifest FromJson(string json, string source)
     {
         try
         {
-            var m = JsonSerializer.Deserialize<TrainingManifest>(json, JsonOptions) ?? throw new OnnxKfacException($"{source}: empty manifest");
+            var m = JsonSerializer.Deserialize(json, ManifestJson.Default.TrainingManifest) ?? throw new OnnxKfacException($"{source}: empty manifest");
             if (m.Format != CurrentFormat) throw new OnnxKfacException($"{source}: manifest format '{m.Format}', expected '{CurrentFormat}'");
             return m;
         }
@@ -100,3 +92,17 @@ public sealed record TrainingManifest
 
     public IEnumerable<ManifestTensor> OutputsOf(TensorRole role) => Outputs.Where(t => t.Role == role);
 }
+
+/// <summary>
+/// The manifest's JSON (snake_case keys and enum values, nulls left out, indented), generated at
+/// compile time so that trimmed and NativeAOT builds read and write it without reflection.
+/// </summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, WriteIndented = true,
+    Converters = [typeof(SnakeCaseEnumConverter<TensorRole>), typeof(SnakeCaseEnumConverter<LayerKind>)])]
+[JsonSerializable(typeof(TrainingManifest))]
+internal sealed partial class ManifestJson : JsonSerializerContext;
+
+/// <summary>An enum as its snake_case name (<c>ModelOutput</c> is <c>"model_output"</c>), without reflection.</summary>
+public sealed class SnakeCaseEnumConverter<TEnum>() : JsonStringEnumConverter<TEnum>(JsonNamingPolicy.SnakeCaseLower)
+    where TEnum : struct, Enum;

@@ -10,26 +10,13 @@ public sealed class TrainReadmeTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private static string Normalize(string text) => text.Replace("\r\n", "\n");
-
     [Theory]
     [InlineData("TrainReadmeExample.cs")]
     [InlineData("KfacReadmeExample.cs")]
     public void TheReadmeExampleIsTheCompiledFile(string example)
     {
-        string marker = $"<!-- README example: Tests/OnnxKfac.Cli.Tests/{example} -->";
-        string root = TrainData.RepoRoot();
-        string readme = Normalize(File.ReadAllText(Path.Combine(root, "README.md")));
-        int at = readme.IndexOf(marker, StringComparison.Ordinal);
-        Assert.True(at >= 0, "README.md lost the marker " + marker);
-        const string open = "```csharp\n";
-        int start = readme.IndexOf(open, at, StringComparison.Ordinal);
-        Assert.True(start >= 0 && readme[(at + marker.Length)..start].Trim().Length == 0, "the ```csharp block must follow the marker");
-        start += open.Length;
-        int end = readme.IndexOf("```\n", start, StringComparison.Ordinal);
-        string block = readme[start..end];
-        string file = Normalize(File.ReadAllText(Path.Combine(root, "Tests", "OnnxKfac.Cli.Tests", example)));
-        Assert.Equal(file, block);
+        string file = ReadmeExample.Normalize(File.ReadAllText(Path.Combine(TrainData.RepoRoot(), "Tests", "OnnxKfac.Cli.Tests", example)));
+        Assert.Equal(file, ReadmeExample.Block(example));
     }
 
     [Fact]

@@ -10,7 +10,7 @@ namespace OnnxKfac.Toolkit.Runtime;
 /// and MPICH (integer handles, <c>libmpi.so.12</c>) are told apart by their exports; Open MPI
 /// is the one tested. The library is opened RTLD_GLOBAL, as Open MPI's plug-ins expect.
 /// </summary>
-internal sealed unsafe class MpiLibrary
+internal sealed unsafe partial class MpiLibrary
 {
     public const int Success = 0;
 
@@ -135,13 +135,13 @@ internal sealed unsafe class MpiLibrary
         }
     }
 
-    private static class LibDl
+    private static partial class LibDl
     {
-        // glibc ≥ 2.34 has dlopen in libc itself.
-        [DllImport("libc", CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
-        public static extern nint dlopen(string file, int mode);
+        // glibc ≥ 2.34 has dlopen in libc itself. LibraryImport: marshalling generated at compile time (trimming, NativeAOT).
+        [LibraryImport("libc", StringMarshalling = StringMarshalling.Utf8)]
+        public static partial nint dlopen(string file, int mode);
 
-        [DllImport("libc")]
-        public static extern nint dlerror();
+        [LibraryImport("libc")]
+        public static partial nint dlerror();
     }
 }

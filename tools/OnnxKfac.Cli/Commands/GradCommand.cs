@@ -212,8 +212,11 @@ internal static class GradCommand
             index[t.Name] = file;
         }
         string lossPath = Path.Combine(dir, LossFile);
-        PrepareCommand.Write(() => AtomicFile.WriteAllText(lossPath, Json.Serialize(new { loss = result.Loss }) + "\n"), lossPath);
+        PrepareCommand.Write(() => AtomicFile.WriteAllText(lossPath, Json.Serialize(new GradLoss(result.Loss)) + "\n"), lossPath);
         string indexPath = Path.Combine(dir, IndexFile);
         PrepareCommand.Write(() => AtomicFile.WriteAllText(indexPath, Json.Serialize(index) + "\n"), indexPath);
     }
 }
+
+/// <summary>What <c>grad</c> writes to loss.json.</summary>
+internal sealed record GradLoss(double Loss);

@@ -284,13 +284,8 @@ internal static class DataSources
     }
 
     /// <summary>A normalization as JSON-friendly values for the report.</summary>
-    public static object? DescribeNormalization(Normalization? n) => n is null ? null : new
-    {
-        scale = n.Scale,
-        axis = n.Axis == NormalizationAxis.PerChannel ? "channel" : "feature",
-        mean = n.Mean?.ToArray(),
-        std = n.Std?.ToArray(),
-    };
+    public static NormalizationSummary? DescribeNormalization(Normalization? n) => n is null ? null :
+        new(n.Scale, n.Axis == NormalizationAxis.PerChannel ? "channel" : "feature", n.Mean?.ToArray(), n.Std?.ToArray());
 
     /// <summary>Applies <paramref name="n"/> (a new view; the caller disposes both).</summary>
     public static Dataset Apply(Dataset data, Normalization? n, Config cfg)
@@ -303,3 +298,6 @@ internal static class DataSources
         }
     }
 }
+
+/// <summary>A normalization in the report: <c>y = (x * scale - mean) / std</c> per feature or channel.</summary>
+internal sealed record NormalizationSummary(float Scale, string Axis, float[]? Mean, float[]? Std);

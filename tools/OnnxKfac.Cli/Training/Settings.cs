@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using OnnxKfac.Cli.Common;
 using OnnxKfac.Graph;
 
 namespace OnnxKfac.Cli.Training;
@@ -257,7 +258,7 @@ internal sealed class Config
     public string ResolvedJson()
     {
         var obj = new JsonObject();
-        foreach (var (k, v) in Resolved) obj[k] = v is null ? null : JsonSerializer.SerializeToNode(v, v.GetType());
+        foreach (var (k, v) in Resolved) obj[k] = v is null ? null : JsonSerializer.SerializeToNode(v, Json.TypeOf(v));
         return obj.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
 

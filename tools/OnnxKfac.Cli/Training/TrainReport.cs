@@ -16,7 +16,7 @@ internal sealed record TrainReport
     public required JsonNode? Config { get; init; }
     public required string StartedAt { get; init; }
     public required Dictionary<string, DataSummary?> Data { get; init; }
-    public object? Normalization { get; init; }
+    public NormalizationSummary? Normalization { get; init; }
     public int Parameters { get; init; }
     public long ParameterValues { get; init; }
     public long? ResumedFromStep { get; init; }
@@ -71,7 +71,7 @@ internal sealed record EvalReport
     public required JsonNode? Config { get; init; }
     public required string StartedAt { get; init; }
     public required Dictionary<string, DataSummary?> Data { get; init; }
-    public object? Normalization { get; init; }
+    public NormalizationSummary? Normalization { get; init; }
     public int Parameters { get; init; }
     public long ParameterValues { get; init; }
     public double WallSeconds { get; init; }
