@@ -32,7 +32,7 @@ public sealed class PredictTests : IDisposable
     {
         var g = OnnxModelIO.Load(_tuned).Graph;
         float[] W(string name) => TensorData.ToFloats(g.Initializer.Single(t => t.Name == name));
-        var (w1, b1, w2, b2, s) = (W("fc1.weight"), W("fc1.bias"), W("fc2.weight"), W("fc2.bias"), W("scale")[0]);
+        var (w1, b1, w2, b2, s) = (W("fc1.weight"), W("fc1.bias"), W("fc2.weight"), W("fc2.bias"), W("onnx::Mul_7")[0]);
         var z = new float[n * 3];
         for (int i = 0; i < n; i++)
         {
