@@ -236,7 +236,8 @@ internal static class TrainCommand
             }) : null;
             var progress = console is null ? null : new SpectreProgress(console, plan);
             ITrainingObserver? display = quiet ? null : progress ?? (ITrainingObserver)new PlainLog(log, plan, logEvery);
-            var recorder = new RunRecorder(display);
+            var trainClock = new Stopwatch();   // started with training: the report's train_seconds
+            var recorder = new RunRecorder(display, trainClock);
             var trainer = new Trainer(session, optimizer, options, recorder);
             if (resumeFrom is not null)
             {
@@ -277,7 +278,7 @@ internal static class TrainCommand
             });
             TrainingResult? result = null;
             string? error = null;
-            var trainClock = Stopwatch.StartNew();
+            trainClock.Start();
             try
             {
                 result = progress is null ? Fit(trainer, train, val, cancel.Token) : progress.Run(() => Fit(trainer, train, val, cancel.Token));
