@@ -4,7 +4,7 @@ using ScottPlot;
 namespace OnnxKfac.AeBench;
 
 /// <summary>One line of a plot.</summary>
-internal sealed record Series(string Label, double[] X, double[] Y);
+internal sealed record Series(string Label, double[] X, double[] Y, string? Color = null);
 
 /// <summary>Line plots as PNG (ScottPlot, as the CLI's LossPlot): the autoencoder's loss curves, and any curves a
 /// JSON spec describes (the CNN fine-tune benchmark's accuracy curves, tools/bench/finetune).</summary>
@@ -41,13 +41,14 @@ internal static class Plots
         }
     }
 
-    /// <summary>Plots from a JSON spec: an array of {"out", "title", "x_label", "y_label", "legend" ("upper right"...), "series": [{"label", "x", "y"}]}.</summary>
+    /// <summary>Plots from a JSON spec: an array of {"out", "title", "x_label", "y_label", "legend" ("upper right"...),
+    /// "series": [{"label", "x", "y", "color" (optional, "#rrggbb")}]}.</summary>
     public static void FromSpec(string specPath)
     {
         foreach (var p in JsonNode.Parse(File.ReadAllText(specPath))!.AsArray().Select(n => n!.AsObject()))
         {
             var series = p["series"]!.AsArray().Select(s => new Series((string)s!["label"]!,
-                s["x"]!.AsArray().Select(v => (double)v!).ToArray(), s["y"]!.AsArray().Select(v => (double)v!).ToArray())).ToList();
+                s["x"]!.AsArray().Select(v => (double)v!).ToArray(), s["y"]!.AsArray().Select(v => (double)v!).ToArray(), (string?)s["color"])).ToList();
             var legend = ((string?)p["legend"] ?? "upper right") switch
             {
                 "lower right" => Alignment.LowerRight,
@@ -69,7 +70,8 @@ internal static class Plots
         int k = 0;
         foreach (var s in series)
         {
-            var line = plot.Add.Scatter(s.X, s.Y, palette.GetColor(k++));
+            var color = palette.GetColor(k++);
+            var line = plot.Add.Scatter(s.X, s.Y, s.Color is null ? color : Color.FromHex(s.Color));
             line.LegendText = s.Label;
             line.MarkerSize = 3;
             line.LineWidth = 2;
