@@ -177,7 +177,12 @@ public sealed class TrainCommandTests : IDisposable
         var r = TrainData.Report(_dir["r.json"]);
         Assert.Equal(24, r.GetProperty("steps").GetInt32());
         Assert.Equal(2, r.GetProperty("epoch_metrics").GetArrayLength());
-        Assert.Equal(4, r.GetProperty("validations").GetArrayLength()); // steps 5, 10, 15, 20
+        var validations = r.GetProperty("validations").EnumerateArray().ToArray();
+        Assert.Equal([5L, 10L, 15L, 20L], validations.Select(v => v.GetProperty("step").GetInt64()));
+        // Training seconds at each validation: increasing, and without the validation passes within the run's train_seconds.
+        var seconds = validations.Select(v => v.GetProperty("train_seconds").GetDouble()).ToArray();
+        Assert.True(seconds[0] > 0 && seconds.Zip(seconds.Skip(1)).All(p => p.First < p.Second), string.Join(", ", seconds));
+        Assert.True(seconds[^1] < r.GetProperty("train_seconds").GetDouble());
         Assert.True(r.GetProperty("steps_per_second").GetDouble() > 0);
         Assert.True(r.GetProperty("wall_seconds").GetDouble() > 0);
         Assert.Equal("completed", r.GetProperty("stop_reason").GetString());

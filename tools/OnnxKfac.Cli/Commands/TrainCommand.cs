@@ -251,7 +251,8 @@ internal static class TrainCommand
             var baseRate = cfg.Double("lr", optimizer is Toolkit.Kfac.KfacOptimizer ? OptimizerSetup.DefaultKfacLearningRate : OptimizerSetup.DefaultLearningRate)!.Value;
             bool hasRate = !(optimizer is Toolkit.Kfac.KfacOptimizer && cfg.String("kfac_update", "kl-clip") == "quadratic");
             var stepRows = stepLog is null ? null : Own(new StepLog(stepLog, append: resumeFrom is not null, u => hasRate ? baseRate * schedule.Factor(u) : null, display));
-            var recorder = new RunRecorder(stepRows ?? display);
+            var trainClock = new Stopwatch();   // started with training: the report's train_seconds
+            var recorder = new RunRecorder(stepRows ?? display, trainClock);
             var trainer = new Trainer(session, optimizer, options, recorder);
             if (resumeFrom is not null)
             {
@@ -293,7 +294,7 @@ internal static class TrainCommand
             });
             TrainingResult? result = null;
             string? error = null;
-            var trainClock = Stopwatch.StartNew();
+            trainClock.Start();
             try
             {
                 result = progress is null ? Fit(trainer, train, val, cancel.Token) : progress.Run(() => Fit(trainer, train, val, cancel.Token));

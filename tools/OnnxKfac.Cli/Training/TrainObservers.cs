@@ -7,7 +7,8 @@ namespace OnnxKfac.Cli.Training;
 
 internal readonly record struct StepRecord(long Step, int Epoch, double Loss, bool Skipped);
 
-internal readonly record struct ValidationRecord(long Step, int Epoch, double Loss, double? Accuracy, bool Improved);
+/// <summary>A validation pass; <paramref name="TrainSeconds"/>: training seconds up to the update it follows, earlier validation passes excluded.</summary>
+internal readonly record struct ValidationRecord(long Step, int Epoch, double Loss, double? Accuracy, bool Improved, double TrainSeconds);
 
 internal readonly record struct EpochRecord(int Epoch, double TrainLoss, double? ValLoss, double? ValAccuracy);
 
@@ -26,9 +27,12 @@ internal sealed class ExampleCounter
         _batches.Values.Sum(b => Math.Min((long)b.Last * batchSize, epochExamples) - (long)(b.First - 1) * batchSize);
 }
 
-/// <summary>Records every event of a run (for the report and the plot) and forwards it to a display.</summary>
-internal sealed class RunRecorder(ITrainingObserver? display) : ITrainingObserver
+/// <summary>Records every event of a run (for the report and the plot) and forwards it to a display.
+/// <paramref name="clock"/> runs while training runs; validations are timed on it without the validation passes.</summary>
+internal sealed class RunRecorder(ITrainingObserver? display, Stopwatch clock) : ITrainingObserver
 {
+    private TimeSpan _lastStep, _validating;
+
     public List<StepRecord> Steps { get; } = [];
     public List<ValidationRecord> Validations { get; } = [];
     public List<EpochRecord> Epochs { get; } = [];
@@ -39,12 +43,17 @@ internal sealed class RunRecorder(ITrainingObserver? display) : ITrainingObserve
     {
         Steps.Add(new StepRecord(step.Step, step.Epoch + 1, step.Loss, step.Skipped));   // epochs count from 1, as printed
         Examples.Add(step);
+        _lastStep = clock.Elapsed;
         display?.OnStep(step);
     }
 
     public void OnValidation(in ValidationReport v)
     {
-        Validations.Add(new ValidationRecord(v.Step, v.Epoch + 1, v.Metrics.Loss, v.Metrics.Accuracy, v.Improved));
+        // The pass ran between the last update and now: its time is left out of this and later records.
+        var now = clock.Elapsed;
+        Validations.Add(new ValidationRecord(v.Step, v.Epoch + 1, v.Metrics.Loss, v.Metrics.Accuracy, v.Improved, (_lastStep - _validating).TotalSeconds));
+        _validating += now - _lastStep;
+        _lastStep = now;
         display?.OnValidation(v);
     }
 

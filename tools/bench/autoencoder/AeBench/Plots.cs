@@ -3,7 +3,11 @@ using ScottPlot;
 
 namespace OnnxKfac.AeBench;
 
-/// <summary>Training loss (the evaluation subset, ×784) against wall-clock and against updates, one line per run (ScottPlot, as the CLI's LossPlot).</summary>
+/// <summary>One line of a plot.</summary>
+internal sealed record Series(string Label, double[] X, double[] Y, string? Color = null);
+
+/// <summary>Line plots as PNG (ScottPlot, as the CLI's LossPlot): the autoencoder's loss curves, and any curves a
+/// JSON spec describes (the CNN fine-tune benchmark's accuracy curves, tools/bench/finetune).</summary>
 internal static class Plots
 {
     private static string Label(JsonObject r)
@@ -21,33 +25,63 @@ internal static class Plots
         return $"{fw} {h}, batch {r["batch"]}";
     }
 
+    /// <summary>The autoencoder runs (train's JSON): loss against training seconds and against updates.</summary>
     public static void Save(string dir, IReadOnlyList<string> runs)
     {
         Directory.CreateDirectory(dir);
         var loaded = runs.Select(p => JsonNode.Parse(File.ReadAllText(p))!.AsObject()).ToList();
         foreach (var (axis, label, file) in new[] { ("wall_s", "training seconds (evaluation excluded)", "ae_loss_vs_time.png"), ("update", "updates", "ae_loss_vs_updates.png") })
         {
-            var plot = new Plot();
-            plot.Title("Fashion-MNIST deep autoencoder: training loss (BCE summed over pixels, mean over images)");
-            plot.XLabel(label);
-            plot.YLabel("loss on 5120 training images");
-            var palette = new ScottPlot.Palettes.Category20();
-            int k = 0;
-            foreach (var r in loaded)
-            {
-                var ev = r["evals"]!.AsArray().Where(e => double.IsFinite((double)e!["loss"]!)).ToArray();
-                if (ev.Length == 0) continue;
-                var line = plot.Add.Scatter(ev.Select(e => (double)e![axis]!).ToArray(), ev.Select(e => (double)e!["loss"]!).ToArray(), palette.GetColor(k++));
-                string name = Label(r);
-                line.LegendText = name;
-                line.MarkerSize = 3;
-                line.LineWidth = 2;
-            }
-            plot.Axes.AutoScale();
-            plot.ShowLegend(Alignment.UpperRight);
-            plot.Legend.FontSize = 11;
-            File.WriteAllBytes(Path.Combine(dir, file), plot.GetImage(1000, 560).GetImageBytes(ImageFormat.Png, 100));
-            Console.WriteLine(Path.Combine(dir, file));
+            var series = loaded.Select(r => (r, ev: r["evals"]!.AsArray().Where(e => double.IsFinite((double)e!["loss"]!)).ToArray()))
+                .Where(x => x.ev.Length > 0)
+                .Select(x => new Series(Label(x.r), x.ev.Select(e => (double)e![axis]!).ToArray(), x.ev.Select(e => (double)e!["loss"]!).ToArray()))
+                .ToList();
+            Lines(Path.Combine(dir, file), "Fashion-MNIST deep autoencoder: training loss (BCE summed over pixels, mean over images)",
+                label, "loss on 5120 training images", series, Alignment.UpperRight);
         }
+    }
+
+    /// <summary>Plots from a JSON spec: an array of {"out", "title", "x_label", "y_label", "legend" ("upper right"...),
+    /// "series": [{"label", "x", "y", "color" (optional, "#rrggbb")}]}.</summary>
+    public static void FromSpec(string specPath)
+    {
+        foreach (var p in JsonNode.Parse(File.ReadAllText(specPath))!.AsArray().Select(n => n!.AsObject()))
+        {
+            var series = p["series"]!.AsArray().Select(s => new Series((string)s!["label"]!,
+                s["x"]!.AsArray().Select(v => (double)v!).ToArray(), s["y"]!.AsArray().Select(v => (double)v!).ToArray(), (string?)s["color"])).ToList();
+            var legend = ((string?)p["legend"] ?? "upper right") switch
+            {
+                "lower right" => Alignment.LowerRight,
+                "lower left" => Alignment.LowerLeft,
+                "upper left" => Alignment.UpperLeft,
+                _ => Alignment.UpperRight,
+            };
+            Lines((string)p["out"]!, (string)p["title"]!, (string)p["x_label"]!, (string)p["y_label"]!, series, legend);
+        }
+    }
+
+    private static void Lines(string path, string title, string xLabel, string yLabel, IReadOnlyList<Series> series, Alignment legend)
+    {
+        var plot = new Plot();
+        plot.Title(title);
+        plot.XLabel(xLabel);
+        plot.YLabel(yLabel);
+        var palette = new ScottPlot.Palettes.Category20();
+        int k = 0;
+        foreach (var s in series)
+        {
+            var color = palette.GetColor(k++);
+            var line = plot.Add.Scatter(s.X, s.Y, s.Color is null ? color : Color.FromHex(s.Color));
+            line.LegendText = s.Label;
+            line.MarkerSize = 3;
+            line.LineWidth = 2;
+        }
+        plot.Axes.AutoScale();
+        plot.ShowLegend(legend);
+        plot.Legend.FontSize = 11;
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        File.WriteAllBytes(path, plot.GetImage(1000, 560).GetImageBytes(ImageFormat.Png, 100));
+        Console.WriteLine(path);
     }
 }

@@ -7,9 +7,10 @@ using OnnxKfac.AeBench;
 //   train --model M --data DIR --optimizer sgd|adamw|kfac-quad|kfac-kl [--lr X] [--batch N] [--seconds S] ... --out run.json
 //   step  --model M --matmul MM --data DIR --batch N --threads T [--steps K] [--fraction F] --out step.json
 //   plot  --out DIR run1.json run2.json ...       (loss against wall-clock and against updates, PNG)
+//   curves SPEC.json                              (the plots a JSON spec describes, PNG: Plots.FromSpec; tools/bench/finetune)
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
-if (args.Length == 0) { Console.Error.WriteLine("usage: onnx-kfac-ae-bench train|step|plot ..."); return 2; }
+if (args.Length == 0) { Console.Error.WriteLine("usage: onnx-kfac-ae-bench train|step|plot|curves ..."); return 2; }
 var opts = new Dictionary<string, string>();
 var rest = new List<string>();
 for (int i = 1; i < args.Length; i++)
@@ -46,6 +47,10 @@ switch (args[0])
     }
     case "plot":
         Plots.Save(S("out", "."), rest);
+        return 0;
+    case "curves":
+        if (rest.Count != 1) { Console.Error.WriteLine("usage: onnx-kfac-ae-bench curves SPEC.json"); return 2; }
+        Plots.FromSpec(rest[0]);
         return 0;
     default:
         Console.Error.WriteLine($"unknown command {args[0]}");
