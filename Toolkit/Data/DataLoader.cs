@@ -98,7 +98,7 @@ public sealed class DataLoader : IDisposable
             throw new InvalidOperationException($"{_dataset.Source} has regression targets; pass a Span<float> for labels.");
         CheckSingleInput();
         CheckLength(features.Length, _featureLength, "feature", nameof(features));
-        CheckLength(labels.Length, 1, "label", nameof(labels));
+        CheckLength(labels.Length, _labelWidth, "label", nameof(labels));
         if (!Pick(out count)) return false;
         WriteInput(0, features, count);
         WriteClasses(labels, count);
@@ -147,7 +147,7 @@ public sealed class DataLoader : IDisposable
             case long[] l:
                 if (_dataset.LabelKind != LabelKind.ClassIndex)
                     throw new ArgumentException($"{_dataset.Source} has regression targets; pass a float[] for labels.", nameof(labels));
-                CheckLength(l.Length, 1, "label", nameof(labels));
+                CheckLength(l.Length, _labelWidth, "label", nameof(labels));
                 break;
             case float[] f: CheckLength(f.Length, _labelWidth, "label", nameof(labels)); break;
             default: throw new ArgumentException($"the label buffer must be a long[] or a float[], not {labels?.GetType().Name ?? "null"}.", nameof(labels));
@@ -255,8 +255,8 @@ public sealed class DataLoader : IDisposable
 
     private void WriteClasses(Span<long> destination, int n)
     {
-        for (int k = 0; k < n; k++) destination[k] = _dataset.ReadClass(_picked[k]);
-        destination[n.._batch].Clear();
+        for (int k = 0; k < n; k++) _dataset.ReadClasses(_picked[k], destination.Slice(k * _labelWidth, _labelWidth));
+        destination[(n * _labelWidth)..(_batch * _labelWidth)].Clear();
     }
 
     private void WriteTargets(Span<float> destination, int n)

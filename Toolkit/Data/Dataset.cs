@@ -140,8 +140,8 @@ public sealed class Dataset : IDisposable
 
     /// <summary>
     /// Copies example <paramref name="index"/>'s features (normalized) into
-    /// <paramref name="features"/> (at least <see cref="FeatureLength"/> long) and its class
-    /// index into <paramref name="label"/>[0]. No allocation.
+    /// <paramref name="features"/> (at least <see cref="FeatureLength"/> long) and its
+    /// <see cref="LabelLength"/> class indices into <paramref name="label"/>. No allocation.
     /// </summary>
     /// <exception cref="InvalidOperationException">The labels are regression targets, or the data set is not random access.</exception>
     public void CopyExample(int index, Span<float> features, Span<long> label)
@@ -150,7 +150,7 @@ public sealed class Dataset : IDisposable
             throw new InvalidOperationException($"{Source} has regression targets; copy labels into a Span<float>.");
         CheckIndex(index);
         ReadFeatures(index, features);
-        label[0] = _source.Labels.Classes![SourceIndex(index)];
+        ReadClasses(index, label);
     }
 
     /// <summary>
@@ -241,11 +241,17 @@ public sealed class Dataset : IDisposable
     {
         int s = SourceIndex(index);
         var labels = _source.Labels;
-        if (labels.Classes is { } c) destination[0] = c[s];
+        if (labels.Classes is { } c)
+            for (int i = 0; i < labels.Width; i++) destination[i] = c[(long)s * labels.Width + i];
         else labels.Targets.AsSpan(s * labels.Width, labels.Width).CopyTo(destination);
     }
 
-    internal long ReadClass(int index) => _source.Labels.Classes![SourceIndex(index)];
+    /// <summary>Example <paramref name="index"/>'s <see cref="LabelLength"/> class indices.</summary>
+    internal void ReadClasses(int index, Span<long> destination)
+    {
+        var labels = _source.Labels;
+        labels.Classes.AsSpan(SourceIndex(index) * labels.Width, labels.Width).CopyTo(destination);
+    }
 
     internal void Transform(Span<float> values)
     {

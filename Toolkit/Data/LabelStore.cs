@@ -9,13 +9,13 @@ internal sealed class LabelStore
     }
 
     public LabelKind Kind { get; }
-    /// <summary>Label values per example: 1 for class indices, the number of targets for regression.</summary>
+    /// <summary>Label values per example: the class indices per example (1 for a classifier, the sequence length for per-position classes such as next-token labels), or the number of regression targets.</summary>
     public int Width { get; }
     public long[]? Classes { get; }
     public float[]? Targets { get; }
     public int? ClassCount { get; }
 
-    public static LabelStore ForClasses(long[] classes, int? classCount) => new(LabelKind.ClassIndex, 1, classes, null, classCount);
+    public static LabelStore ForClasses(long[] classes, int? classCount, int width = 1) => new(LabelKind.ClassIndex, width, classes, null, classCount);
 
     public static LabelStore ForTargets(float[] targets, int width) => new(LabelKind.Regression, width, null, targets, null);
 
@@ -35,28 +35,28 @@ internal sealed class LabelStore
         if (kind == LabelKind.Regression)
             return ForTargets(labels.ToFloatArray(), width);
 
-        if (width != 1)
-            throw new DataException($"{where}: class labels must be one per example, found shape [{string.Join(", ", shape)}].");
-        var classes = new long[count];
+        // [N, k] class labels: k classes per example (per position of a sequence model's output).
+        string Example(int i) => width == 1 ? $"example {i}" : $"example {i / width}, position {i % width}";
+        var classes = new long[(long)count * width];
         switch (labels.ElementType)
         {
             case DataElementType.Int64: labels.AsInt64s().CopyTo(classes); break;
             case DataElementType.UInt8:
                 var b = labels.AsBytes();
-                for (int i = 0; i < count; i++) classes[i] = b[i];
+                for (int i = 0; i < classes.Length; i++) classes[i] = b[i];
                 break;
             default:
                 var f = labels.AsFloats();
-                for (int i = 0; i < count; i++)
+                for (int i = 0; i < classes.Length; i++)
                 {
                     if (f[i] != MathF.Round(f[i]) || !float.IsFinite(f[i]))
-                        throw new DataException($"{where}: label {f[i]} of example {i} is not an integer class index (use LabelKind.Regression for float targets).");
+                        throw new DataException($"{where}: label {f[i]} of {Example(i)} is not an integer class index (use LabelKind.Regression for float targets).");
                     classes[i] = (long)f[i];
                 }
                 break;
         }
-        CheckRange(classes, options.ClassCount, i => $"{where}: example {i}");
-        return ForClasses(classes, options.ClassCount);
+        CheckRange(classes, options.ClassCount, i => $"{where}: {Example(i)}");
+        return ForClasses(classes, options.ClassCount, width);
     }
 
     public static void CheckRange(long[] classes, int? classCount, Func<int, string> describe)

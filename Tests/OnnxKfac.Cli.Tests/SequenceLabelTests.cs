@@ -1,0 +1,61 @@
+using OnnxKfac.Cli.Tests.Support;
+using static OnnxKfac.Cli.Tests.Support.CliRunner;
+
+namespace OnnxKfac.Cli.Tests;
+
+/// <summary>
+/// Class labels per position ([N, T] labels for a [N, C, T] output): the causal GPT fixture (tied
+/// input/output embedding) learns next-token prediction through `train`, with AdamW and K-FAC, and
+/// a label outside the classes names its example and position.
+/// </summary>
+public sealed class SequenceLabelTests : IDisposable
+{
+    private const int Seq = 6, Vocab = 12;
+    private readonly TempDir _dir = new();
+    private static string Gpt => Path.Combine(AppContext.BaseDirectory, "Fixtures", "gpt_opset17", "model.onnx");
+
+    public void Dispose() => _dir.Dispose();
+
+    /// <summary>Sequences that count up modulo the vocabulary from a random start; the label of each position is the next token.</summary>
+    private string NextTokens(string name, int n, int seed, long badLabel = -1)
+    {
+        var rng = new Random(seed);
+        var x = new long[n * Seq];
+        var y = new long[n * Seq];
+        for (int i = 0; i < n; i++)
+        {
+            int start = rng.Next(Vocab);
+            for (int t = 0; t < Seq; t++)
+            {
+                x[i * Seq + t] = (start + t) % Vocab;
+                y[i * Seq + t] = (start + t + 1) % Vocab;
+            }
+        }
+        if (badLabel >= 0) y[2 * Seq + 3] = badLabel;
+        return TrainData.Npz(_dir[name], ("x", TrainData.Npy(x, n, Seq)), ("y", TrainData.Npy(y, n, Seq)));
+    }
+
+    [Theory]
+    [InlineData("adamw", "0.03")]
+    [InlineData("kfac", "0.01")]
+    public void TheGptLearnsNextTokensFromPerPositionLabels(string optimizer, string lr)
+    {
+        string train = NextTokens("train.npz", 128, 1), val = NextTokens("val.npz", 32, 2), report = _dir["r.json"];
+        AssertOk(Run("train", Gpt, "--train", train, "--val", val, "--epochs", "4", "--batch-size", "16", "--threads", "1", "--quiet",
+            "--optimizer", optimizer, "--lr", lr, "--report", report));
+        var losses = TrainData.StepLosses(TrainData.Report(report));
+        Assert.Equal(32, losses.Length);
+        double first = losses.Take(4).Average(), last = losses.TakeLast(4).Average();
+        Assert.True(last < 0.5 * first, $"{optimizer}: loss {first:G4} over the first 4 updates, {last:G4} over the last 4");
+    }
+
+    [Fact]
+    public void ALabelOutsideTheClassesNamesItsExampleAndPosition()
+    {
+        string train = NextTokens("bad.npz", 32, 3, badLabel: Vocab);
+        var r = Run("train", Gpt, "--train", train, "--epochs", "1", "--batch-size", "16", "--threads", "1", "--quiet");
+        Assert.Equal(2, r.Code);
+        Assert.Contains("example 2, position 3", r.Err);
+        Assert.Contains($"{Vocab}", r.Err);
+    }
+}
