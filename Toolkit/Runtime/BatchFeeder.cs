@@ -31,8 +31,8 @@ internal sealed class BatchFeeder
         var index = new GraphIndex(session.SourceModel);
         foreach (var input in _inputs)
         {
-            if (input.ElemType is not ("float" or "int64"))
-                throw new OnnxKfacException($"model input '{input.Name}' is {input.ElemType}; the trainer feeds float or int64 inputs");
+            if (input.ElemType is not ("float" or "int64" or "bool"))
+                throw new OnnxKfacException($"model input '{input.Name}' is {input.ElemType}; the trainer feeds float, int64 and bool inputs");
             if (input.ElemType == "int64") _limits[input.Name] = IndexInputs.Find(index, input.Name);
         }
         _target = session.TargetInput;
@@ -55,8 +55,20 @@ internal sealed class BatchFeeder
     {
         var targets = CheckDataset(data, what);
         var buffers = new Array[targets.Length];
-        for (int i = 0; i < targets.Length; i++) buffers[i] = full.InputArray(targets[i].Name);
-        return new Feed(this, full, buffers, full.InputArray(_target.Name));
+        var masks = new List<(long[] From, bool[] To)>();
+        for (int i = 0; i < targets.Length; i++)
+        {
+            var buffer = full.InputArray(targets[i].Name);
+            if (buffer is bool[] mask)
+            {
+                // The loader writes integers; a bool input is staged as 0/1 and converted per batch.
+                var staged = new long[mask.Length];
+                masks.Add((staged, mask));
+                buffer = staged;
+            }
+            buffers[i] = buffer;
+        }
+        return new Feed(this, full, buffers, full.InputArray(_target.Name), [.. masks]);
     }
 
     /// <summary>
@@ -112,13 +124,30 @@ internal sealed class BatchFeeder
         if (d.Length != expected)
             throw new OnnxKfacException(
                 $"{d.Source}: examples have {d.Length} features (shape [{string.Join(",", d.Shape)}]) but model input '{input.Name}' expects {TrainingSession.Format(shape[1..])} = {expected} per example");
-        if (input.ElemType != "int64") return;
+        if (input.ElemType == "float") return;
+        string what = input.ElemType == "bool" ? "a bool mask (0 or 1)" : "int64 ids";
         if (!d.IsInteger)
             throw new OnnxKfacException(
-                $"{d.Source}: holds float values but model input '{input.Name}' takes int64 ids; float data is never cast to ids: store them as integers (e.g. numpy int64)");
+                $"{d.Source}: holds float values but model input '{input.Name}' takes {what}; float data is never cast: store it as integers (e.g. numpy int64 or uint8)");
         if (data.Normalization is not null)
-            throw new OnnxKfacException($"{data.Source}: a normalization does not apply to model input '{input.Name}', which takes int64 ids");
-        if (_limits[input.Name] is { Count: > 0 } limits) CheckIds(data, i, input, limits);
+            throw new OnnxKfacException($"{data.Source}: a normalization does not apply to model input '{input.Name}', which takes {what}");
+        if (input.ElemType == "bool") CheckMask(data, i, input);
+        else if (_limits[input.Name] is { Count: > 0 } limits) CheckIds(data, i, input, limits);
+    }
+
+    /// <summary>A bool input's data holds only 0 and 1 (a key-padding mask): anything else names the file, the input and the row.</summary>
+    private static void CheckMask(Dataset data, int i, ManifestTensor input)
+    {
+        var d = data.Inputs[i];
+        var values = new long[d.Length];
+        for (int e = 0; e < data.Count; e++)
+        {
+            data.ReadIds(i, e, values);
+            for (int k = 0; k < values.Length; k++)
+                if (values[k] is not (0 or 1))
+                    throw new OnnxKfacException(
+                        $"{d.Source}: row {data.SourceIndex(e)} of input '{input.Name}' holds {values[k]} (value {k} of the row); a bool input takes 0 or 1");
+        }
     }
 
     /// <summary>Every id of an input that indexes an embedding lies in [0, rows): a bad one names the file, the input and the row.</summary>
@@ -167,7 +196,7 @@ internal sealed class BatchFeeder
     private static long Elements(long[] batchShape) => batchShape.Skip(1).Aggregate(1L, (a, d) => a * d);
 
     /// <summary>Fills one binding's buffers from loaders over one data set.</summary>
-    internal sealed class Feed(BatchFeeder feeder, BatchBinding full, Array[] inputs, Array labels)
+    internal sealed class Feed(BatchFeeder feeder, BatchBinding full, Array[] inputs, Array labels, (long[] From, bool[] To)[] masks)
     {
         /// <summary>
         /// Reads the loader's next batch into the full-size binding (or, for a short last batch,
@@ -177,6 +206,8 @@ internal sealed class BatchFeeder
         {
             binding = full;
             if (!loader.TryNextBatch(inputs, labels, out count)) return false;
+            foreach (var (from, to) in masks)
+                for (int k = 0; k < to.Length; k++) to[k] = from[k] != 0;
             if (count != full.BatchSize) binding = feeder.CopyToPartial(full, count);
             feeder.CheckLabels(binding, count, loader.Position.Index - count);
             return true;

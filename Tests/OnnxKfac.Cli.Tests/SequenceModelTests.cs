@@ -4,11 +4,12 @@ using static OnnxKfac.Cli.Tests.Support.CliRunner;
 namespace OnnxKfac.Cli.Tests;
 
 /// <summary>
-/// Class labels per position ([N, T] labels for a [N, C, T] output): the causal GPT fixture (tied
-/// input/output embedding) learns next-token prediction through `train`, with AdamW and K-FAC, and
-/// a label outside the classes names its example and position.
+/// Sequence models through `train`: class labels per position ([N, T] labels for a [N, C, T]
+/// output: the causal GPT fixture with its tied embedding learns next-token prediction, with AdamW
+/// and K-FAC; a label outside the classes names its example and position), and a bool
+/// key-padding mask input (the masked TransformerEncoder fixture, fed 0/1 integers).
 /// </summary>
-public sealed class SequenceLabelTests : IDisposable
+public sealed class SequenceModelTests : IDisposable
 {
     private const int Seq = 6, Vocab = 12;
     private readonly TempDir _dir = new();
@@ -57,5 +58,40 @@ public sealed class SequenceLabelTests : IDisposable
         Assert.Equal(2, r.Code);
         Assert.Contains("example 2, position 3", r.Err);
         Assert.Contains($"{Vocab}", r.Err);
+    }
+
+    private static string MaskedEncoder => Path.Combine(AppContext.BaseDirectory, "Fixtures", "masked_encoder_opset17", "model.onnx");
+
+    /// <summary>Class c: the unpadded positions hold feature c set to 1 (plus noise); padded positions hold noise only.</summary>
+    private string MaskedSequences(string name, int n, int seed, long badMask = -1)
+    {
+        const int t = 5, f = 6;
+        var rng = new Random(seed);
+        var x = new float[n * t * f];
+        var mask = new long[n * t];
+        var y = new long[n];
+        for (int i = 0; i < n; i++)
+        {
+            y[i] = rng.Next(4);
+            int kept = 2 + rng.Next(t - 1);
+            for (int p = 0; p < t; p++)
+            {
+                mask[i * t + p] = p < kept ? 0 : 1;   // PyTorch's key_padding_mask: true = padding
+                for (int c = 0; c < f; c++) x[(i * t + p) * f + c] = (float)(rng.NextDouble() - 0.5) + (p < kept && c == y[i] ? 2f : 0f);
+            }
+        }
+        if (badMask >= 0) mask[3 * t + 1] = badMask;
+        return TrainData.Npz(_dir[name], ("input_0", TrainData.Npy(x, n, t, f)), ("input_1", TrainData.Npy(mask, n, t)), ("y", TrainData.Npy(y, n)));
+    }
+
+    [Fact]
+    public void TheMaskedEncoderTrainsOnABoolKeyPaddingMaskFedAsIntegers()
+    {
+        string train = MaskedSequences("enc.npz", 128, 1), val = MaskedSequences("encval.npz", 64, 2), report = _dir["enc.json"];
+        AssertOk(Run("train", MaskedEncoder, "--train", train, "--val", val, "--epochs", "6", "--batch-size", "16", "--threads", "1", "--quiet",
+            "--lr", "0.01", "--report", report, "--fail-if", "val_accuracy<0.8"));
+        var bad = Run("train", MaskedEncoder, "--train", MaskedSequences("badmask.npz", 32, 3, badMask: 2), "--epochs", "1", "--threads", "1", "--quiet");
+        Assert.Equal(2, bad.Code);
+        Assert.Contains("row 3 of input 'input_1' holds 2", bad.Err);
     }
 }
