@@ -47,9 +47,10 @@ for np in $RANKS; do
     log="$out/$opt-$np.log"
     mpirun -np "$np" "${cli[@]}" train "$out/autoencoder.onnx" --train "$out/x.npy" --train-labels "$out/x.npy" \
       --loss bce-with-logits --batch-size "$BATCH" --max-steps "$STEPS" --threads 1 --seed 1 "${args[@]}" >"$log" 2>&1
-    line=$(grep -a 'collectives (rank 0)' "$log" || echo none)
-    done_line=$(grep -a 'done: ' "$log" || echo none)
-    echo -e "$np\t$opt\t$line\t$done_line" >>"$results"
+    # rank 0's summary lines (after the terminal escapes mpirun's ranks may print)
+    line=$(grep -a 'collectives (rank 0)' "$log" | tail -1 || echo none)
+    done_line=$(grep -aE 'done: [0-9]+ updates' "$log" | tail -1 || echo none)
+    printf '%s\t%s\t%s\t%s\n' "$np" "$opt" "$line" "$done_line" >>"$results"
     echo "$np ranks, $opt: $line"
   done
 done
@@ -69,5 +70,10 @@ for row in open(path):
     bc = re.search(r"Broadcast: (\d+) calls", line)
     ups = re.search(r"\(([\d.]+) updates/s\)", done)
     print(f"| {np_} | {opt} | {mb} | {ms} | {ar.group(1) if ar else 0} | {bc.group(1) if bc else 0} | {ups.group(1) if ups else '?'} |")
+print("\nWhat travels per update: the gradients (float32, one bucket of at most 16 MiB) and the batch's loss and "
+      "count (16 bytes); K-FAC `every` adds the float64 factor statistics of every Kronecker block each update; "
+      "K-FAC `refresh` (the default) adds the same bytes once per inverse refresh (the ranks' running factors "
+      "averaged), and both add the inverses each rank computed, broadcast in float32 once per refresh. "
+      "The trajectories of both K-FAC forms equal one process with batch K x BATCH (BENCHMARKS.md).")
 PYEOF
 cat tools/bench/mpi/RESULTS.md
