@@ -31,6 +31,70 @@ internal static class ShapeRules
         // Trilu keeps a triangle (a causal mask): the gradient keeps the same triangle.
         r.Add("Trilu", c => c.SetGrad(0, c.Emit.Op("Trilu", c.HasInput(1) ? [c.DY()!, c.X(1)] : [c.DY()!],
             Attributes.Int("upper", c.AttrInt("upper", 1)))), differentiableInputs: [0]);
+        r.Add("Resize", Resize, differentiableInputs: [0]);
+    }
+
+    // Y = Resize(X) with constant scales or sizes is linear in X and separable (ONNX interpolates
+    // one axis at a time, for every mode: nearest, linear, cubic, antialiased), Y = X ×_d R_d over
+    // the resized axes d with R_d the L'×L interpolation matrix of axis d. So dX = dY ×_d R_dᵀ.
+    // R_d is read off ONNX Runtime's own Resize, with the node's attributes, applied along d
+    // alone to the identity basis (a constant input, which ONNX Runtime folds once): no
+    // coordinate-transformation or interpolation formula is written twice.
+    private static void Resize(GradientContext c)
+    {
+        var e = c.Emit;
+        string x = c.X(0);
+        var shape = StaticShape(c, x) ?? throw c.Unsupported("the input's shape must be known statically (export with fixed sizes)");
+        if (c.AttrString("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize")
+            throw c.Unsupported("coordinate_transformation_mode tf_crop_and_resize (a region of interest) has no rule");
+        if (c.Node.Attribute.Any(a => a.Name == "axes"))
+            throw c.Unsupported("the 'axes' attribute has no rule (give scales or sizes for every axis)");
+        if (c.AttrString("keep_aspect_ratio_policy", "stretch") != "stretch")
+            throw c.Unsupported("keep_aspect_ratio_policy other than stretch has no rule");
+        double[]? scales = c.HasInput(2) ? c.ConstValues(2) : null;
+        long[]? sizes = c.HasInput(3) ? c.ConstInput(3) : null;
+        if (scales is { Length: 0 }) scales = null;
+        if (sizes is { Length: 0 }) sizes = null;
+        if ((scales is null && sizes is null) || (scales ?? (object)sizes!) is Array { Length: var n } && n != shape.Length)
+            throw c.Unsupported("scales or sizes must be constants with one entry per axis");
+        int rank = shape.Length, type = c.ElemType(x);
+        var attributes = c.Node.Attribute.ToArray();
+        string g = c.DY();
+        for (int d = 0; d < rank; d++)
+        {
+            long length = shape[d], resized = sizes is not null ? sizes[d] : (long)Math.Floor(shape[d] * scales![d]);
+            if (sizes is not null ? resized == length : scales![d] == 1.0) continue;
+            if (d == 0) throw c.Unsupported("resizing the batch axis has no rule");
+            // The basis: [L, 1, …, L (axis d), …, 1], example k holding e_k along d.
+            var basisShape = Enumerable.Repeat(1L, rank).ToArray();
+            basisShape[0] = length;
+            basisShape[d] = length;
+            var eye = new double[length * length];
+            for (int k = 0; k < length; k++) eye[k * length + k] = 1;
+            string basis = e.Constant(type == (int)TensorProto.Types.DataType.Double
+                ? TensorData.FromDoubles("resize_basis", basisShape, eye)
+                : TensorData.FromFloats("resize_basis", basisShape, [.. eye.Select(v => (float)v)]));
+            string along;
+            if (sizes is not null)
+            {
+                var basisSizes = (long[])basisShape.Clone();
+                basisSizes[d] = resized;
+                along = e.Op("Resize", [basis, "", "", e.Int64s(basisSizes)], attributes);
+            }
+            else
+            {
+                var basisScales = Enumerable.Repeat(1f, rank).ToArray();
+                basisScales[d] = (float)scales![d];
+                along = e.Op("Resize", [basis, "", e.Constant(TensorData.FromFloats("resize_scales", [rank], basisScales))], attributes);
+            }
+            // along[k, …, j, …] = R_d[j, k]: as [L, L'] it is R_dᵀ, the matrix dY's axis d meets.
+            string rt = e.Reshape(along, e.Int64s(length, resized));
+            var toLast = Enumerable.Range(0, rank).Where(a => a != d).Append(d).Select(a => (long)a).ToArray();
+            var back = new long[rank];
+            for (int a = 0; a < rank; a++) back[toLast[a]] = a;
+            g = e.Transpose(e.MatMul(e.Transpose(g, toLast), e.Transpose(rt, [1, 0])), back);
+        }
+        c.SetGrad(0, g);
     }
 
     // ---- helpers ---------------------------------------------------------------------------

@@ -317,6 +317,47 @@ public class ShapeRulesTests
         GradCheck.Check(model, all, ["x"]);
     }
 
+    // ---- Resize (float32: ONNX Runtime has no float64 Resize; linear in x, so a large step is exact) ----
+
+    private static readonly GradCheck.Options ResizeCheck = new() { Step = 0.25, Tolerance = 1e-4, MaxElementsPerInput = 64 };
+
+    private static void ResizeCase(long[] shape, double[]? scales, long[]? sizes, params AttributeProto[] attributes)
+    {
+        var inputs = new Dictionary<string, TestTensor> { ["x"] = Random(1, shape, 3) };
+        var consts = scales is not null ? C(("s", Float([scales.Length], scales))) : C(("z", I(sizes!)));
+        string[] order = scales is not null ? ["x", "", "s"] : ["x", "", "", "z"];
+        GradCheck.Op("Resize", order, inputs, consts, opsets: [13, 17, 20], wrt: ["x"], options: ResizeCheck, attributes: attributes);
+    }
+
+    [Fact]   // nn.Upsample(scale_factor=2) as torch exports it
+    public void ResizeNearestUpsample() => ResizeCase([2, 2, 3, 4], [1, 1, 2, 2], null,
+        Attributes.String("mode", "nearest"), Attributes.String("coordinate_transformation_mode", "asymmetric"), Attributes.String("nearest_mode", "floor"));
+
+    [Fact]   // F.interpolate(mode="bilinear", align_corners=False), a non-integer scale
+    public void ResizeLinearPytorchHalfPixel() => ResizeCase([1, 2, 4, 5], [1, 1, 2, 1.6], null,
+        Attributes.String("mode", "linear"), Attributes.String("coordinate_transformation_mode", "pytorch_half_pixel"));
+
+    [Fact]   // bilinear with align_corners=True, to given sizes (down along one axis, up along the other)
+    public void ResizeLinearAlignCornersToSizes() => ResizeCase([2, 1, 5, 3], null, [2, 1, 3, 7],
+        Attributes.String("mode", "linear"), Attributes.String("coordinate_transformation_mode", "align_corners"));
+
+    [Fact]   // bicubic downsampling, half_pixel (the default), 1-D signal [N, C, L] too
+    public void ResizeCubicDown()
+    {
+        ResizeCase([1, 2, 6, 6], [1, 1, 0.5, 0.5], null, Attributes.String("mode", "cubic"));
+        ResizeCase([2, 3, 7], [1, 1, 1.5], null, Attributes.String("mode", "linear"));
+    }
+
+    [Fact]
+    public void ResizeWithComputedScalesOrACroppedRegionIsRefusedNamingTheNode()
+    {
+        var inputs = new Dictionary<string, TestTensor> { ["x"] = Random(1, [1, 1, 2, 2], 3), ["s"] = Float([4], [1, 1, 2, 2]) };
+        var model = TestModels.SingleOp("Resize", 17, ["x", "", "s"], inputs);
+        var err = Assert.ThrowsAny<OnnxKfacException>(() => GradCheck.Check(model, inputs, ["x"]));
+        Assert.Contains("resize0", err.Message);
+        Assert.Contains("constants", err.Message);
+    }
+
     // ---- Expand, Tile, Pad -------------------------------------------------------------------
 
     [Theory]
