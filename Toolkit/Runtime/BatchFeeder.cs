@@ -136,7 +136,19 @@ internal sealed class BatchFeeder
     }
 
     /// <summary>A bool input's data holds only 0 and 1 (a key-padding mask): anything else names the file, the input and the row.</summary>
-    private static void CheckMask(Dataset data, int i, ManifestTensor input)
+    private static void CheckMask(Dataset data, int i, ManifestTensor input) =>
+        CheckRange(data, i, input, 2, v => $"holds {v}", "; a bool input takes 0 or 1");
+
+    /// <summary>Every id of an input that indexes an embedding lies in [0, rows): a bad one names the file, the input and the row.</summary>
+    private static void CheckIds(Dataset data, int i, ManifestTensor input, IReadOnlyList<IndexLimit> limits)
+    {
+        var limit = limits.MinBy(l => l.Size)!;
+        CheckRange(data, i, input, limit.Size, id => $"holds id {id}",
+            $", outside the vocabulary [0, {limit.Size}) of '{limit.Table}' that {limit.Node} looks it up in", " (Gather would silently read a row from the end)");
+    }
+
+    /// <summary>Every integer of input <paramref name="i"/> lies in [0, <paramref name="size"/>); the first that does not is one error naming file, input, row and position, then <paramref name="why"/> (and <paramref name="ifNegative"/> for a negative value).</summary>
+    private static void CheckRange(Dataset data, int i, ManifestTensor input, long size, Func<long, string> what, string why, string ifNegative = "")
     {
         var d = data.Inputs[i];
         var values = new long[d.Length];
@@ -144,28 +156,11 @@ internal sealed class BatchFeeder
         {
             data.ReadIds(i, e, values);
             for (int k = 0; k < values.Length; k++)
-                if (values[k] is not (0 or 1))
-                    throw new OnnxKfacException(
-                        $"{d.Source}: row {data.SourceIndex(e)} of input '{input.Name}' holds {values[k]} (value {k} of the row); a bool input takes 0 or 1");
-        }
-    }
-
-    /// <summary>Every id of an input that indexes an embedding lies in [0, rows): a bad one names the file, the input and the row.</summary>
-    private static void CheckIds(Dataset data, int i, ManifestTensor input, IReadOnlyList<IndexLimit> limits)
-    {
-        var limit = limits.MinBy(l => l.Size)!;
-        var d = data.Inputs[i];
-        var ids = new long[d.Length];
-        for (int e = 0; e < data.Count; e++)
-        {
-            data.ReadIds(i, e, ids);
-            for (int k = 0; k < ids.Length; k++)
             {
-                long id = ids[k];
-                if (id >= 0 && id < limit.Size) continue;
+                long v = values[k];
+                if (v >= 0 && v < size) continue;
                 throw new OnnxKfacException(
-                    $"{d.Source}: row {data.SourceIndex(e)} of input '{input.Name}' holds id {id} (value {k} of the row), outside the vocabulary [0, {limit.Size}) " +
-                    $"of '{limit.Table}' that {limit.Node} looks it up in" + (id < 0 ? " (Gather would silently read a row from the end)" : ""));
+                    $"{d.Source}: row {data.SourceIndex(e)} of input '{input.Name}' {what(v)} (value {k} of the row){why}" + (v < 0 ? ifNegative : ""));
             }
         }
     }
