@@ -114,11 +114,12 @@ public abstract class LossFunction
     /// (scale 1/N, N = the output's first dimension). The noise is a graph input shaped like
     /// the output, distributed as <see cref="NoiseDistribution"/>.
     /// </summary>
-    public string AppendSampled(GraphBuildContext g, string output, string noise)
+    /// <param name="examples">The N to divide by (a [1] tensor of the output's type) when <paramref name="output"/> holds only some of the batch's examples; null: its first dimension.</param>
+    public string AppendSampled(GraphBuildContext g, string output, string noise, string? examples = null)
     {
         var e = g.Emitter("fisher");
         int type = ElemType(g, output);
-        string n = e.Cast(e.Op("Gather", [e.Shape(output), e.Int64(0)]), type);
+        string n = examples ?? e.Cast(e.Op("Gather", [e.Shape(output), e.Int64(0)]), type);
         return e.Div(SampledGradient(e, output, noise, type), n);
     }
 

@@ -15,7 +15,8 @@ public sealed record FactorOutputs(string A, string G);
 /// with Ā the layer-input rows (conv: patches) with a homogeneous column for the bias, Ĝ the
 /// pre-activation-gradient rows of the sampled loss (g/N), D the real loss's mean denominator
 /// (G is the Fisher of the loss being trained), R the rows the statistics see
-/// (all R_all of them, or those of the first ⌈f·D⌉ entries of the layer's leading axis D),
+/// (all R_all of them, or those of the first ⌈f·D⌉ entries of the layer's leading axis D;
+/// with a forward pass over the first examples only, <see cref="ExampleSubset"/>, R_all/R = N/k),
 /// N the batch: the first dimension of the loss's output. The leading axis of a layer need
 /// not be the batch (seq-first attention), which is why N comes from the output.
 /// Embedding tables get a diagonal A: id frequencies, a [V] vector.
@@ -28,8 +29,13 @@ internal static class FactorStatistics
     /// pass's rows are g/N, so G = (N²/D)·ĜᵀĜ; the real loss's own rows (empirical Fisher) are
     /// g/D, so G = D·ĜᵀĜ. For cross-entropy on [N, C] D = N and both are N·ĜᵀĜ.
     /// </param>
+    /// <param name="subsetRatio">
+    /// Set when <paramref name="layer"/>'s tensors come from a forward pass over the batch's
+    /// first k examples only (<see cref="ExampleSubset"/>): N/k, the all-rows/rows-seen factor of
+    /// G, whose rows are then not sliced again (<paramref name="fraction"/> is 1).
+    /// </param>
     public static FactorOutputs Emit(GraphBuildContext g, LayerInfo layer, string preactivationGradient, string lossOutput, double fraction,
-        string denominator, bool empirical)
+        string denominator, bool empirical, string? subsetRatio = null)
     {
         var e = g.Emitter(layer.Name + "/kfac/stats");
         int type = EmitterState.FloatType(g.Infos.GetValueOrDefault(layer.PreActivation)?.ElemType ?? 0);
@@ -39,6 +45,7 @@ internal static class FactorStatistics
         string d = denominator.Length == 0 ? e.Scalar(1, type) : denominator;
         string n = e.Cast(e.Op("Gather", [e.Shape(lossOutput), e.Int64s(0)]), type);   // [1]: N
         string gScale = empirical ? d : e.Div(e.Mul(n, n), d);
+        if (subsetRatio is not null) gScale = e.Mul(gScale, subsetRatio);
         if (fraction < 1)
         {
             string all = e.Cast(e.Op("Size", [gradient]), type);

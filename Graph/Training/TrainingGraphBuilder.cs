@@ -120,6 +120,7 @@ public static class TrainingGraphBuilder
 
         ManifestFisher? fisher = null;
         IReadOnlyDictionary<string, string>? sampled = null;
+        ExampleSubset? subset = null;
         var sampledParams = SampledParameters(parameters.Select(p => p.Name), layers, options, selection.Names);
         if (options.SampledFisher && (layers.Count > 0 || sampledParams.Count > 0))
         {
@@ -128,9 +129,31 @@ public static class TrainingGraphBuilder
             graph.Input.Add(ValueInfos.Tensor(noise, type, outInfo?.PlainShape));
             g.SetInfo(noise, new TensorInfo(type, outInfo?.Shape));
             manifestInputs.Add(new ManifestTensor(noise, TensorRole.Noise, TypeName(type), outInfo?.PlainShape) { Of = output });
-            string dSampled = options.Loss.Function.AppendSampled(g, output, noise);
             var pre = layers.Select(l => l.PreActivation).Concat(sampledParams).Distinct(StringComparer.Ordinal).ToArray();
-            sampled = new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [output] = dSampled }, pre, "sampled/");
+            // With a statistics fraction, only the first ⌈f·N⌉ examples feed the statistics: the
+            // sampled pass then runs over a forward clone of those examples alone (its rows keep
+            // the full batch's 1/N scale, so they equal the full pass's first rows). Parameter
+            // gradients of the sampled loss (diagonal blocks) need the whole batch.
+            subset = options.FactorStatistics && sampledParams.Count == 0
+                ? ExampleSubset.TryBuild(g, [.. manifestInputs.Where(i => i.Role == TensorRole.Data).Select(i => i.Name)], output,
+                    options.StatisticsFraction, EmitterState.FloatType(outInfo?.ElemType ?? 0))
+                : null;
+            if (subset is null)
+            {
+                string dSampled = options.Loss.Function.AppendSampled(g, output, noise);
+                sampled = new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [output] = dSampled }, pre, "sampled/");
+            }
+            else
+            {
+                var e = g.Emitter("sampled/subset");
+                string subsetNoise = e.Op("Slice", [noise, e.Int64s(0), subset.Count, e.Int64s(0)]);
+                g.SetInfo(subsetNoise, g.Infos.GetValueOrDefault(subset.Map(output)) ?? new TensorInfo(type, null));
+                string examples = e.Cast(e.Op("Gather", [e.Shape(output), e.Int64s(0)]), type);
+                string dSampled = options.Loss.Function.AppendSampled(g, subset.Map(output), subsetNoise, examples);
+                var grads2 = new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [subset.Map(output)] = dSampled },
+                    pre.Select(subset.Map).ToArray(), "sampled/");
+                sampled = pre.ToDictionary(p => p, p => grads2[subset.Map(p)], StringComparer.Ordinal);
+            }
             fisher = new ManifestFisher(options.Loss.Function.SampledDistribution, noise, options.Loss.Function.NoiseDistribution, "1/N");
         }
 
@@ -188,8 +211,11 @@ public static class TrainingGraphBuilder
             FactorOutputs? factors = null;
             if (options.FactorStatistics)
             {
-                factors = FactorStatistics.Emit(g, l, (sampled ?? grads)[l.PreActivation], output, options.StatisticsFraction,
-                    loss.Denominator ?? "", empirical: sampled is null);
+                factors = subset is null
+                    ? FactorStatistics.Emit(g, l, (sampled ?? grads)[l.PreActivation], output, options.StatisticsFraction,
+                        loss.Denominator ?? "", empirical: sampled is null)
+                    : FactorStatistics.Emit(g, l with { Input = subset.Map(l.Input), PreActivation = subset.Map(l.PreActivation) },
+                        sampled![l.PreActivation], output, 1, loss.Denominator ?? "", empirical: false, subset.Ratio);
                 AddOutput(graph, outputs, g, factors.A, TensorRole.FactorA, g.Infos.GetValueOrDefault(factors.A), l.Name);
                 AddOutput(graph, outputs, g, factors.G, TensorRole.FactorG, g.Infos.GetValueOrDefault(factors.G), l.Name);
             }

@@ -12,12 +12,19 @@ namespace OnnxKfac.Graph.Tests.Training;
 /// </summary>
 public class FactorStatisticsTests
 {
-    private static (TrainingGraph Graph, Dictionary<string, TestTensor> Out, Fixture F) Run(string fixture, double fraction = 1, bool sampled = true)
+    /// <param name="wholeBatch">
+    /// Also expose every parameter's sampled gradient, which needs the sampled pass over the
+    /// whole batch; otherwise a fraction below 1 runs it over a forward clone of the first
+    /// ⌈f·N⌉ examples (ExampleSubset).
+    /// </param>
+    private static (TrainingGraph Graph, Dictionary<string, TestTensor> Out, Fixture F) Run(string fixture, double fraction = 1, bool sampled = true,
+        bool wholeBatch = false)
     {
         var f = Fixture.Load(fixture);
         var options = new TrainingGraphOptions(f.LossOptions)
         {
             SampledFisher = sampled, FactorStatistics = true, ConvPatches = true, StatisticsFraction = fraction,
+            SampledGradients = wholeBatch ? ["*"] : [],
         };
         var tg = TrainingGraphBuilder.Build(f.Model, options);
         var feed = new Dictionary<string, TestTensor>(f.Inputs) { [tg.Manifest.Loss.Target] = f.Target };
@@ -29,6 +36,16 @@ public class FactorStatisticsTests
         }
         using var ort = new Ort(tg.Model);
         return (tg, ort.Run(feed), f);
+    }
+
+    /// <summary>Null when <paramref name="actual"/> matches, else where it does not.</summary>
+    private static string? Mismatch(double[] expected, double[] actual, string what)
+    {
+        if (expected.Length != actual.Length) return $"{what}: {actual.Length} values, expected {expected.Length}";
+        double scale = Math.Max(1e-12, expected.Max(Math.Abs));
+        for (int k = 0; k < expected.Length; k++)
+            if (Math.Abs(expected[k] - actual[k]) > 1e-5 * scale) return $"{what}[{k}]: {actual[k]} vs {expected[k]} (scale {scale})";
+        return null;
     }
 
     private static void AssertClose(double[] expected, double[] actual, string what)
@@ -50,15 +67,18 @@ public class FactorStatisticsTests
     }
 
     [Theory]
-    [InlineData("mlp_opset17", 1.0)]
-    [InlineData("mlp_opset13", 0.5)]
-    [InlineData("autoencoder_bce_opset17", 1.0)]
-    [InlineData("transformer_opset17", 1.0)]
-    [InlineData("transformer_opset13", 0.5)]
-    public void DenseFactorsAreTheMeanOuterProductsOfTheTaps(string fixture, double fraction)
+    [InlineData("mlp_opset17", 1.0, false)]
+    [InlineData("mlp_opset13", 0.5, false)]
+    [InlineData("mlp_opset13", 0.5, true)]
+    [InlineData("autoencoder_bce_opset17", 1.0, false)]
+    [InlineData("autoencoder_bce_opset17", 0.25, false)]
+    [InlineData("transformer_opset17", 1.0, false)]
+    [InlineData("transformer_opset13", 0.5, false)]
+    [InlineData("transformer_opset13", 0.5, true)]
+    public void DenseFactorsAreTheMeanOuterProductsOfTheTaps(string fixture, double fraction, bool wholeBatch)
     {
-        var (tg, outs, f) = Run(fixture, fraction);
-        int n = (int)f.Target.Shape[0];
+        var (tg, outs, f) = Run(fixture, fraction, wholeBatch: wholeBatch);
+        int n = (int)f.Target.Shape[0], seen = Math.Max(1, (int)Math.Ceiling(fraction * n));
         var dense = tg.Manifest.Layers.Where(l => l.Kind == LayerKind.Dense).ToArray();
         Assert.NotEmpty(dense);
         foreach (var l in dense)
@@ -66,33 +86,103 @@ public class FactorStatisticsTests
             var a = outs[l.Outputs.Input!];
             var g = outs[l.Outputs.SampledPreactivationGradient!];
             int din = (int)l.InFeatures, dout = (int)l.OutFeatures, dA = din + (l.Bias is null ? 0 : 1);
-            // Statistics see the first ⌈f·D⌉ entries of the layer's leading axis D (the batch, or
-            // the sequence in seq-first attention); G is rescaled by all rows / rows seen.
-            int lead = (int)a.Shape[0], total = a.Data.Length / din;
-            int rows = Math.Max(1, (int)Math.Ceiling(fraction * lead)) * (total / lead);
-            var aRows = Enumerable.Range(0, rows).Select(r =>
-            {
-                var row = new double[dA];
-                for (int i = 0; i < din; i++) row[i] = a.Data[r * din + i] * l.Alpha;
-                if (l.Bias is not null) row[din] = l.Beta;
-                return row;
-            }).ToArray();
-            var gRows = Enumerable.Range(0, rows).Select(r => g.Data.Skip(r * dout).Take(dout).ToArray()).ToArray();
-            AssertClose(Gram(aRows, dA, 1.0 / rows), outs[l.Outputs.FactorA!].Data, $"{l.Name} A");
-            // G is the Fisher of the real loss: N²/D with D its mean denominator (N for cross-entropy, every element for bce).
+            int total = a.Data.Length / din, tapRows = g.Data.Length / dout;
             double denominator = f.LossOptions.Kind == Graph.Losses.LossKind.CrossEntropy ? n : f.Target.Count;
-            AssertClose(Gram(gRows, dout, (double)n * n / denominator * total / rows), outs[l.Outputs.FactorG!].Data, $"{l.Name} G");
+            // Whole batch: statistics see the first ⌈f·D⌉ entries of the layer's leading axis D
+            // (the batch, or the sequence in seq-first attention), and the sampled tap has every row.
+            // Subset: the sampled pass ran over the first ⌈f·N⌉ examples only, so its tap holds
+            // exactly their rows (all positions) and nothing else: ⌈f·N⌉/N of the rows, laid out
+            // example-major ([N, ...] or [N·T]) or, for seq-first layers ([T, N, ...] or [T·N]),
+            // position-major. Each layout maps a row r of the input tap to a row of the sampled tap
+            // or to none; the factors must match one of them. G is rescaled by all rows / rows seen.
+            if (!wholeBatch && seen < n) Assert.True(tapRows < total, $"{l.Name}: the sampled pass should run over the first {seen} of {n} examples only");
+            var layouts = new List<Func<int, int>>();
+            if (wholeBatch || tapRows == total)
+            {
+                Assert.Equal(total, tapRows);
+                int lead = (int)a.Shape[0], kept = Math.Max(1, (int)Math.Ceiling(fraction * lead)) * (total / lead);
+                layouts.Add(r => r < kept ? r : -1);
+            }
+            else
+            {
+                Assert.Equal(total / n * seen, tapRows);
+                layouts.Add(r => r < tapRows ? r : -1);                                               // example-major
+                layouts.Add(r => r % n < seen ? r / n * seen + r % n : -1);                           // position-major
+            }
+            var mismatches = new List<string>();
+            foreach (var layout in layouts)
+            {
+                var aRows = new List<double[]>();
+                var gRows = new List<double[]>();
+                for (int r = 0; r < total; r++)
+                {
+                    int gr = layout(r);
+                    if (gr < 0) continue;
+                    var row = new double[dA];
+                    for (int i = 0; i < din; i++) row[i] = a.Data[r * din + i] * l.Alpha;
+                    if (l.Bias is not null) row[din] = l.Beta;
+                    aRows.Add(row);
+                    gRows.Add(g.Data.Skip(gr * dout).Take(dout).ToArray());
+                }
+                int rows = aRows.Count;
+                // G is the Fisher of the real loss: N²/D with D its mean denominator (N for cross-entropy, every element for bce).
+                string? why = Mismatch(Gram(aRows, dA, 1.0 / rows), outs[l.Outputs.FactorA!].Data, $"{l.Name} A")
+                    ?? Mismatch(Gram(gRows, dout, (double)n * n / denominator * total / rows), outs[l.Outputs.FactorG!].Data, $"{l.Name} G");
+                if (why is null) break;
+                mismatches.Add(why);
+            }
+            Assert.True(mismatches.Count < layouts.Count, string.Join("; ", mismatches));
             Assert.Equal(new long[] { 1, dA, dA }, outs[l.Outputs.FactorA!].Shape);
         }
     }
 
+    /// <summary>
+    /// The sampled pass over a forward clone of the first examples gives the statistics the
+    /// pass over the whole batch gives (its rows sliced afterwards) for every layer whose rows
+    /// are example-major, through recurrences, attention with masks, embeddings, several inputs
+    /// and convolutions; seq-first layers are compared through the dense test above.
+    /// </summary>
     [Theory]
-    [InlineData("cnn_opset17", 1.0)]
-    [InlineData("cnn_opset13", 0.75)]
-    [InlineData("resnet_opset17", 1.0)]
-    public void ConvFactorsArePatchByPatchSumsPerGroup(string fixture, double fraction)
+    [InlineData("gpt_opset17")]
+    [InlineData("lstm_opset17")]
+    [InlineData("gru_opset13")]
+    [InlineData("masked_encoder_opset17")]
+    [InlineData("two_tower_opset17")]
+    [InlineData("token_mask_opset17")]
+    [InlineData("audio_conv1d_opset17")]
+    [InlineData("tv_mobilenet_v3_opset13")]
+    [InlineData("float_int_opset17")]
+    public void SubsetPassGivesTheWholeBatchStatistics(string fixture)
     {
-        var (tg, outs, f) = Run(fixture, fraction);
+        var (tg, subset, f) = Run(fixture, 0.5);
+        var (whole, full, _) = Run(fixture, 0.5, wholeBatch: true);
+        Assert.Contains(tg.Model.Graph.Node, node => node.Name.StartsWith("sampled/subset/", StringComparison.Ordinal));
+        Assert.DoesNotContain(whole.Model.Graph.Node, node => node.Name.StartsWith("sampled/subset/", StringComparison.Ordinal));
+        int n = (int)f.Target.Shape[0], compared = 0;
+        foreach (var l in tg.Manifest.Layers)
+        {
+            var w = whole.Manifest.Layers.Single(x => x.Name == l.Name);
+            Assert.True(subset[l.Outputs.SampledPreactivationGradient!].Data.Length < full[w.Outputs.SampledPreactivationGradient!].Data.Length,
+                $"{l.Name}: the subset's sampled pass should see fewer rows");
+            // Example-major rows: the input tap's first axis is the batch ([N, ...], not [N·T] or [T, N]).
+            var a = full[w.Outputs.Input!];
+            if (a.Shape[0] != n || (a.Shape.Length == 2 && l.Kind == LayerKind.Dense && l.InputRank > 2)) continue;
+            AssertClose(full[w.Outputs.FactorA!].Data, subset[l.Outputs.FactorA!].Data, $"{l.Name} A");
+            AssertClose(full[w.Outputs.FactorG!].Data, subset[l.Outputs.FactorG!].Data, $"{l.Name} G");
+            compared++;
+        }
+        Assert.True(compared > 0, "no example-major layer was compared");
+    }
+
+    [Theory]
+    [InlineData("cnn_opset17", 1.0, false)]
+    [InlineData("cnn_opset13", 0.75, false)]
+    [InlineData("cnn_opset13", 0.75, true)]
+    [InlineData("resnet_opset17", 1.0, false)]
+    [InlineData("resnet_opset17", 0.5, false)]
+    public void ConvFactorsArePatchByPatchSumsPerGroup(string fixture, double fraction, bool wholeBatch)
+    {
+        var (tg, outs, f) = Run(fixture, fraction, wholeBatch: wholeBatch);
         int n = (int)f.Target.Shape[0], seen = Math.Max(1, (int)Math.Ceiling(fraction * n));
         var convs = tg.Manifest.Layers.Where(l => l.Kind == LayerKind.Conv).ToArray();
         Assert.NotEmpty(convs);
@@ -100,7 +190,8 @@ public class FactorStatisticsTests
         foreach (var l in convs)
         {
             var patches = outs[l.Outputs.Patches!];                       // [N, C_in·k, L...]
-            var g = outs[l.Outputs.SampledPreactivationGradient!];        // [N, C_out, L...]
+            var g = outs[l.Outputs.SampledPreactivationGradient!];        // [N, C_out, L...]; [⌈f·N⌉, ...] over a subset
+            Assert.Equal(wholeBatch ? n : seen, g.Shape[0]);
             int groups = (int)l.Groups, perIn = (int)l.InFeatures, cout = (int)l.OutFeatures, perOut = cout / groups;
             int cols = perIn * groups;
             int positions = (int)(patches.Data.Length / n / cols);
