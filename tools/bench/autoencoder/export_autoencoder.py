@@ -4,12 +4,12 @@
 (logits; the loss is BCE-with-logits against the input pixels). Exported to ONNX with a dynamic
 batch; every optimizer in tools/bench/autoencoder starts from these weights.
 
-    /usr/bin/python3 tools/bench/autoencoder/export_autoencoder.py OUT_DIR [--seed 0]
+    /usr/bin/python3 tools/bench/autoencoder/export_autoencoder.py OUT_DIR [--seed 0] [--init default|sparse]
 
 Writes OUT_DIR/autoencoder.onnx (input 'x' [N, 784], output 'logits' [N, 784]). The PyTorch
 benchmarks (ae_torch.py) build the same module and load the same weights from that file, so the
-two sides start equal. Initialisation: PyTorch's default nn.Linear init under torch.manual_seed(seed)
-(the paper used sparse initialisation; this is a stated deviation).
+two sides start equal. Initialisation (--init): PyTorch's default nn.Linear init under torch.manual_seed(seed), or
+the paper's sparse initialisation (Martens 2010: 15 incoming N(0, 1) weights per unit, biases 0).
 """
 import argparse
 import os
@@ -37,9 +37,27 @@ class Autoencoder(nn.Module):
         return h
 
 
-def build(seed=0):
+def build(seed=0, init="default"):
     torch.manual_seed(seed)
-    return Autoencoder()
+    model = Autoencoder()
+    if init == "sparse":
+        sparse_init(model)
+    return model
+
+
+def sparse_init(model, nonzero=15):
+    """Martens (2010)'s sparse initialisation, which Martens & Grosse (2015) use for these
+    autoencoders: every unit gets `nonzero` incoming weights drawn from N(0, 1), all other
+    weights and every bias 0 (a layer with fewer inputs keeps all of them)."""
+    with torch.no_grad():
+        for layer in model.layers:
+            out_f, in_f = layer.weight.shape
+            w = torch.zeros(out_f, in_f)
+            k = min(nonzero, in_f)
+            for o in range(out_f):
+                w[o, torch.randperm(in_f)[:k]] = torch.randn(k)
+            layer.weight.copy_(w)
+            layer.bias.zero_()
 
 
 def load_onnx_weights(model, path):
@@ -58,9 +76,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", choices=["default", "sparse"], default="default",
+                    help="default: PyTorch's nn.Linear init; sparse: Martens (2010), the paper's")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    model = build(a.seed).eval()
+    model = build(a.seed, a.init).eval()
     path = os.path.join(a.out, "autoencoder.onnx")
     torch.onnx.export(model, torch.rand(2, 784), path, input_names=["x"], output_names=["logits"],
                       dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}}, opset_version=17, do_constant_folding=True)

@@ -148,6 +148,8 @@ def main():
         w("")
         w("K-FAC step broken down (ms per update; forward+backward = the SGD graph's Run; sampled backward = the Run with the "
           "sampled-Fisher pass minus that; statistics = the K-FAC graph's Run minus the Fisher graph's, plus K-FAC's C# fold; "
+          "with a statistics fraction below 1 the sampled pass runs over a forward clone of the first ⌈f·N⌉ examples inside the "
+          "K-FAC graph, so that row's sampled backward and statistics are one figure, the K-FAC graph's Run minus the SGD graph's; "
           "inverses, preconditioning, coefficients (ν) and apply from `KfacOptimizer.Timings`):")
         w("")
         w("| batch | threads | stats fraction | fwd+bwd | sampled bwd | statistics (graph + fold) | inverses (amortized) | preconditioning | ν + apply | K-FAC step | SGD step | K-FAC/SGD | PyTorch K-FAC step | goal |")
@@ -168,7 +170,8 @@ def main():
                 frac = ss[0][key + "_fraction"]
                 goal = "≤ 3" if b == 256 else ("≤ 2" if frac < 1 else "")
                 ptk = [s["best"]["kfac_step"]["mean"] for s in ts if s["best"].get("kfac_fraction") == frac] if key == "kfac_fraction" or frac == 1 else []
-                w(f"| {b} | {t} | {frac:g} | {fb:.1f} | {fi - fb:.1f} | {kr - fi:.1f} + {ph['statistics']:.1f} | {ph['inverses']:.1f} | "
+                sampled = f"{fi - fb:.1f} | {kr - fi:.1f}" if frac == 1 else f"(in statistics) | {kr - fb:.1f}"
+                w(f"| {b} | {t} | {frac:g} | {fb:.1f} | {sampled} + {ph['statistics']:.1f} | {ph['inverses']:.1f} | "
                   f"{ph['preconditioning']:.1f} | {ph['coefficients'] + ph['apply']:.1f} | {spread(ks, '{:.1f}')} | {med(lambda s: s['sgd_step']['mean']):.1f} | "
                   f"{spread(rat)} | {spread(ptk, '{:.1f}')} | {goal} |")
         w("")
