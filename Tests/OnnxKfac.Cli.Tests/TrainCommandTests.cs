@@ -136,6 +136,23 @@ public sealed class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void KfacWithAStatisticsFractionTrainsTheEmbeddedDefault()
+    {
+        // Statistics on the first quarter of each batch: the sampled pass runs over a forward clone of those examples.
+        AssertOk(Run("train", "--optimizer", "kfac", "--kfac-stats-fraction", "0.25", "--max-steps", "30", "--report", _dir["f.json"]));
+        var report = TrainData.Report(_dir["f.json"]);
+        Assert.Equal(0.25, report.GetProperty("config").GetProperty("kfac_stats_fraction").GetDouble());
+        var losses = TrainData.StepLosses(report);
+        Assert.Equal(30, losses.Length);
+        Assert.All(losses, l => Assert.True(double.IsFinite(l)));
+        // The statistics differ from the whole batch's, so the trajectory does (after the first update).
+        AssertOk(Run("train", "--optimizer", "kfac", "--max-steps", "30", "--report", _dir["whole.json"]));
+        Assert.NotEqual(TrainData.StepLosses(TrainData.Report(_dir["whole.json"])), losses);
+        var metrics = report.GetProperty("metrics");
+        Assert.True(metrics.GetProperty("test_accuracy").GetDouble() > 0.72, metrics.ToString());
+    }
+
+    [Fact]
     public void AdamIsTorchAdamWithCoupledWeightDecayNotAdamW()
     {
         AssertOk(Train("--epochs", "1", "--optimizer", "adam", "--weight-decay", "0.1", "--report", _dir["adam.json"]));
