@@ -230,6 +230,7 @@ public static class TrainingGraphBuilder
         }
         g.Commit();
         Pruning.RemoveDeadNodes(graph);
+        Pruning.FoldOutputIdentities(graph);
         model.ProducerName = "onnx-kfac";
         var o2 = options.Loss;
         var manifest = new TrainingManifest
