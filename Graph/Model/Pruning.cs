@@ -37,6 +37,12 @@ public static class Pruning
     /// </summary>
     public static void FoldOutputIdentities(GraphProto graph)
     {
+        // A fold can leave an Identity naming an output (Identity → Identity → output): repeat.
+        while (FoldOnce(graph)) { }
+    }
+
+    private static bool FoldOnce(GraphProto graph)
+    {
         var outputs = new HashSet<string>(graph.Output.Select(o => o.Name), StringComparer.Ordinal);
         var fixedNames = new HashSet<string>(graph.Input.Select(i => i.Name).Concat(graph.Initializer.Select(t => t.Name)), StringComparer.Ordinal);
         var subgraphReads = new HashSet<string>(StringComparer.Ordinal);
@@ -58,7 +64,7 @@ public static class Pruning
             rename[from] = to;
             dropped.Add(n);
         }
-        if (rename.Count == 0) return;
+        if (rename.Count == 0) return false;
         var live = graph.Node.Where(n => !dropped.Contains(n)).ToArray();
         foreach (var n in live)
         {
@@ -68,6 +74,7 @@ public static class Pruning
         graph.Node.Clear();
         graph.Node.Add(live);
         foreach (var vi in graph.ValueInfo.Where(v => rename.ContainsKey(v.Name)).ToArray()) graph.ValueInfo.Remove(vi);
+        return true;
     }
 
     // Control-flow nodes read outer tensors from inside their bodies: keep them and what they read.
