@@ -345,14 +345,25 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
             else Distributed(collectives).Run();   // each rank inverts its share of the blocks, then all broadcast
             bool finite = true;
             foreach (var b in _blocks) finite &= b.InverseIsFinite();
-            if (attempt == 0 && _lapack is not null)
-                LastStep = LastStep with { NotPositiveDefinite = _blocks.Sum(b => b.DampedFactors.Sum(f => f.NotPositiveDefinite)) };
+            if (attempt == 0 && _lapack is not null) LastStep = LastStep with { NotPositiveDefinite = NotPositiveDefinite() };
             if (finite || attempt == 3) break;
             _boost *= 10;   // a singular or non-finite factor: more damping, then try again
         }
         _boost = 1;
         _hasInverses = true;
         LastStep = LastStep with { RefreshedInverses = true };
+    }
+
+    /// <summary>Damped factor groups the last Cholesky refresh found not positive definite (a loop: a refresh allocates nothing).</summary>
+    private int NotPositiveDefinite()
+    {
+        int n = 0;
+        foreach (var b in _blocks)
+        {
+            var factors = b.DampedFactors;
+            for (int i = 0; i < factors.Count; i++) n += factors[i].NotPositiveDefinite;
+        }
+        return n;
     }
 
     private DistributedInverses Distributed(ICollectives collectives) => _distributed ??=
