@@ -30,8 +30,9 @@ internal sealed class ProgramBindings
 /// <summary>
 /// One block of K-FAC's block-diagonal Fisher: the parameters it covers, its statistics, its
 /// (damped) inverse and how it preconditions their gradients. Dense math that is more than
-/// element-wise goes into the two ONNX Runtime programs the optimizer builds from every
-/// block's <see cref="EmitInverse"/> and <see cref="EmitPrecondition"/>.
+/// element-wise goes into the programs the optimizer builds from every block's
+/// <see cref="DampedFactors"/> (Cholesky through OpenBLAS, or <see cref="EmitInverse"/>'s ONNX
+/// Runtime program) and <see cref="EmitPrecondition"/>.
 /// </summary>
 internal abstract class CurvatureBlock(string name, string kind, string reason, Slot[] slots)
 {

@@ -23,6 +23,7 @@ internal sealed class EmbeddingBlock : FactoredBlock
         _aInvDiag = GC.AllocateArray<float>(_vocab, pinned: true);
         _gInv = GC.AllocateArray<float>(_d * _d, pinned: true);
         _g = new DampedFactor(G, 1, _d, _gInv);
+        DampedFactors = [_g];
     }
 
     public override double Pi => _pi;
@@ -41,9 +42,7 @@ internal sealed class EmbeddingBlock : FactoredBlock
     public override bool InverseIsFinite() => Valid = AllFinite(_gInv) && AllFinite(_aInvDiag);
 
     // The diagonal A side is computed on every rank (PrepareInverse); only G's inverse is shared.
-    public override IReadOnlyList<DampedFactor> DampedFactors => _factors ??= [_g];
-
-    private DampedFactor[]? _factors;
+    public override IReadOnlyList<DampedFactor> DampedFactors { get; }
 
     public override void EmitPrecondition(ProgramBuilder pb, ProgramBindings b)
     {

@@ -34,6 +34,7 @@ internal sealed class KroneckerBlock : FactoredBlock
         _gInv = Pinned(G.Length);
         _a = new DampedFactor(A, _groups, _dA, _aInv);
         _g = new DampedFactor(G, _groups, _dG, _gInv);
+        DampedFactors = [_a, _g];
         _pi = new double[_groups];
     }
 
@@ -72,9 +73,7 @@ internal sealed class KroneckerBlock : FactoredBlock
         return t;
     }
 
-    public override IReadOnlyList<DampedFactor> DampedFactors => _factors ??= [_a, _g];
-
-    private DampedFactor[]? _factors;
+    public override IReadOnlyList<DampedFactor> DampedFactors { get; }
 
     public override bool InverseIsFinite() => Valid = AllFinite(_aInv) && AllFinite(_gInv);
 
