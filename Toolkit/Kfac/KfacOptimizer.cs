@@ -113,7 +113,10 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     /// <summary>How the damped factors are inverted: <see cref="KfacOptions.InverseMethod"/> resolved (never Auto).</summary>
     public KfacInverseMethod InverseMethod { get; }
 
-    /// <summary>The inverse route in words, for logs: "cholesky (OpenBLAS libopenblas.so.0, 1 thread)" or "onnxruntime (LU, float32)".</summary>
+    /// <summary>
+    /// The inverse route in words, for logs: "cholesky (OpenBLAS libopenblas.so.0, float64, 1 thread)"
+    /// or "onnxruntime (com.microsoft.Inverse, LU, float32)".
+    /// </summary>
     public string InverseRoute => _lapack is null
         ? "onnxruntime (com.microsoft.Inverse, LU, float32)"
         : $"cholesky (OpenBLAS {_lapack.Path}, float64, {InverseThreads} thread{(InverseThreads == 1 ? "" : "s")})";
@@ -121,10 +124,13 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     /// <summary>OpenBLAS's threads: the session's intra-op count (all cores when it is ONNX Runtime's default).</summary>
     private int InverseThreads => _runtime?.Threads is > 0 and int n ? n : Environment.ProcessorCount;
 
+    /// <summary>How the error begins when <see cref="KfacInverseMethod.Cholesky"/> was asked for and OpenBLAS does not load.</summary>
+    public const string CholeskyUnavailable = "K-FAC's Cholesky inverses need OpenBLAS";
+
     private static OpenBlasLibrary LoadOpenBlas()
     {
         try { return OpenBlasLibrary.Load(); }
-        catch (OnnxKfacException e) { throw new OnnxKfacException($"K-FAC's Cholesky inverses (InverseMethod Cholesky): {e.Message}", e); }
+        catch (OnnxKfacException e) { throw new OnnxKfacException($"{CholeskyUnavailable}: {e.Message}", e); }
     }
 
     /// <summary>The damping λ now.</summary>

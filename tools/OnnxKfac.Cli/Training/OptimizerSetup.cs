@@ -93,7 +93,7 @@ internal static class OptimizerSetup
                     var options = Kfac(cfg, schedule, stepsPerEpoch) with { Groups = groups };
                     try { return new KfacOptimizer(session, options); }
                     catch (OnnxKfacException e) when (e.Message.StartsWith("--kfac-block", StringComparison.Ordinal)) { throw cfg.Error("kfac_block", e.Message["--kfac-block".Length..].TrimStart(':', ' '), e); }
-                    catch (OnnxKfacException e) when (e.Message.Contains("OpenBLAS", StringComparison.Ordinal)) { throw cfg.Error("kfac_inverse", e.Message, e); }
+                    catch (OnnxKfacException e) when (e.Message.StartsWith(KfacOptimizer.CholeskyUnavailable, StringComparison.Ordinal)) { throw cfg.Error("kfac_inverse", e.Message, e); }
                 default:
                     throw cfg.Error("optimizer", $"unknown optimizer '{kind}'; expected kfac, sgd, adamw or adam");
             }
