@@ -17,6 +17,14 @@ if ! command -v mpirun >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/
   { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq openmpi-bin libopenmpi-dev; } >/dev/null 2>&1 ||
     echo "could not install Open MPI: the multi-rank tests will be skipped"
 fi
+# OpenBLAS for K-FAC's Cholesky inverses (Tests/OnnxKfac.Toolkit.Tests/Kfac/CholeskyInverseTests.cs):
+# those tests fail, not skip, without it.
+if ! { [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libopenblas.so.0 ] || ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0'; } &&
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing libopenblas0-pthread (for K-FAC's Cholesky inverses)"
+  { timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq libopenblas0-pthread; } >/dev/null 2>&1 ||
+    echo "could not install libopenblas0-pthread: the Cholesky inverse tests will fail"
+fi
 # clang and zlib for the NativeAOT publish test (Tests/OnnxKfac.Cli.Tests/PublishTests.cs; skipped without them).
 if { ! command -v clang >/dev/null || [ ! -e /usr/include/zlib.h ]; } && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing clang and zlib1g-dev (for the NativeAOT publish test)"

@@ -131,7 +131,8 @@ public sealed class PackagingTests(PackagesFixture packages, ITestOutputHelper l
 /// <summary>Runs a program to completion; its output (stdout and stderr), or a failed assertion showing it.</summary>
 internal static class Shell
 {
-    public static string Run(string file, IEnumerable<string> args, string workingDirectory, TimeSpan timeout, IDictionary<string, string?>? env = null)
+    /// <param name="exitCode">The exit status expected (default 0).</param>
+    public static string Run(string file, IEnumerable<string> args, string workingDirectory, TimeSpan timeout, IDictionary<string, string?>? env = null, int exitCode = 0)
     {
         var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = workingDirectory };
         foreach (var a in args) psi.ArgumentList.Add(a);
@@ -150,7 +151,7 @@ internal static class Shell
             Assert.Fail($"{file} {string.Join(' ', args)}: still running after {timeout}");
         }
         string output = stdout.Result + stderr.Result;
-        Assert.True(p.ExitCode == 0, $"{file} {string.Join(' ', args)}: exit {p.ExitCode}\n{output}");
+        Assert.True(p.ExitCode == exitCode, $"{file} {string.Join(' ', args)}: exit {p.ExitCode}, expected {exitCode}\n{output}");
         return output;
     }
 }

@@ -131,6 +131,7 @@ public sealed class TrainCommandTests : IDisposable
         var r = AssertOk(Run("train", "--optimizer", "kfac", "--max-steps", "30", "--report", _dir["r.json"]));   // the documented defaults: lr 0.003, λ 0.01
         Assert.Contains("kfac lr 0.003", r.Out);
         Assert.Contains("kfac: damping 0.01; K-FAC's own time: statistics", r.Out);
+        Assert.Contains("kfac: inverses by cholesky (OpenBLAS libopenblas.so.0, float64, ", r.Out);   // auto: tools/test.sh installs OpenBLAS
         var metrics = TrainData.Report(_dir["r.json"]).GetProperty("metrics");
         Assert.True(metrics.GetProperty("test_accuracy").GetDouble() > 0.728, metrics.ToString());
     }
@@ -150,6 +151,23 @@ public sealed class TrainCommandTests : IDisposable
         Assert.NotEqual(TrainData.StepLosses(TrainData.Report(_dir["whole.json"])), losses);
         var metrics = report.GetProperty("metrics");
         Assert.True(metrics.GetProperty("test_accuracy").GetDouble() > 0.72, metrics.ToString());
+    }
+
+    [Fact]
+    public void KfacInverseChoosesTheRouteAndBothTrainAlike()
+    {
+        var losses = new Dictionary<string, double[]>();
+        foreach (var (flag, route) in new[] { ("ort", "kfac: inverses by onnxruntime (com.microsoft.Inverse, LU, float32)"), ("cholesky", "kfac: inverses by cholesky (OpenBLAS") })
+        {
+            var r = AssertOk(Run("train", "--optimizer", "kfac", "--max-steps", "8", "--kfac-inverse-every", "2", "--threads", "1",
+                "--kfac-inverse", flag, "--report", _dir[$"{flag}.json"]));
+            Assert.Contains(route, r.Out);
+            var report = TrainData.Report(_dir[$"{flag}.json"]);
+            Assert.Equal(flag, report.GetProperty("config").GetProperty("kfac_inverse").GetString());
+            losses[flag] = TrainData.StepLosses(report);
+        }
+        Assert.Equal(8, losses["ort"].Length);
+        for (int i = 0; i < 8; i++) Assert.True(Math.Abs(losses["ort"][i] - losses["cholesky"][i]) < 1e-3 * Math.Abs(losses["ort"][i]) + 1e-5, $"step {i + 1}: {losses["ort"][i]} vs {losses["cholesky"][i]}");
     }
 
     [Fact]

@@ -6,18 +6,19 @@ namespace OnnxKfac.Toolkit.Kfac;
 /// <summary>
 /// Data-parallel K-FAC's inverses as KAISA and kfac-jax divide them: each block's damped
 /// inverses are computed on one rank (blocks assigned largest first to the least loaded rank,
-/// by the d³ cost of their inverses), in one ONNX Runtime program over that rank's blocks, and
+/// by the d³ cost of their inverses), in one inverse program over that rank's blocks (Cholesky or
+/// ONNX Runtime), and
 /// broadcast from it: one broadcast per rank, of all its blocks' inverse buffers packed.
 /// Every rank ends with the same inverses, and the inversion cost divides across ranks.
 /// </summary>
 internal sealed class DistributedInverses : IDisposable
 {
     private readonly ICollectives _collectives;
-    private readonly OrtProgram? _own;
+    private readonly IKfacProgram? _own;
     private readonly List<float[]>[] _buffers;   // per owner rank: its blocks' inverse buffers, in block order
     private readonly float[][] _packed;
 
-    public DistributedInverses(IReadOnlyList<CurvatureBlock> blocks, ICollectives collectives, Func<IEnumerable<CurvatureBlock>, OrtProgram?> build)
+    public DistributedInverses(IReadOnlyList<CurvatureBlock> blocks, ICollectives collectives, Func<IEnumerable<CurvatureBlock>, IKfacProgram?> build)
     {
         _collectives = collectives;
         Owners = Assign(blocks, collectives.Size);

@@ -3,6 +3,7 @@ using OnnxKfac.Graph;
 using OnnxKfac.Graph.Proto;
 using OnnxKfac.Graph.Training;
 using OnnxKfac.Toolkit.Kfac.Blocks;
+using OnnxKfac.Toolkit.Numerics;
 using OnnxKfac.Toolkit.Optim;
 using OnnxKfac.Toolkit.Runtime;
 
@@ -12,7 +13,8 @@ namespace OnnxKfac.Toolkit.Kfac;
 /// K-FAC (Martens &amp; Grosse 2015; KFC for convolutions) over a training graph built with
 /// <see cref="KfacOptions.Configure"/>: the graph emits each layer's factor statistics (and the
 /// sampled-target pass of the true Fisher); this stage keeps the running factors, their damped
-/// inverses (refreshed every T_inv updates in an ONNX Runtime program), preconditions every
+/// inverses (refreshed every T_inv updates, by Cholesky through OpenBLAS or in an ONNX Runtime
+/// program: <see cref="KfacOptions.InverseMethod"/>), preconditions every
 /// gradient in a second program and applies the KL-clipped momentum update or the paper's
 /// exact-quadratic α/μ update, with fixed, scheduled or Levenberg–Marquardt damping.
 /// The formulas are in Toolkit/Kfac/README.md.
@@ -31,7 +33,9 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     private readonly Slot[] _slots;
     private readonly IReadOnlyList<Parameter> _graphParameters;
     private readonly CurvatureBlock[] _blocks;
-    private readonly OrtProgram? _inverse, _precondition;
+    private readonly IKfacProgram? _inverse;
+    private readonly OrtProgram? _precondition;
+    private readonly OpenBlasLibrary? _lapack;
     private readonly TrainingSessionOptions? _runtime;
     private DistributedInverses? _distributed;
     private readonly float[][]? _snapshot;
@@ -81,8 +85,15 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         _lambda = _options.Damping;
 
         _runtime = runtime;
+        _lapack = _options.InverseMethod switch
+        {
+            KfacInverseMethod.Cholesky => LoadOpenBlas(),
+            KfacInverseMethod.Auto => OpenBlasLibrary.TryLoad(),
+            _ => null,
+        };
+        InverseMethod = _lapack is null ? KfacInverseMethod.OnnxRuntime : KfacInverseMethod.Cholesky;
+        _inverse = BuildInverse(_blocks, "inverse");
         using var ortOptions = (runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
-        _inverse = Build(ortOptions, "inverse", (b, pb, bind) => b.EmitInverse(pb, bind));
         _precondition = Build(ortOptions, "preconditioning", (b, pb, bind) => b.EmitPrecondition(pb, bind));
         if (_options.RollbackOnDivergence) _snapshot = [.. _slots.Select(s => new float[s.Parameter.Value.Length])];
         _lossOutput = manifest.Loss.Output;
@@ -98,6 +109,29 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     public IReadOnlyList<KfacBlockInfo> Blocks { get; }
 
     public KfacOptions Options => _options;
+
+    /// <summary>How the damped factors are inverted: <see cref="KfacOptions.InverseMethod"/> resolved (never Auto).</summary>
+    public KfacInverseMethod InverseMethod { get; }
+
+    /// <summary>
+    /// The inverse route in words, for logs: "cholesky (OpenBLAS libopenblas.so.0, float64, 1 thread)"
+    /// or "onnxruntime (com.microsoft.Inverse, LU, float32)".
+    /// </summary>
+    public string InverseRoute => _lapack is null
+        ? "onnxruntime (com.microsoft.Inverse, LU, float32)"
+        : $"cholesky (OpenBLAS {_lapack.Path}, float64, {InverseThreads} thread{(InverseThreads == 1 ? "" : "s")})";
+
+    /// <summary>OpenBLAS's threads: the session's intra-op count (all cores when it is ONNX Runtime's default).</summary>
+    private int InverseThreads => _runtime?.Threads is > 0 and int n ? n : Environment.ProcessorCount;
+
+    /// <summary>How the error begins when <see cref="KfacInverseMethod.Cholesky"/> was asked for and OpenBLAS does not load.</summary>
+    public const string CholeskyUnavailable = "K-FAC's Cholesky inverses need OpenBLAS";
+
+    private static OpenBlasLibrary LoadOpenBlas()
+    {
+        try { return OpenBlasLibrary.Load(); }
+        catch (OnnxKfacException e) { throw new OnnxKfacException($"{CholeskyUnavailable}: {e.Message}", e); }
+    }
 
     /// <summary>The damping λ now.</summary>
     public double Damping => _lambda;
@@ -117,6 +151,14 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
             manifest.Outputs.First(o => o.Role == TensorRole.SampledGradient && o.Of == info.Parameters[0]).Name, info.Reason),
         _ => new IdentityBlock(slots[info.Parameters[0]], info.Reason),
     };
+
+    /// <summary>The inverse refresh over <paramref name="blocks"/> by the resolved method; null when none has a factor to invert.</summary>
+    private IKfacProgram? BuildInverse(IEnumerable<CurvatureBlock> blocks, string what)
+    {
+        if (_lapack is not null) return CholeskyProgram.Create(_lapack, blocks, InverseThreads);
+        using var ortOptions = (_runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
+        return Build(ortOptions, what, (b, pb, bind) => b.EmitInverse(pb, bind), blocks);
+    }
 
     private OrtProgram? Build(Microsoft.ML.OnnxRuntime.SessionOptions options, string what, Action<CurvatureBlock, ProgramBuilder, ProgramBindings> emit,
         IEnumerable<CurvatureBlock>? blocks = null)
@@ -309,6 +351,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
             else Distributed(collectives).Run();   // each rank inverts its share of the blocks, then all broadcast
             bool finite = true;
             foreach (var b in _blocks) finite &= b.InverseIsFinite();
+            if (attempt == 0 && _lapack is not null) LastStep = LastStep with { NotPositiveDefinite = NotPositiveDefinite() };
             if (finite || attempt == 3) break;
             _boost *= 10;   // a singular or non-finite factor: more damping, then try again
         }
@@ -317,11 +360,20 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         LastStep = LastStep with { RefreshedInverses = true };
     }
 
-    private DistributedInverses Distributed(ICollectives collectives) => _distributed ??= new DistributedInverses(_blocks, collectives, owned =>
+    /// <summary>Damped factor groups the last Cholesky refresh found not positive definite (a loop: a refresh allocates nothing).</summary>
+    private int NotPositiveDefinite()
     {
-        using var ortOptions = (_runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
-        return Build(ortOptions, $"inverse (rank {collectives.Rank})", (b, pb, bind) => b.EmitInverse(pb, bind), owned);
-    });
+        int n = 0;
+        foreach (var b in _blocks)
+        {
+            var factors = b.DampedFactors;
+            for (int i = 0; i < factors.Count; i++) n += factors[i].NotPositiveDefinite;
+        }
+        return n;
+    }
+
+    private DistributedInverses Distributed(ICollectives collectives) => _distributed ??=
+        new DistributedInverses(_blocks, collectives, owned => BuildInverse(owned, $"inverse (rank {collectives.Rank})"));
 
     /// <summary>Phase 3: the gradient K-FAC preconditions, ∇ + η θ.</summary>
     private void PrepareGradients()
@@ -666,6 +718,11 @@ public readonly record struct KfacStepInfo()
     public int DroppedStatistics { get; init; }
     /// <summary>Parameters whose preconditioned gradient was not finite and fell back to the gradient.</summary>
     public int NonFinitePreconditioned { get; init; }
+    /// <summary>
+    /// Cholesky inverses: damped factors (per group) that were not positive definite at this update's
+    /// refresh, before the retries with more damping (counted on the rank that inverted them).
+    /// </summary>
+    public int NotPositiveDefinite { get; init; }
 }
 
 /// <summary>K-FAC's time per phase, accumulated over updates (seconds).</summary>

@@ -35,6 +35,20 @@ public enum FactorReduction
     EveryUpdate,
 }
 
+/// <summary>How the damped factors (symmetric positive definite) are inverted at a refresh.</summary>
+public enum KfacInverseMethod
+{
+    /// <summary><see cref="Cholesky"/> when OpenBLAS loads, else <see cref="OnnxRuntime"/>. Default.</summary>
+    Auto,
+    /// <summary>
+    /// dpotrf + dpotri on the float64 factors through OpenBLAS's LAPACK (libopenblas.so.0, Debian's
+    /// libopenblas0-pthread), on the host with the session's thread count; an error when OpenBLAS is missing.
+    /// </summary>
+    Cholesky,
+    /// <summary><c>com.microsoft.Inverse</c> (LU, float32) in an ONNX Runtime program on the session's device.</summary>
+    OnnxRuntime,
+}
+
 /// <summary>How the damping λ moves.</summary>
 public enum DampingAdaptation
 {
@@ -110,6 +124,9 @@ public sealed record KfacOptions
     } = 1;
 
     public FisherKind Fisher { get; init; } = FisherKind.True;
+
+    /// <summary>How the damped factors are inverted. Default <see cref="KfacInverseMethod.Auto"/>.</summary>
+    public KfacInverseMethod InverseMethod { get; init; } = KfacInverseMethod.Auto;
 
     /// <summary>Data-parallel: when the ranks' factor statistics are reduced. Default <see cref="FactorReduction.BeforeInverses"/>.</summary>
     public FactorReduction FactorReduction { get; init; } = FactorReduction.BeforeInverses;

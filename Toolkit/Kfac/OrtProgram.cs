@@ -84,11 +84,17 @@ internal sealed class ProgramBuilder
     public bool IsEmpty => _graph.Output.Count == 0;
 }
 
+/// <summary>A step of K-FAC's dense math over buffers bound once (an ONNX Runtime session, or LAPACK on the host).</summary>
+internal interface IKfacProgram : IDisposable
+{
+    void Run();
+}
+
 /// <summary>
 /// A <see cref="ProgramBuilder"/> model in an ONNX Runtime session whose inputs and outputs are
 /// bound once to pinned buffers the optimizer owns: a run allocates nothing.
 /// </summary>
-internal sealed class OrtProgram : IDisposable
+internal sealed class OrtProgram : IKfacProgram
 {
     private readonly InferenceSession _session;
     private readonly OrtIoBinding _binding;

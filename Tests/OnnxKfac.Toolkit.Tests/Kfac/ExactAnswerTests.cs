@@ -34,7 +34,7 @@ public sealed class ExactAnswerTests
         return m;
     }
 
-    private static (TrainingSession Session, BatchBinding Batch, float[] X) Open(KfacOptions options, LossKind loss = LossKind.Mse)
+    internal static (TrainingSession Session, BatchBinding Batch, float[] X) Open(KfacOptions options, LossKind loss = LossKind.Mse)
     {
         var session = TrainingSession.Create(Linear(), options.Configure(new TrainingGraphOptions(new LossOptions(loss))), new TrainingSessionOptions { Threads = 1 });
         var batch = session.Bind(N);

@@ -30,8 +30,9 @@ internal sealed class ProgramBindings
 /// <summary>
 /// One block of K-FAC's block-diagonal Fisher: the parameters it covers, its statistics, its
 /// (damped) inverse and how it preconditions their gradients. Dense math that is more than
-/// element-wise goes into the two ONNX Runtime programs the optimizer builds from every
-/// block's <see cref="EmitInverse"/> and <see cref="EmitPrecondition"/>.
+/// element-wise goes into the programs the optimizer builds from every block's
+/// <see cref="DampedFactors"/> (Cholesky through OpenBLAS, or <see cref="EmitInverse"/>'s ONNX
+/// Runtime program) and <see cref="EmitPrecondition"/>.
 /// </summary>
 internal abstract class CurvatureBlock(string name, string kind, string reason, Slot[] slots)
 {
@@ -77,16 +78,23 @@ internal abstract class CurvatureBlock(string name, string kind, string reason, 
     /// </summary>
     public virtual void Fold(double decay, bool countEmpty = false) { }
 
-    /// <summary>Computes π and the damped factors' inputs of the inverse program for γ = √(λ + η).</summary>
+    /// <summary>Computes π and the damping of every <see cref="DampedFactors"/> for γ = √(λ + η).</summary>
     public virtual void PrepareInverse(double gamma, double boost) { }
 
-    public virtual void EmitInverse(ProgramBuilder pb, ProgramBindings b) { }
+    /// <summary>The factors whose damped inverses this block needs (Kronecker: A and G; embedding: G).</summary>
+    public virtual IReadOnlyList<DampedFactor> DampedFactors => [];
 
-    /// <summary>The buffers the inverse program writes (what data-parallel K-FAC broadcasts from the rank that computed them).</summary>
-    public virtual IEnumerable<float[]> InverseBuffers => [];
+    /// <summary>This block's part of the ONNX Runtime inverse program (<see cref="KfacInverseMethod.OnnxRuntime"/>).</summary>
+    public void EmitInverse(ProgramBuilder pb, ProgramBindings b)
+    {
+        foreach (var f in DampedFactors) f.Emit(pb, b);
+    }
+
+    /// <summary>The buffers an inverse refresh writes (what data-parallel K-FAC broadcasts from the rank that computed them).</summary>
+    public IEnumerable<float[]> InverseBuffers => DampedFactors.Select(f => f.Inverse);
 
     /// <summary>The cost of this block's inverses (Σ d³), to spread them over ranks.</summary>
-    public virtual double InverseCost => 0;
+    public double InverseCost => DampedFactors.Sum(f => f.Cost);
 
     /// <summary>After the inverse program: whether every inverse is finite.</summary>
     public virtual bool InverseIsFinite() => true;

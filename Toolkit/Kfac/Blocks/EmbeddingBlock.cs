@@ -11,7 +11,8 @@ namespace OnnxKfac.Toolkit.Kfac.Blocks;
 internal sealed class EmbeddingBlock : FactoredBlock
 {
     private readonly int _vocab, _d;
-    private readonly float[] _aInvDiag, _gIn, _gDamp, _gInv;
+    private readonly float[] _aInvDiag, _gInv;
+    private readonly DampedFactor _g;
     private double _pi = 1;
 
     public EmbeddingBlock(LayerInfo layer, Slot weight, string reason)
@@ -20,9 +21,9 @@ internal sealed class EmbeddingBlock : FactoredBlock
         _vocab = checked((int)layer.InFeatures);
         _d = checked((int)layer.OutFeatures);
         _aInvDiag = GC.AllocateArray<float>(_vocab, pinned: true);
-        _gIn = GC.AllocateArray<float>(_d * _d, pinned: true);
         _gInv = GC.AllocateArray<float>(_d * _d, pinned: true);
-        _gDamp = GC.AllocateArray<float>(1, pinned: true);
+        _g = new DampedFactor(G, 1, _d, _gInv);
+        DampedFactors = [_g];
     }
 
     public override double Pi => _pi;
@@ -34,29 +35,14 @@ internal sealed class EmbeddingBlock : FactoredBlock
         trG /= _d;
         _pi = trA > 0 && trG > 0 && double.IsFinite(trA) && double.IsFinite(trG) ? Math.Clamp(Math.Sqrt(trA / trG), 1e-6, 1e6) : 1;
         for (int j = 0; j < _vocab; j++) _aInvDiag[j] = (float)(1 / (A[j] + _pi * gamma * boost));
-        _gDamp[0] = (float)(gamma / _pi * boost);
-        FactorMath.Narrow(G, _gIn);
-    }
-
-    public override void EmitInverse(ProgramBuilder pb, ProgramBindings b)
-    {
-        string id = $"e{b.Inputs.Count}";
-        long[] shape = [1, _d, _d];
-        string x = pb.Input(id, shape);
-        string lambda = pb.Input(id + "_damp", [1]);
-        b.Inputs.Add((x, _gIn, shape));
-        b.Inputs.Add((lambda, _gDamp, [1]));
-        string damped = pb.Op("Add", [x, pb.Op("Mul", [pb.Reshape(lambda, 1, 1, 1), pb.Reshape(pb.EyeOfFirst(x), 1, _d, _d)])]);
-        pb.Output(pb.Op("Inverse", [damped]), id + "_inv", shape);
-        b.Outputs.Add((id + "_inv", _gInv, shape));
+        _g.Shift[0] = gamma / _pi * boost;
+        _g.Prepare();
     }
 
     public override bool InverseIsFinite() => Valid = AllFinite(_gInv) && AllFinite(_aInvDiag);
 
     // The diagonal A side is computed on every rank (PrepareInverse); only G's inverse is shared.
-    public override IEnumerable<float[]> InverseBuffers => [_gInv];
-
-    public override double InverseCost => Math.Pow(_d, 3);
+    public override IReadOnlyList<DampedFactor> DampedFactors { get; }
 
     public override void EmitPrecondition(ProgramBuilder pb, ProgramBindings b)
     {

@@ -9,7 +9,7 @@ namespace OnnxKfac.Toolkit.Kfac.Blocks;
 /// A Kronecker-factored block (Toolkit/Kfac/README.md): a dense layer (2-D, or applied over
 /// extra axes in the expand form) or a convolution (KFC; grouped and depthwise convs are
 /// block-diagonal over their groups). Keeps Â and Ĝ ([groups, d, d], float64), their damped
-/// inverses (float32, refreshed by the inverse program) and preconditions
+/// inverses (float32, refreshed by Cholesky or the inverse program: <see cref="DampedFactor"/>) and preconditions
 /// V = (Ĝ + γ/π I)⁻¹ ∇W̄ (Â + πγ I)⁻¹ in the preconditioning program.
 /// </summary>
 internal sealed class KroneckerBlock : FactoredBlock
@@ -17,7 +17,8 @@ internal sealed class KroneckerBlock : FactoredBlock
     private readonly Slot _weight;
     private readonly Slot? _bias;
     private readonly int _groups, _dA, _dG, _perIn;
-    private readonly float[] _aIn, _gIn, _aDamp, _gDamp, _aInv, _gInv;
+    private readonly float[] _aInv, _gInv;
+    private readonly DampedFactor _a, _g;
     private readonly double[] _pi;
 
     public KroneckerBlock(LayerInfo layer, Slot weight, Slot? bias, string reason)
@@ -29,12 +30,11 @@ internal sealed class KroneckerBlock : FactoredBlock
         _perIn = checked((int)layer.InFeatures);
         _dA = _perIn + (bias is null ? 0 : 1);
         _dG = checked((int)(layer.OutFeatures / layer.Groups));
-        _aIn = Pinned(A.Length);
-        _gIn = Pinned(G.Length);
         _aInv = Pinned(A.Length);
         _gInv = Pinned(G.Length);
-        _aDamp = Pinned(_groups);
-        _gDamp = Pinned(_groups);
+        _a = new DampedFactor(A, _groups, _dA, _aInv);
+        _g = new DampedFactor(G, _groups, _dG, _gInv);
+        DampedFactors = [_a, _g];
         _pi = new double[_groups];
     }
 
@@ -58,11 +58,11 @@ internal sealed class KroneckerBlock : FactoredBlock
             double pi = trA > 0 && trG > 0 && double.IsFinite(trA) && double.IsFinite(trG) ? Math.Sqrt(trA / trG) : 1;
             pi = Math.Clamp(pi, 1e-6, 1e6);
             _pi[gi] = pi;
-            _aDamp[gi] = (float)(pi * gamma * boost);
-            _gDamp[gi] = (float)(gamma / pi * boost);
+            _a.Shift[gi] = pi * gamma * boost;
+            _g.Shift[gi] = gamma / pi * boost;
         }
-        FactorMath.Narrow(A, _aIn);
-        FactorMath.Narrow(G, _gIn);
+        _a.Prepare();
+        _g.Prepare();
     }
 
     private static double Trace(double[] m, int group, int d)
@@ -73,32 +73,9 @@ internal sealed class KroneckerBlock : FactoredBlock
         return t;
     }
 
-    public override void EmitInverse(ProgramBuilder pb, ProgramBindings b)
-    {
-        Emit(pb, b, "a", _aIn, _aDamp, _aInv, _dA);
-        Emit(pb, b, "g", _gIn, _gDamp, _gInv, _dG);
-    }
-
-    private void Emit(ProgramBuilder pb, ProgramBindings b, string which, float[] input, float[] damp, float[] inverse, int d)
-    {
-        string id = $"{which}{b.Inputs.Count}";
-        long[] shape = [_groups, d, d];
-        string x = pb.Input(id, shape);
-        string lambda = pb.Input(id + "_damp", [_groups]);
-        b.Inputs.Add((x, input, shape));
-        b.Inputs.Add((lambda, damp, [_groups]));
-        string eye = pb.EyeOfFirst(x);
-        string damped = pb.Op("Add", [x, pb.Op("Mul", [pb.Reshape(lambda, _groups, 1, 1), pb.Reshape(eye, 1, d, d)])]);
-        string inv = pb.Op("Inverse", [damped]);
-        pb.Output(inv, id + "_inv", shape);
-        b.Outputs.Add((id + "_inv", inverse, shape));
-    }
+    public override IReadOnlyList<DampedFactor> DampedFactors { get; }
 
     public override bool InverseIsFinite() => Valid = AllFinite(_aInv) && AllFinite(_gInv);
-
-    public override IEnumerable<float[]> InverseBuffers => [_aInv, _gInv];
-
-    public override double InverseCost => _groups * (Math.Pow(_dA, 3) + Math.Pow(_dG, 3));
 
     public override void EmitPrecondition(ProgramBuilder pb, ProgramBindings b)
     {

@@ -269,6 +269,7 @@ internal static class TrainCommand
                     (norm is null ? "" : $"; features divided by {Config.Format(cfg.Double("scale", 1)!.Value)}" + (norm.Mean is null ? "" : ", then normalized")));
                 log.WriteLine($"{OptimizerSetup.Describe(cfg)}, batch {batch}, " +
                     (plan.Epochs is { } e ? $"{e} epochs, " : "") + $"{totalSteps} updates, seed {seed}, on {session.Options.Device}");
+                if (optimizer is Toolkit.Kfac.KfacOptimizer inverting) log.WriteLine($"kfac: inverses by {inverting.InverseRoute}");
                 if (_ranks is MpiCollectives world)
                     log.WriteLine($"data-parallel: {world.Size} ranks over {world.Library}, batch {batch} per rank = {batch * world.Size} per update; rank 0 writes every file");
             }

@@ -19,7 +19,7 @@ internal static class OptimizerSetup
     [
         "kfac_update", "kfac_damping", "kfac_damping_adapt", "kfac_adapt_every", "kfac_damping_decay", "kfac_damping_every",
         "kfac_min_damping", "kfac_max_damping", "kfac_kl_clip", "kfac_factor_decay", "kfac_stats_every", "kfac_inverse_every",
-        "kfac_stats_fraction", "kfac_fisher", "kfac_fallback", "kfac_block", "kfac_rollback", "kfac_reduce_factors",
+        "kfac_stats_fraction", "kfac_fisher", "kfac_fallback", "kfac_block", "kfac_rollback", "kfac_reduce_factors", "kfac_inverse",
     ];
 
     public static string Kind(Config cfg)
@@ -93,6 +93,7 @@ internal static class OptimizerSetup
                     var options = Kfac(cfg, schedule, stepsPerEpoch) with { Groups = groups };
                     try { return new KfacOptimizer(session, options); }
                     catch (OnnxKfacException e) when (e.Message.StartsWith("--kfac-block", StringComparison.Ordinal)) { throw cfg.Error("kfac_block", e.Message["--kfac-block".Length..].TrimStart(':', ' '), e); }
+                    catch (OnnxKfacException e) when (e.Message.StartsWith(KfacOptimizer.CholeskyUnavailable, StringComparison.Ordinal)) { throw cfg.Error("kfac_inverse", e.Message, e); }
                 default:
                     throw cfg.Error("optimizer", $"unknown optimizer '{kind}'; expected kfac, sgd, adamw or adam");
             }
@@ -162,6 +163,7 @@ internal static class OptimizerSetup
                 Blocks = [.. cfg.List("kfac_block").Select(BlockOverride.Parse)],
                 Fisher = Choice(cfg, "kfac_fisher", "true", ("true", FisherKind.True), ("empirical", FisherKind.Empirical)),
                 FactorReduction = Choice(cfg, "kfac_reduce_factors", "refresh", ("refresh", FactorReduction.BeforeInverses), ("every", FactorReduction.EveryUpdate)),
+                InverseMethod = Choice(cfg, "kfac_inverse", "auto", ("auto", KfacInverseMethod.Auto), ("cholesky", KfacInverseMethod.Cholesky), ("ort", KfacInverseMethod.OnnxRuntime)),
                 Fallback = Choice(cfg, "kfac_fallback", cfg.String("kfac_fisher", "true") == "empirical" ? "identity" : "diagonal",
                     ("diagonal", FallbackBlock.Diagonal), ("identity", FallbackBlock.Identity)),
             };

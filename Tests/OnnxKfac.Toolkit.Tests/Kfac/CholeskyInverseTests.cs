@@ -1,0 +1,186 @@
+using OnnxKfac.Graph.Losses;
+using OnnxKfac.Graph.Training;
+using OnnxKfac.Toolkit.Data;
+using OnnxKfac.Toolkit.Kfac;
+using OnnxKfac.Toolkit.Kfac.Blocks;
+using OnnxKfac.Toolkit.Numerics;
+using OnnxKfac.Toolkit.Optim;
+using OnnxKfac.Toolkit.Runtime;
+using OnnxKfac.Toolkit.Tests.Runtime;
+
+namespace OnnxKfac.Toolkit.Tests.Kfac;
+
+/// <summary>
+/// K-FAC's inverses by Cholesky through OpenBLAS against ONNX Runtime's LU route. These tests need
+/// OpenBLAS (tools/test.sh installs libopenblas0-pthread) and fail without it: they never skip.
+/// </summary>
+public sealed class CholeskyInverseTests
+{
+    private static TrainingSession Session(KfacOptions options) =>
+        TrainingSession.Create(RuntimeFixture.Fashion(), options.Configure(new TrainingGraphOptions(new LossOptions(LossKind.CrossEntropy))),
+            new TrainingSessionOptions { Threads = 1 });
+
+    /// <summary>Trains the README's MLP (784-128-64-10: factors up to 785 × 785) for <paramref name="steps"/> updates.</summary>
+    private static (List<double> Losses, float[][] Weights, Dictionary<string, (double[] A, double[] G, float[] AInv, float[] GInv)> Factors, KfacInverseMethod Method)
+        Train(KfacInverseMethod method, int steps, Dataset data, double damping = 0.01)
+    {
+        var options = new KfacOptions { InverseMethod = method, InverseEvery = 2, Damping = damping };
+        using var s = Session(options);
+        using var k = new KfacOptimizer(s, options);
+        var rec = new LossRecorder();
+        new Trainer(s, k, new TrainerOptions { Epochs = 10, MaxSteps = steps, BatchSize = 64, Seed = 4 }, rec).Fit(data);
+        var factors = s.Manifest.Layers.ToDictionary(l => l.Name, l =>
+        {
+            var (a, g, ai, gi) = k.FactorsOf(l.Name);
+            return ((double[])a.Clone(), (double[])g.Clone(), (float[])ai.Clone(), (float[])gi.Clone());
+        });
+        return (rec.Losses, [.. s.Parameters.Select(p => (float[])p.Value.Clone())], factors, k.InverseMethod);
+    }
+
+    [Fact]
+    public void AutoChoosesCholeskyWhenOpenBlasLoads()
+    {
+        var options = new KfacOptions();
+        using var s = Session(options);
+        using var k = new KfacOptimizer(s, options);
+        Assert.Equal(KfacInverseMethod.Cholesky, k.InverseMethod);
+        Assert.StartsWith("cholesky (OpenBLAS ", k.InverseRoute);
+        Assert.Contains("1 thread)", k.InverseRoute);
+        var ort = options with { InverseMethod = KfacInverseMethod.OnnxRuntime };
+        using var o = new KfacOptimizer(s, ort);
+        Assert.Equal(KfacInverseMethod.OnnxRuntime, o.InverseMethod);
+    }
+
+    [Fact]
+    public void CholeskyAndOnnxRuntimeGiveTheSameInversesOfTheSameFactors()
+    {
+        using var data = RuntimeFixture.Images(256, 41);
+        var chol = Train(KfacInverseMethod.Cholesky, 1, data);
+        var lu = Train(KfacInverseMethod.OnnxRuntime, 1, data);
+        Assert.Equal(KfacInverseMethod.Cholesky, chol.Method);
+        Assert.Equal(KfacInverseMethod.OnnxRuntime, lu.Method);
+        Assert.Equal(3, chol.Factors.Count);
+        foreach (var (layer, c) in chol.Factors)
+        {
+            var l = lu.Factors[layer];
+            Assert.Equal(l.A, c.A);   // the same batch: the same running factors
+            Assert.Equal(l.G, c.G);
+            foreach (var (which, x, y) in new[] { ("A", c.AInv, l.AInv), ("G", c.GInv, l.GInv) })
+            {
+                double scale = y.Max(Math.Abs), worst = 0;
+                for (int i = 0; i < x.Length; i++) worst = Math.Max(worst, Math.Abs(x[i] - y[i]));
+                Assert.True(worst <= 1e-4 * scale, $"{layer} {which}⁻¹ ({x.Length} values): Cholesky and LU differ by {worst:G3}, {worst / scale:G3} of the largest entry");
+            }
+        }
+    }
+
+    [Fact]
+    public void TrainingWithCholeskyFollowsTrainingWithOnnxRuntime()
+    {
+        using var data = RuntimeFixture.Images(256, 42);
+        var chol = Train(KfacInverseMethod.Cholesky, 6, data);
+        var lu = Train(KfacInverseMethod.OnnxRuntime, 6, data);
+        Assert.Equal(6, chol.Losses.Count);
+        for (int i = 0; i < 6; i++)
+            Assert.True(Math.Abs(chol.Losses[i] - lu.Losses[i]) <= 1e-4 * Math.Abs(lu.Losses[i]), $"update {i + 1}: loss {chol.Losses[i]} (Cholesky) vs {lu.Losses[i]} (LU)");
+        for (int p = 0; p < lu.Weights.Length; p++)
+        {
+            double scale = lu.Weights[p].Max(Math.Abs), worst = 0;
+            for (int i = 0; i < lu.Weights[p].Length; i++) worst = Math.Max(worst, Math.Abs(chol.Weights[p][i] - lu.Weights[p][i]));
+            Assert.True(worst <= 1e-3 * scale, $"parameter {p}: weights differ by {worst:G3} after 6 updates (largest {scale:G3})");
+        }
+    }
+
+    [Fact]
+    public void TheDampedInverseOfASymmetricPositiveDefiniteFactorIsExact()
+    {
+        var lapack = OpenBlasLibrary.Load();
+        const int d = 37, groups = 2;
+        var rng = new Random(3);
+        var factor = new double[groups * d * d];
+        for (int g = 0; g < groups; g++)
+        {
+            // F = B Bᵀ / d: symmetric positive semi-definite, as the running factors are.
+            var b = Enumerable.Range(0, d * d).Select(_ => rng.NextDouble() - 0.5).ToArray();
+            for (int i = 0; i < d; i++)
+                for (int j = 0; j < d; j++)
+                    for (int k = 0; k < d; k++) factor[g * d * d + i * d + j] += b[i * d + k] * b[j * d + k] / d;
+        }
+        var f = new DampedFactor(factor, groups, d, new float[groups * d * d]);
+        f.Shift[0] = 0.05;
+        f.Shift[1] = 2;
+        f.InvertCholesky(lapack, new double[f.ScratchLength]);
+        Assert.Equal(0, f.NotPositiveDefinite);
+        for (int g = 0; g < groups; g++)
+            for (int i = 0; i < d; i++)
+                for (int j = 0; j < d; j++)
+                {
+                    // ((F + sI) X)[i, j] = δ_ij, and X is symmetric (both triangles written).
+                    double sum = 0;
+                    for (int k = 0; k < d; k++) sum += (factor[g * d * d + i * d + k] + (i == k ? f.Shift[g] : 0)) * f.Inverse[g * d * d + k * d + j];
+                    Assert.True(Math.Abs(sum - (i == j ? 1 : 0)) < 1e-4, $"group {g}: ((F + sI) X)[{i},{j}] = {sum}");
+                    Assert.Equal(f.Inverse[g * d * d + i * d + j], f.Inverse[g * d * d + j * d + i]);
+                }
+    }
+
+    [Fact]
+    public void AFactorThatIsNotPositiveDefiniteGetsNonFiniteInverses()
+    {
+        var lapack = OpenBlasLibrary.Load();
+        double[] factor = [1, 2, 2, 1, /* group 2 */ 2, 1, 1, 2];   // eigenvalues −1, 3 and 1, 3
+        var f = new DampedFactor(factor, 2, 2, new float[8]);
+        f.InvertCholesky(lapack, new double[4]);
+        Assert.Equal(1, f.NotPositiveDefinite);
+        Assert.All(f.Inverse.Take(4), x => Assert.True(float.IsNaN(x)));
+        double[] exact = [2.0 / 3, -1.0 / 3, -1.0 / 3, 2.0 / 3];
+        for (int i = 0; i < 4; i++) Assert.Equal(exact[i], f.Inverse[4 + i], 6);
+    }
+
+    /// <summary>
+    /// The optimizer's side of a factor that is not positive definite: the refresh is retried with
+    /// tenfold damping (up to 10³), and where that fails too the block's V falls back to the gradient.
+    /// </summary>
+    [Theory]
+    [InlineData(5.0, false)]     // A = −5γ I: positive definite after one tenfold boost
+    [InlineData(1e9, true)]      // A = −10⁹ I: never, the block falls back to ∇ + η θ
+    public void AFactorThatIsNotPositiveDefiniteIsRetriedWithMoreDampingThenFallsBackToTheGradient(double negative, bool fallsBack)
+    {
+        var options = new KfacOptions { InverseMethod = KfacInverseMethod.Cholesky, InverseEvery = 1, Fallback = FallbackBlock.Identity, Damping = 0.01 };
+        var (session, batch, _) = ExactAnswerTests.Open(options);
+        using var s = session;
+        using var kfac = new KfacOptimizer(session, options);
+        session.Run(batch);
+        kfac.Step(new StepContext(session.Parameters, session) { UpdateCount = 1 });
+        Assert.Equal(0, kfac.LastStep.NotPositiveDefinite);
+        var (a, _, _, _) = kfac.FactorsOf("fc");
+        session.Run(batch);
+        // The next refresh folds this batch in with ε = 1/2; make the result −negative·γ I (π = 1: tr A < 0).
+        double gamma = Math.Sqrt(options.Damping + options.WeightDecay);
+        var batchA = session.GetOutput(session.Manifest.Layers[0].Outputs.FactorA!).ToArray();
+        const int dA = 4;
+        for (int i = 0; i < a.Length; i++) a[i] = -batchA[i] + (i % (dA + 1) == 0 ? -2 * negative * (negative > 1e3 ? 1 : gamma) : 0);
+        var work = session.Parameters.Select(p => p.Grad.Zip(p.Value, (g, v) => g + (float)options.WeightDecay * v).ToArray()).ToArray();
+        kfac.Step(new StepContext(session.Parameters, session) { UpdateCount = 2 });
+        Assert.True(kfac.LastStep.RefreshedInverses);
+        Assert.Equal(1, kfac.LastStep.NotPositiveDefinite);
+        for (int p = 0; p < session.Parameters.Count; p++)
+        {
+            var v = kfac.PreconditionedOf(session.Parameters[p].Name);
+            Assert.All(v, x => Assert.True(float.IsFinite(x)));
+            if (fallsBack) Assert.Equal(work[p], v);
+            else Assert.NotEqual(work[p], v);
+        }
+    }
+
+    [Fact]
+    public void AMissingOpenBlasIsOneClearErrorNamingTheLibraryAndItsPackage()
+    {
+        Assert.Null(OpenBlasLibrary.TryLoad(["libno-such-openblas.so.0"], out string? error));
+        Assert.Contains("libopenblas.so.0", error);
+        Assert.Contains("apt-get install libopenblas0-pthread", error);
+        Assert.Contains("tried libno-such-openblas.so.0", error);
+        // A library without LAPACK's symbols is refused by name too (libc has no dpotrf_).
+        Assert.Null(OpenBlasLibrary.TryLoad(["libc.so.6"], out error));
+        Assert.Contains("lacks dpotrf_", error);
+    }
+}
