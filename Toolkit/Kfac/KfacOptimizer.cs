@@ -353,6 +353,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
             replaced++;
         }
         LastStep = LastStep with { NonFinitePreconditioned = replaced, PerExampleBlocks = perExample };
+        if (perExample > 0) Timings.AddPerExample();
     }
 
     /// <summary>
@@ -726,6 +727,9 @@ public sealed class KfacTimings
     private long _stats, _inverses, _precondition, _coefficients, _apply;
 
     public long Updates { get; private set; }
+
+    /// <summary>Updates that preconditioned at least one block in the per-example form.</summary>
+    public long PerExampleUpdates { get; private set; }
     public double Statistics => Seconds(_stats);
     public double Inverses => Seconds(_inverses);
     public double Preconditioning => Seconds(_precondition);
@@ -743,12 +747,15 @@ public sealed class KfacTimings
 
     internal void AddObservation(long stats) => _stats += stats;
 
-    public void Reset() { _stats = _inverses = _precondition = _coefficients = _apply = 0; Updates = 0; }
+    internal void AddPerExample() => PerExampleUpdates++;
+
+    public void Reset() { _stats = _inverses = _precondition = _coefficients = _apply = 0; Updates = PerExampleUpdates = 0; }
 
     private static double Seconds(long ticks) => (double)ticks / Stopwatch.Frequency;
 
     public override string ToString() =>
         $"statistics {1e3 * Statistics / Math.Max(1, Updates):F3} ms, inverses {1e3 * Inverses / Math.Max(1, Updates):F3} ms, " +
         $"preconditioning {1e3 * Preconditioning / Math.Max(1, Updates):F3} ms, coefficients {1e3 * Coefficients / Math.Max(1, Updates):F3} ms, " +
-        $"apply {1e3 * Apply / Math.Max(1, Updates):F3} ms per update";
+        $"apply {1e3 * Apply / Math.Max(1, Updates):F3} ms per update" +
+        (PerExampleUpdates > 0 ? $"; per-example preconditioning in {PerExampleUpdates} of {Updates} updates" : "");
 }
