@@ -272,13 +272,13 @@ public sealed class PerExampleTests
         var x = Enumerable.Range(0, count * 6).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
         var y = Enumerable.Range(0, count * 3).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
         using var data = Dataset.FromTensors(DataTensor.FromFloat(x, count, 6), DataTensor.FromFloat(y, count, 3));
-        float[][] Train(KfacPreconditioning mode, int accumulate, out List<int> perExample)
+        float[][] Train(KfacPreconditioning mode, int accumulate, out List<int> perExample, double? clip = null)
         {
             var options = Options(mode);
             using var s = TrainingSession.Create(Mlp(true), options.Configure(new TrainingGraphOptions(Mse), N), new TrainingSessionOptions { Threads = 1 });
             using var kfac = new KfacOptimizer(s, options);
             var seen = new Observer(kfac);
-            new Trainer(s, kfac, new TrainerOptions { BatchSize = N, Epochs = 2, Seed = 1, AccumulationSteps = accumulate }, seen).Fit(data);
+            new Trainer(s, kfac, new TrainerOptions { BatchSize = N, Epochs = 2, Seed = 1, AccumulationSteps = accumulate, ClipGradNorm = clip }, seen).Fit(data);
             perExample = seen.PerExample;
             return [.. s.Parameters.Select(p => p.Value.ToArray())];
         }
@@ -290,6 +290,9 @@ public sealed class PerExampleTests
         Train(KfacPreconditioning.PerExample, 2, out var accumulated);
         Assert.NotEmpty(accumulated);
         Assert.All(accumulated, c => Assert.Equal(0, c));
+        Train(KfacPreconditioning.PerExample, 1, out var clipped, clip: 1e-6);   // every gradient clipped: not ĜᵀĀ any more
+        Assert.Equal(6, clipped.Count);
+        Assert.All(clipped, c => Assert.Equal(0, c));
     }
 
     private sealed class Observer(KfacOptimizer kfac) : ITrainingObserver
