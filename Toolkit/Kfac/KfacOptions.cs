@@ -168,7 +168,11 @@ public sealed record KfacOptions
         ArgumentNullException.ThrowIfNull(graph);
         return graph with
         {
-            TapLayer = PerExampleTaps(batchSize),
+            TapLayer = (graph.TapLayer, PerExampleTaps(batchSize)) switch
+            {
+                ({ } theirs, { } ours) => l => theirs(l) || ours(l),
+                var (theirs, ours) => theirs ?? ours,
+            },
             FactorStatistics = true,
             SampledFisher = Fisher == FisherKind.True,
             StatisticsFraction = StatisticsFraction,
