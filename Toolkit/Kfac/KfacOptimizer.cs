@@ -378,9 +378,18 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         }
         if (count == 0) return null;
         int n = BatchSize(pass);
-        if (!_perExamplePrograms.TryGetValue(n, out var cached) || !cached.Rows.AsSpan().SequenceEqual(rows))
+        if (_perExamplePrograms.TryGetValue(n, out var cached))
         {
-            cached.Program?.Dispose();
+            // One program per batch size: rows that vary at one N (a sequence length that changes
+            // from batch to batch) keep the dense form rather than build a program per update.
+            if (!cached.Rows.AsSpan().SequenceEqual(rows))
+            {
+                count = 0;
+                return null;
+            }
+        }
+        else
+        {
             var taken = new Dictionary<CurvatureBlock, int>();
             for (int k = 0; k < _perExample.Length; k++) if (rows[k] > 0) taken[_perExample[k]] = rows[k];
             using var ortOptions = (_runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
