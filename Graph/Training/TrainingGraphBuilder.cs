@@ -26,6 +26,12 @@ public sealed record TrainingGraphOptions
     /// <summary>Expose each layer's input a_l and pre-activation gradient g_l (default on).</summary>
     public bool LayerTaps { get; init; } = true;
 
+    /// <summary>
+    /// With <see cref="LayerTaps"/> off, still expose a_l and g_l (no sampled or patch taps) for the
+    /// layers this selects: K-FAC's per-example preconditioning reads them for the layers where it pays.
+    /// </summary>
+    public Func<LayerInfo, bool>? TapLayer { get; init; }
+
     /// <summary>Add the sampled-target backward pass for the true Fisher (a noise input, g_l outputs).</summary>
     public bool SampledFisher { get; init; }
 
@@ -107,7 +113,7 @@ public static class TrainingGraphBuilder
         var outInfo = g.Infos.GetValueOrDefault(output);
 
         var (layers, _) = LayerMatcher.Match(g.Index, g.Infos, paramNames, options.LayerPatterns);
-        if (!(options.LayerTaps || options.FactorStatistics) || options.LossOnly) layers = [];
+        if (!(options.LayerTaps || options.FactorStatistics || options.TapLayer is not null) || options.LossOnly) layers = [];
 
         string lossName = g.State.UniqueName(LossName);
         var loss = options.Loss.Function.Append(g, options.Loss, output, target, lossName);
@@ -189,7 +195,7 @@ public static class TrainingGraphBuilder
         {
             var e = g.Emitter(l.Name + "/kfac");
             string? a = null, gl = null, gs = null, patches = null;
-            if (options.LayerTaps)
+            if (options.LayerTaps || options.TapLayer?.Invoke(l) == true)
             {
                 a = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/a"), l.InputTransposed ? "Transpose" : "Identity", [l.Input]);
                 var aInfo = g.Infos.GetValueOrDefault(l.Input);
@@ -197,12 +203,12 @@ public static class TrainingGraphBuilder
                 AddOutput(graph, outputs, g, a, TensorRole.LayerInput, aInfo, l.Name);
                 gl = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/g"), "Identity", [grads[l.PreActivation]]);
                 AddOutput(graph, outputs, g, gl, TensorRole.PreactivationGradient, g.Infos.GetValueOrDefault(l.PreActivation), l.Name);
-                if (sampled is not null)
+                if (sampled is not null && options.LayerTaps)
                 {
                     gs = e.OpNamed(g.State.UniqueName(l.Name + "/kfac/g_sampled"), "Identity", [sampled[l.PreActivation]]);
                     AddOutput(graph, outputs, g, gs, TensorRole.SampledPreactivationGradient, g.Infos.GetValueOrDefault(l.PreActivation), l.Name);
                 }
-                if (options.ConvPatches && l.Kind == LayerKind.Conv)
+                if (options.ConvPatches && options.LayerTaps && l.Kind == LayerKind.Conv)
                 {
                     patches = Patches.Emit(g, l, g.State.UniqueName(l.Name + "/kfac/patches"));
                     AddOutput(graph, outputs, g, patches, TensorRole.Patches, g.Infos.GetValueOrDefault(patches), l.Name);

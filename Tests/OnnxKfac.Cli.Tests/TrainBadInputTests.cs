@@ -172,6 +172,8 @@ public sealed class TrainBadInputTests : IDisposable
         AssertUserError(Train("--optimizer", "kfac", "--kfac-fisher", "empirical", "--kfac-fallback", "diagonal"), "--kfac-fallback", "empirical");
         AssertUserError(Train("--optimizer", "kfac", "--kfac-inverse", "svd"), "--kfac-inverse", "unknown value 'svd'", "auto or cholesky or ort");
         AssertUserError(Train("--kfac-inverse", "cholesky"), "--kfac-inverse", "--optimizer kfac");
+        AssertUserError(Train("--optimizer", "kfac", "--kfac-precondition", "sparse"), "--kfac-precondition", "auto or dense or per-example");
+        AssertUserError(Train("--optimizer", "sgd", "--kfac-precondition", "dense"), "--kfac-precondition", "--optimizer kfac");
         AssertUserError(Train("--lr", "-0.1"), "--lr", "≥ 0");
         AssertUserError(Run("train", _model, "--train", _train, "--batch-size", "0"), "--batch-size", "at least 1");
         AssertUserError(Train("--momentum", "0.9"), "--momentum", "--optimizer sgd");

@@ -171,6 +171,23 @@ public sealed class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void KfacPreconditionsPerExampleWhenAskedAndFollowsTheDenseRun()
+    {
+        string[] common = ["--optimizer", "kfac", "--max-steps", "6", "--weight-decay", "0", "--kfac-inverse-every", "3", "--seed", "2"];
+        var perExample = AssertOk(Run(["train", .. common, "--kfac-precondition", "per-example", "--report", _dir["pe.json"]]));
+        var dense = AssertOk(Run(["train", .. common, "--kfac-precondition", "dense", "--report", _dir["dense.json"]]));
+        Assert.Contains("per-example preconditioning in 6 of 6 updates", perExample.Out);
+        Assert.DoesNotContain("per-example preconditioning", dense.Out);
+        var a = TrainData.StepLosses(TrainData.Report(_dir["pe.json"]));
+        var b = TrainData.StepLosses(TrainData.Report(_dir["dense.json"]));
+        Assert.Equal(6, a.Length);
+        for (int k = 0; k < a.Length; k++) Assert.True(Math.Abs(a[k] - b[k]) <= 1e-4 * Math.Abs(b[k]), $"step {k + 1}: per-example {a[k]}, dense {b[k]}");
+        // With weight decay (the default η = 1e-5) the gradient is not ĜᵀĀ: dense everywhere.
+        var decayed = AssertOk(Run(["train", "--optimizer", "kfac", "--max-steps", "2", "--kfac-precondition", "per-example"]));
+        Assert.DoesNotContain("per-example preconditioning", decayed.Out);
+    }
+
+    [Fact]
     public void AdamIsTorchAdamWithCoupledWeightDecayNotAdamW()
     {
         AssertOk(Train("--epochs", "1", "--optimizer", "adam", "--weight-decay", "0.1", "--report", _dir["adam.json"]));

@@ -95,6 +95,9 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         _inverse = BuildInverse(_blocks, "inverse");
         using var ortOptions = (runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
         _precondition = Build(ortOptions, "preconditioning", (b, pb, bind) => b.EmitPrecondition(pb, bind));
+        _perExample = _options.Preconditioning == KfacPreconditioning.Dense ? []
+            : [.. _blocks.OfType<KroneckerBlock>().Where(b => b.CanPreconditionPerExample)];
+        _perExampleRows = new int[_perExample.Length];
         if (_options.RollbackOnDivergence) _snapshot = [.. _slots.Select(s => new float[s.Parameter.Value.Length])];
         _lossOutput = manifest.Loss.Output;
         _sumReduction = manifest.Loss.Reduction == "sum";
@@ -199,7 +202,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         RefreshInverses(update, context.Collectives);
         long t2 = Stopwatch.GetTimestamp();
         PrepareGradients();
-        Precondition();
+        Precondition(context, pass);
         long t3 = Stopwatch.GetTimestamp();
         var m = _options.UpdateRule == KfacUpdateRule.KlClip ? KlClipUpdate(context, pass) : QuadraticUpdate(context, pass);
         long t4 = Stopwatch.GetTimestamp();
@@ -389,9 +392,10 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     }
 
     /// <summary>Phase 4: V for every block (the program for Kronecker and embedding blocks, element-wise for the rest).</summary>
-    private void Precondition()
+    private void Precondition(StepContext context, ITrainingPass pass)
     {
-        _precondition?.Run();
+        var program = PerExample(context, pass, out int perExample) ?? _precondition;
+        program?.Run();
         foreach (var b in _blocks) b.Precondition(_lambda, _options.WeightDecay);
         int replaced = 0;
         foreach (var s in _slots)
@@ -400,8 +404,63 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
             s.Work.AsSpan().CopyTo(s.V);   // never a NaN update: fall back to the gradient for this parameter
             replaced++;
         }
-        LastStep = LastStep with { NonFinitePreconditioned = replaced };
+        LastStep = LastStep with { NonFinitePreconditioned = replaced, PerExampleBlocks = perExample };
+        if (perExample > 0) Timings.AddPerExample();
     }
+
+    /// <summary>
+    /// The preconditioning program with the per-example form for the blocks that take it this update
+    /// (their rows copied in), or null for the dense program. The form needs the gradient to be the
+    /// last run's alone (<see cref="StepContext.GradientIsLastRun"/>: one micro-batch, one rank, no
+    /// clipping) and that run to have had the taps (a statistics update: the graph between them has none);
+    /// a block takes it where <see cref="KroneckerBlock.CanPreconditionPerExample"/> (η = 0, taps) and,
+    /// with <see cref="KfacPreconditioning.Auto"/>, where it is cheaper for the run's rows.
+    /// </summary>
+    private OrtProgram? PerExample(StepContext context, ITrainingPass pass, out int count)
+    {
+        count = 0;
+        if (_perExample.Length == 0 || !context.GradientIsLastRun || context.Collectives.Size > 1 || !IsStatisticsUpdate(context.UpdateCount))
+            return null;
+        var rows = _perExampleRows;
+        for (int k = 0; k < _perExample.Length; k++)
+        {
+            int r = _perExample[k].Rows(pass);
+            rows[k] = _options.Preconditioning == KfacPreconditioning.PerExample || _perExample[k].PerExampleIsCheaper(r) ? r : 0;
+            if (rows[k] > 0) count++;
+        }
+        if (count == 0) return null;
+        int n = BatchSize(pass);
+        if (_perExamplePrograms.TryGetValue(n, out var cached))
+        {
+            // One program per batch size: rows that vary at one N (a sequence length that changes
+            // from batch to batch) keep the dense form rather than build a program per update.
+            if (!cached.Rows.AsSpan().SequenceEqual(rows))
+            {
+                count = 0;
+                return null;
+            }
+        }
+        else
+        {
+            var taken = new Dictionary<CurvatureBlock, int>();
+            for (int k = 0; k < _perExample.Length; k++) if (rows[k] > 0) taken[_perExample[k]] = rows[k];
+            using var ortOptions = (_runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
+            var program = Build(ortOptions, $"per-example preconditioning (batch {n})", (b, pb, bind) =>
+            {
+                if (taken.TryGetValue(b, out int r)) ((KroneckerBlock)b).EmitPreconditionPerExample(pb, bind, r);
+                else b.EmitPrecondition(pb, bind);
+            });
+            cached = (program, (int[])rows.Clone());
+            _perExamplePrograms[n] = cached;
+        }
+        for (int k = 0; k < _perExample.Length; k++) if (rows[k] > 0) _perExample[k].CopyRows(pass, rows[k]);
+        return cached.Program;
+    }
+
+    private readonly KroneckerBlock[] _perExample;
+    private readonly int[] _perExampleRows;
+    /// <summary>Per batch size: the preconditioning program with the per-example form for the blocks whose rows are non-zero.</summary>
+    private readonly Dictionary<int, (OrtProgram? Program, int[] Rows)> _perExamplePrograms = [];
 
     private static bool AllFinite(ReadOnlySpan<float> x) => FactorMath.AllFinite(x);
 
@@ -686,6 +745,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         _inverse?.Dispose();
         _distributed?.Dispose();
         _precondition?.Dispose();
+        foreach (var (program, _) in _perExamplePrograms.Values) program?.Dispose();
     }
 
     /// <summary>The running factors of a Kronecker block (tests).</summary>
@@ -716,6 +776,8 @@ public readonly record struct KfacStepInfo()
     public bool RefreshedInverses { get; init; }
     /// <summary>Blocks whose batch statistics were not finite and were left out of the running factors.</summary>
     public int DroppedStatistics { get; init; }
+    /// <summary>Kronecker blocks preconditioned in the per-example form this update.</summary>
+    public int PerExampleBlocks { get; init; }
     /// <summary>Parameters whose preconditioned gradient was not finite and fell back to the gradient.</summary>
     public int NonFinitePreconditioned { get; init; }
     /// <summary>
@@ -731,6 +793,9 @@ public sealed class KfacTimings
     private long _stats, _inverses, _precondition, _coefficients, _apply;
 
     public long Updates { get; private set; }
+
+    /// <summary>Updates that preconditioned at least one block in the per-example form.</summary>
+    public long PerExampleUpdates { get; private set; }
     public double Statistics => Seconds(_stats);
     public double Inverses => Seconds(_inverses);
     public double Preconditioning => Seconds(_precondition);
@@ -748,12 +813,15 @@ public sealed class KfacTimings
 
     internal void AddObservation(long stats) => _stats += stats;
 
-    public void Reset() { _stats = _inverses = _precondition = _coefficients = _apply = 0; Updates = 0; }
+    internal void AddPerExample() => PerExampleUpdates++;
+
+    public void Reset() { _stats = _inverses = _precondition = _coefficients = _apply = 0; Updates = PerExampleUpdates = 0; }
 
     private static double Seconds(long ticks) => (double)ticks / Stopwatch.Frequency;
 
     public override string ToString() =>
         $"statistics {1e3 * Statistics / Math.Max(1, Updates):F3} ms, inverses {1e3 * Inverses / Math.Max(1, Updates):F3} ms, " +
         $"preconditioning {1e3 * Preconditioning / Math.Max(1, Updates):F3} ms, coefficients {1e3 * Coefficients / Math.Max(1, Updates):F3} ms, " +
-        $"apply {1e3 * Apply / Math.Max(1, Updates):F3} ms per update";
+        $"apply {1e3 * Apply / Math.Max(1, Updates):F3} ms per update" +
+        (PerExampleUpdates > 0 ? $"; per-example preconditioning in {PerExampleUpdates} of {Updates} updates" : "");
 }

@@ -1,4 +1,6 @@
+using OnnxKfac.Graph.Layers;
 using OnnxKfac.Graph.Training;
+using OnnxKfac.Toolkit.Kfac.Blocks;
 using OnnxKfac.Toolkit.Optim;
 
 namespace OnnxKfac.Toolkit.Kfac;
@@ -47,6 +49,20 @@ public enum KfacInverseMethod
     Cholesky,
     /// <summary><c>com.microsoft.Inverse</c> (LU, float32) in an ONNX Runtime program on the session's device.</summary>
     OnnxRuntime,
+}
+
+/// <summary>
+/// How a dense layer's Kronecker block computes V = (Ĝ + γ/π I)⁻¹ ∇W̄ (Â + πγ I)⁻¹
+/// (Toolkit/Kfac/README.md, "Per-example preconditioning").
+/// </summary>
+public enum KfacPreconditioning
+{
+    /// <summary>Per update and layer, the cheaper of the two forms where the per-example one applies. Default.</summary>
+    Auto,
+    /// <summary>Always the dense products with ∇W̄.</summary>
+    Dense,
+    /// <summary>The per-example form wherever it applies, cheaper or not (tests, comparisons).</summary>
+    PerExample,
 }
 
 /// <summary>How the damping λ moves.</summary>
@@ -148,15 +164,32 @@ public sealed record KfacOptions
     /// <summary>Clip the update actually taken to this global L2 norm; null: no clipping.</summary>
     public double? ClipUpdateNorm { get; init => field = value is null ? null : Positive(value.Value, nameof(ClipUpdateNorm)); }
 
+    /// <summary>
+    /// Dense or per-example preconditioning of dense layers. Default <see cref="KfacPreconditioning.Auto"/>;
+    /// the per-example form needs the taps that <see cref="Configure"/> requests for the batch size it is given.
+    /// </summary>
+    public KfacPreconditioning Preconditioning { get; init; } = KfacPreconditioning.Auto;
+
     /// <summary>On a non-finite loss, return to the last good weights and raise λ tenfold instead of stopping. Default false.</summary>
     public bool RollbackOnDivergence { get; init; }
 
-    /// <summary>The training-graph outputs K-FAC reads: factor statistics, the sampled pass, sampled diagonal gradients.</summary>
-    public TrainingGraphOptions Configure(TrainingGraphOptions graph)
+    /// <summary>
+    /// The training-graph outputs K-FAC reads: factor statistics, the sampled pass, sampled diagonal
+    /// gradients, and the taps a_l, g_l of the dense layers that per-example preconditioning would
+    /// serve (<see cref="Preconditioning"/>): with <see cref="KfacPreconditioning.Auto"/> only when
+    /// <paramref name="batchSize"/> is given (the examples of one update, when an update is one
+    /// batch of one process) and only for the layers where that form is cheaper at it.
+    /// </summary>
+    public TrainingGraphOptions Configure(TrainingGraphOptions graph, int? batchSize = null)
     {
         ArgumentNullException.ThrowIfNull(graph);
         return graph with
         {
+            TapLayer = (graph.TapLayer, PerExampleTaps(batchSize)) switch
+            {
+                ({ } theirs, { } ours) => l => theirs(l) || ours(l),
+                var (theirs, ours) => theirs ?? ours,
+            },
             FactorStatistics = true,
             SampledFisher = Fisher == FisherKind.True,
             StatisticsFraction = StatisticsFraction,
@@ -164,6 +197,18 @@ public sealed record KfacOptions
             SampledGradientsOutsideLayers = Fallback == FallbackBlock.Diagonal,
             SampledGradients = [.. Blocks.Where(b => b.Kind == "diagonal").Select(b => b.Pattern)],
         };
+    }
+
+    /// <summary>Which layers' taps the per-example form needs (null: none).</summary>
+    private Func<LayerInfo, bool>? PerExampleTaps(int? batchSize)
+    {
+        // Only an update whose preconditioned gradient is exactly the gradient can use it: η = 0 somewhere.
+        bool noDecay = WeightDecay == 0 || Groups.Any(g => g.WeightDecay == 0);
+        if (Preconditioning == KfacPreconditioning.Dense || !noDecay) return null;
+        if (Preconditioning == KfacPreconditioning.PerExample) return KroneckerBlock.PerExampleApplies;
+        if (batchSize is not { } n) return null;
+        // Rows ≥ N (a dense layer over extra axes sees N·T rows): the taps of layers cheaper at N.
+        return l => KroneckerBlock.PerExampleApplies(l) && KroneckerBlock.PerExampleIsCheaper(l.InFeatures + (l.Bias is null ? 0 : 1), l.OutFeatures, n);
     }
 
     internal void Validate()

@@ -33,6 +33,13 @@ public sealed class StepContext
     /// <summary>The minibatch loss of the run that produced the gradients (NaN when unknown).</summary>
     public double Loss { get; set; } = double.NaN;
 
+    /// <summary>
+    /// Whether every <see cref="Parameter.Grad"/> is exactly the gradient of the session's last run:
+    /// no accumulation over micro-batches, no all-reduce over ranks, no clipping. K-FAC may then
+    /// precondition through that run's per-example rows. The trainer sets it per update; default false.
+    /// </summary>
+    public bool GradientIsLastRun { get; set; }
+
     /// <summary>The session's extra outputs and passes, or null when the runtime offers none.</summary>
     public ITrainingPass? Pass { get; }
 

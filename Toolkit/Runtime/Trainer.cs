@@ -139,7 +139,7 @@ public sealed partial class Trainer
                 observer.ObserveBatch(_context, count);
             }
             if (accumulator is not null && !accumulator.Add(count)) continue;
-            ApplyUpdate(loss, accumulator is null ? gradNorm : double.NaN);
+            ApplyUpdate(loss, accumulator is null ? gradNorm : double.NaN, lastRun: accumulator is null && _buckets is null);
             if (tick.ElapsedMilliseconds >= 250)
             {
                 throughput = examplesSinceTick / tick.Elapsed.TotalSeconds;
@@ -174,10 +174,12 @@ public sealed partial class Trainer
     private bool EarlyStop => _options.EarlyStoppingPatience is { } patience && _sinceImprovement >= patience;
 
     /// <param name="gradNorm">The gradient's global norm when already known (NaN: computed here, as after accumulation).</param>
-    private void ApplyUpdate(double loss, double gradNorm = double.NaN)
+    /// <param name="lastRun">Whether the gradients are the last run's alone (one micro-batch, one rank).</param>
+    private void ApplyUpdate(double loss, double gradNorm = double.NaN, bool lastRun = false)
     {
         _lastGradNorm = double.IsNaN(gradNorm) ? GradientClipping.GlobalNorm(_session.Parameters) : gradNorm;
-        if (_options.ClipGradNorm is { } max) GradientClipping.ClipByGlobalNorm(_session.Parameters, max);
+        bool clipped = _options.ClipGradNorm is { } max && max / (GradientClipping.ClipByGlobalNorm(_session.Parameters, max) + 1e-6) < 1;   // as it decides
+        _context.GradientIsLastRun = lastRun && !clipped;
         _context.UpdateCount = _step + 1;
         _context.Loss = loss;
         _optimizer.Step(_context);

@@ -63,7 +63,7 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
         {
             var lg = TrainingGraphBuilder.Build(source, graphOptions with
             {
-                KeepInitialValues = false, LossOnly = false, FactorStatistics = false, SampledFisher = false, LayerTaps = false,
+                KeepInitialValues = false, LossOnly = false, FactorStatistics = false, SampledFisher = false, LayerTaps = false, TapLayer = null,
                 SampledGradientsOutsideLayers = false, SampledGradients = [],
             });
             using var o = options.CreateOrtOptions();

@@ -292,4 +292,24 @@ public class MoreTapsTests
         double scale = dW.Max(Math.Abs);
         for (int k = 0; k < dW.Length; k++) Assert.True(Math.Abs(expected[k] - dW[k]) <= 1e-5 * scale, $"dW[{k}]");
     }
+
+    [Fact]
+    public void TapLayerExposesTheInputAndGradientTapsOfTheChosenLayersOnly()
+    {
+        var f = Fixture.Load("mlp_opset17");
+        var all = TrainingGraphBuilder.Build(f.Model, new TrainingGraphOptions(f.LossOptions) { LayerTaps = false, FactorStatistics = true }).Manifest.Layers;
+        string chosen = all[0].Name;
+        var tg = TrainingGraphBuilder.Build(f.Model, new TrainingGraphOptions(f.LossOptions)
+        {
+            LayerTaps = false, FactorStatistics = true, SampledFisher = true, TapLayer = l => l.Name == chosen,
+        });
+        foreach (var l in tg.Manifest.Layers)
+        {
+            Assert.Equal(l.Name == chosen, l.Outputs.Input is not null);
+            Assert.Equal(l.Name == chosen, l.Outputs.PreactivationGradient is not null);
+            Assert.Null(l.Outputs.SampledPreactivationGradient);   // only a and g: what per-example preconditioning reads
+            Assert.NotNull(l.Outputs.FactorA);
+        }
+        Assert.Equal(2, tg.Manifest.Outputs.Count(o => o.Role is TensorRole.LayerInput or TensorRole.PreactivationGradient));
+    }
 }

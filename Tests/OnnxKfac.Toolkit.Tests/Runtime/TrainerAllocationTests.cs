@@ -57,9 +57,10 @@ public class TrainerAllocationTests
         FitAllocatesNothingPerUpdate(fisher: true, s => new Sgd(s.Parameters, new SgdOptions { LearningRate = 1e-3, Momentum = 0.9 }), accumulate: 2);
 
     [Theory]
-    [InlineData(KfacNs.KfacUpdateRule.KlClip)]
-    [InlineData(KfacNs.KfacUpdateRule.Quadratic)]
-    public void FitWithKfacAllocatesNothingPerUpdate(KfacNs.KfacUpdateRule rule)
+    [InlineData(KfacNs.KfacUpdateRule.KlClip, false)]
+    [InlineData(KfacNs.KfacUpdateRule.Quadratic, false)]
+    [InlineData(KfacNs.KfacUpdateRule.KlClip, true)]
+    public void FitWithKfacAllocatesNothingPerUpdate(KfacNs.KfacUpdateRule rule, bool perExample)
     {
         // Statistics, inverse refreshes (every 7 updates), preconditioning and, for the quadratic
         // rule, the Jacobian-vector-product pass and Levenberg–Marquardt's extra forward.
@@ -70,11 +71,17 @@ public class TrainerAllocationTests
             Damping = rule == KfacNs.KfacUpdateRule.Quadratic ? 1 : 0.01, MinDamping = rule == KfacNs.KfacUpdateRule.Quadratic ? 0.5 : 1e-8,
             DampingAdaptation = rule == KfacNs.KfacUpdateRule.Quadratic ? KfacNs.DampingAdaptation.LevenbergMarquardt : KfacNs.DampingAdaptation.Fixed,
         };
+        // The per-example form: its rows copied in and its program run every update.
+        if (perExample) options = options with { WeightDecay = 0, Preconditioning = KfacNs.KfacPreconditioning.PerExample };
         var session = TrainingSession.Create(RuntimeFixture.Fashion(),
             options.Configure(new Graph.Training.TrainingGraphOptions(new Graph.Losses.LossOptions(Graph.Losses.LossKind.CrossEntropy))),
             new TrainingSessionOptions { Threads = 1 });
         var kfac = new KfacNs.KfacOptimizer(session, options);
-        try { FitAllocatesNothingPerUpdate(fisher: true, _ => kfac, session: session); }
+        try
+        {
+            FitAllocatesNothingPerUpdate(fisher: true, _ => kfac, session: session);
+            Assert.Equal(perExample, kfac.Timings.PerExampleUpdates > 0);
+        }
         finally { kfac.Dispose(); }
     }
 }

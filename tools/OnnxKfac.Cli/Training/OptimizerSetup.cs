@@ -20,6 +20,7 @@ internal static class OptimizerSetup
         "kfac_update", "kfac_damping", "kfac_damping_adapt", "kfac_adapt_every", "kfac_damping_decay", "kfac_damping_every",
         "kfac_min_damping", "kfac_max_damping", "kfac_kl_clip", "kfac_factor_decay", "kfac_stats_every", "kfac_inverse_every",
         "kfac_stats_fraction", "kfac_fisher", "kfac_fallback", "kfac_block", "kfac_rollback", "kfac_reduce_factors", "kfac_inverse",
+        "kfac_precondition",
     ];
 
     public static string Kind(Config cfg)
@@ -33,10 +34,12 @@ internal static class OptimizerSetup
 
     /// <summary>
     /// What the optimizer needs from the training graph, known before the session exists:
-    /// K-FAC's factor statistics and sampled pass; nothing for SGD and AdamW.
+    /// K-FAC's factor statistics and sampled pass (and, when an update is one batch of
+    /// <paramref name="batchSize"/> examples, the taps of the layers per-example preconditioning serves);
+    /// nothing for SGD and AdamW.
     /// </summary>
-    public static TrainingGraphOptions ConfigureGraph(Config cfg, TrainingGraphOptions graph) =>
-        Kind(cfg) == "kfac" ? Kfac(cfg, ConstantSchedule.Instance, 1).Configure(graph) : graph;
+    public static TrainingGraphOptions ConfigureGraph(Config cfg, TrainingGraphOptions graph, int? batchSize = null) =>
+        Kind(cfg) == "kfac" ? Kfac(cfg, ConstantSchedule.Instance, 1).Configure(graph, batchSize) : graph;
 
     /// <summary>"adamw lr 0.001", "kfac lr 0.003", "kfac quadratic damping 150 (lm)": the optimizer in a few words, for logs and plot titles.</summary>
     public static string Describe(Config cfg)
@@ -162,6 +165,8 @@ internal static class OptimizerSetup
                 Schedule = schedule,
                 Blocks = [.. cfg.List("kfac_block").Select(BlockOverride.Parse)],
                 Fisher = Choice(cfg, "kfac_fisher", "true", ("true", FisherKind.True), ("empirical", FisherKind.Empirical)),
+                Preconditioning = Choice(cfg, "kfac_precondition", "auto",
+                    ("auto", KfacPreconditioning.Auto), ("dense", KfacPreconditioning.Dense), ("per-example", KfacPreconditioning.PerExample)),
                 FactorReduction = Choice(cfg, "kfac_reduce_factors", "refresh", ("refresh", FactorReduction.BeforeInverses), ("every", FactorReduction.EveryUpdate)),
                 InverseMethod = Choice(cfg, "kfac_inverse", "auto", ("auto", KfacInverseMethod.Auto), ("cholesky", KfacInverseMethod.Cholesky), ("ort", KfacInverseMethod.OnnxRuntime)),
                 Fallback = Choice(cfg, "kfac_fallback", cfg.String("kfac_fisher", "true") == "empirical" ? "identity" : "diagonal",

@@ -77,6 +77,7 @@ internal static class TrainSettings
         new("kfac_fisher", S, "kfac: true (default: targets sampled from the model) or empirical (the real labels)", "true|empirical"),
         new("kfac_reduce_factors", S, "kfac, several ranks: when the ranks' factor statistics meet: refresh (default: each rank folds its own, the running factors are averaged before each inverse refresh) or every (every statistics update)", "refresh|every"),
         new("kfac_inverse", S, "kfac: how the damped factors are inverted: auto (default: cholesky when OpenBLAS loads, else ort), cholesky (float64 dpotrf + dpotri through OpenBLAS, libopenblas0-pthread) or ort (ONNX Runtime's LU, float32)", "auto|cholesky|ort"),
+        new("kfac_precondition", S, "kfac: how dense layers are preconditioned: auto (default: per update and layer the cheaper of dense and per-example; per-example needs --weight-decay 0, one batch per update and one rank), dense or per-example", "auto|dense|per-example"),
         new("kfac_fallback", S, "kfac: block of parameters in no layer: diagonal (default) or identity", "diagonal|identity"),
         new("kfac_block", L, "kfac: curvature block for parameters matching a glob, first match wins (repeatable): kronecker, embedding, diagonal, identity", "GLOB:KIND"),
         new("kfac_rollback", B, "kfac: on a non-finite loss return to the last good weights and raise the damping tenfold instead of stopping"),

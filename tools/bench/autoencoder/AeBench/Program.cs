@@ -2,10 +2,11 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using OnnxKfac.AeBench;
+using OnnxKfac.Toolkit.Kfac;
 
 // onnx-kfac-ae-bench: the autoencoder benchmarks of issue 7 (tools/bench/autoencoder/README.md).
 //   train --model M --data DIR --optimizer sgd|adamw|kfac-quad|kfac-kl [--lr X] [--batch N] [--seconds S] ... --out run.json
-//   step  --model M --matmul MM --data DIR --batch N --threads T [--steps K] [--fraction F] --out step.json
+//   step  --model M --matmul MM --data DIR --batch N --threads T [--steps K] [--fraction F] [--weight-decay η] [--precondition auto|dense|per-example] --out step.json
 //   plot  --out DIR run1.json run2.json ...       (loss against wall-clock and against updates, PNG)
 //   curves SPEC.json                              (the plots a JSON spec describes, PNG: Plots.FromSpec; tools/bench/finetune)
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
@@ -40,7 +41,12 @@ switch (args[0])
     }
     case "step":
     {
-        var r = Step.Run(S("model", ""), S("matmul", ""), S("data", data), I("batch", 256), I("threads", 1), I("steps", 30), I("warmup", 5), D("fraction", 0.125));
+        var r = Step.Run(S("model", ""), S("matmul", ""), S("data", data), I("batch", 256), I("threads", 1), I("steps", 30), I("warmup", 5), D("fraction", 0.125),
+            D("weight-decay", 1e-5), S("precondition", "auto") switch
+            {
+                "auto" => KfacPreconditioning.Auto, "dense" => KfacPreconditioning.Dense, "per-example" => KfacPreconditioning.PerExample,
+                var p => throw new ArgumentException($"--precondition {p}: expected auto, dense or per-example"),
+            });
         File.AppendAllText(S("out", "step.jsonl"), r.ToJsonString(json) + "\n");
         Console.WriteLine(r.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         return 0;

@@ -20,13 +20,14 @@ namespace OnnxKfac.AeBench;
 /// </summary>
 internal static class Step
 {
-    public static JsonObject Run(string modelPath, string matmulPath, string data, int batchSize, int threads, int steps, int warmup, double fraction)
+    public static JsonObject Run(string modelPath, string matmulPath, string data, int batchSize, int threads, int steps, int warmup, double fraction,
+        double weightDecay = 1e-5, KfacPreconditioning precondition = KfacPreconditioning.Auto)
     {
         var x = FashionMnist.Load(Path.Combine(data, "train-images-idx3-ubyte.gz"), out _);
         var model = OnnxModelIO.Load(modelPath);
         var loss = new LossOptions(LossKind.BceWithLogits);
         var plain = new TrainingGraphOptions(loss) { LayerTaps = false };
-        var result = new JsonObject { ["kind"] = "step", ["batch"] = batchSize, ["threads"] = threads, ["isa"] = Machine.Isa() };
+        var result = new JsonObject { ["kind"] = "step", ["batch"] = batchSize, ["weight_decay"] = weightDecay, ["precondition"] = precondition.ToString(), ["threads"] = threads, ["isa"] = Machine.Isa() };
         var machine = new Machine();
 
         BatchBinding Fill(TrainingSession s)
@@ -61,13 +62,17 @@ internal static class Step
 
         foreach (double f in fraction < 1 ? new[] { 1.0, fraction } : [1.0])
         {
-            var ko = new KfacOptions { UpdateRule = KfacUpdateRule.KlClip, Damping = 1e-2, LearningRate = 1e-3, InverseEvery = 20, StatisticsFraction = f };
+            var ko = new KfacOptions
+            {
+                UpdateRule = KfacUpdateRule.KlClip, Damping = 1e-2, LearningRate = 1e-3, InverseEvery = 20, StatisticsFraction = f,
+                WeightDecay = weightDecay, Preconditioning = precondition,
+            };
             string key = f == 1 ? "kfac" : "kfac_fraction";
-            result[key + "_run"] = RunOnly(model, ko.Configure(plain), threads, Fill, warmup, steps);
-            using var s = TrainingSession.Create(model, ko.Configure(plain), new TrainingSessionOptions { Threads = threads });
+            result[key + "_run"] = RunOnly(model, ko.Configure(plain, batchSize), threads, Fill, warmup, steps);
+            using var s = TrainingSession.Create(model, ko.Configure(plain, batchSize), new TrainingSessionOptions { Threads = threads });
             using var kfac = new KfacOptimizer(s, ko);
             var b = Fill(s);
-            var ctx = new StepContext(s.Parameters, s);
+            var ctx = new StepContext(s.Parameters, s) { GradientIsLastRun = true };   // one batch per update, one process
             var step = new List<double>();
             int kfacSteps = Math.Max(40, (steps + 19) / 20 * 20);   // whole T_inv periods, so the inverses are amortized exactly
             for (int k = 0; k < 20 + kfacSteps; k++)
@@ -89,6 +94,7 @@ internal static class Step
                 ["statistics"] = 1e3 * t.Statistics / u, ["inverses"] = 1e3 * t.Inverses / u, ["preconditioning"] = 1e3 * t.Preconditioning / u,
                 ["coefficients"] = 1e3 * t.Coefficients / u, ["apply"] = 1e3 * t.Apply / u,
             };
+            result[key + "_per_example_updates"] = t.PerExampleUpdates;
             result[key + "_fraction"] = f;
         }
         result["matmul1000"] = MatMul(matmulPath, threads, Math.Max(10, steps / 2));
