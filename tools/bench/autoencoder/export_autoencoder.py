@@ -50,14 +50,26 @@ def sparse_init(model, nonzero=15):
     autoencoders: every unit gets `nonzero` incoming weights drawn from N(0, 1), all other
     weights and every bias 0 (a layer with fewer inputs keeps all of them)."""
     with torch.no_grad():
-        for layer in model.layers:
+        for li, layer in enumerate(model.layers):
             out_f, in_f = layer.weight.shape
             w = torch.zeros(out_f, in_f)
             k = min(nonzero, in_f)
             for o in range(out_f):
                 w[o, torch.randperm(in_f)[:k]] = torch.randn(k)
             layer.weight.copy_(w)
-            layer.bias.zero_()
+            # Zero biases, set after the export (zero_biases): identical zero tensors would be merged
+            # into one initializer by torch.onnx's deduplication, tying the biases of mirrored layers.
+            layer.bias.copy_(torch.arange(1, out_f + 1, dtype=torch.float32) * 1e-3 * (1 + li))
+
+
+def zero_biases(path):
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(path)
+    for t in m.graph.initializer:
+        if t.name.endswith(".bias"):
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 0, t.name))
+    onnx.save(m, path)
 
 
 def load_onnx_weights(model, path):
@@ -84,6 +96,8 @@ def main():
     path = os.path.join(a.out, "autoencoder.onnx")
     torch.onnx.export(model, torch.rand(2, 784), path, input_names=["x"], output_names=["logits"],
                       dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}}, opset_version=17, do_constant_folding=True)
+    if a.init == "sparse":
+        zero_biases(path)
     print(path)
     # The machine's MatMul peak in ONNX Runtime (section 4): one 1000x1000 by 1000x1000 MatMul.
     import onnx
