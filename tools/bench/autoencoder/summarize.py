@@ -33,6 +33,8 @@ def label(r):
         h = f"AdamW lr {r['lr']:g}"
     if r.get("statistics_fraction", 1) < 1 and o.startswith("kfac"):
         h += f" stats {r['statistics_fraction']:g}"
+    if r.get("weight_decay", 1e-5) == 0 and o.startswith("kfac"):
+        h += " η 0"
     return f"{fw} {h}, batch {r['batch']}"
 
 

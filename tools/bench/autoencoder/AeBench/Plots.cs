@@ -22,6 +22,8 @@ internal static class Plots
             "sgd" => $"SGD+mom lr {lr:g}",
             _ => $"AdamW lr {lr:g}",
         };
+        if (o.StartsWith("kfac", StringComparison.Ordinal) && r["statistics_fraction"] is { } f && (double)f < 1) h += $" f {(double)f:g}";
+        if (o.StartsWith("kfac", StringComparison.Ordinal) && r["weight_decay"] is { } wd && (double)wd == 0) h += " η 0";
         return $"{fw} {h}, batch {r["batch"]}";
     }
 

@@ -31,7 +31,7 @@ switch (args[0])
     {
         var c = new Train.Config(S("model", ""), S("data", data), S("optimizer", "sgd"), D("lr", 0.1), I("batch", 256), D("seconds", 30),
             I("max-updates", int.MaxValue), I("threads", 1), I("seed", 42), D("eval-every", 2), I("eval-examples", 5120), D("damping", 150),
-            D("fraction", 1), I("inverse-every", 20), D("kl-clip", 1e-3), D("momentum", 0.9), S("out", "run.json"));
+            D("fraction", 1), I("inverse-every", 20), D("kl-clip", 1e-3), D("momentum", 0.9), S("out", "run.json"), D("weight-decay", 1e-5));
         var r = Train.Run(c);
         File.WriteAllText(c.Out, r.ToJsonString(json));
         var ev = r["evals"]!.AsArray();

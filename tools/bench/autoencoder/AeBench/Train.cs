@@ -20,7 +20,7 @@ internal static class Train
 {
     public sealed record Config(string Model, string Data, string Optimizer, double Lr, int Batch, double Seconds, int MaxUpdates,
         int Threads, int Seed, double EvalEverySeconds, int EvalExamples, double Damping, double StatisticsFraction, int InverseEvery,
-        double KlClip, double Momentum, string Out);
+        double KlClip, double Momentum, string Out, double WeightDecay = 1e-5);
 
     public static JsonObject Run(Config c)
     {
@@ -42,9 +42,10 @@ internal static class Train
                 KlClip = c.KlClip,
                 InverseEvery = c.InverseEvery,
                 StatisticsFraction = c.StatisticsFraction,
+                WeightDecay = c.WeightDecay,
                 RollbackOnDivergence = true,
             };
-            graph = kfacOptions.Configure(graph);
+            graph = kfacOptions.Configure(graph, c.Batch);
         }
         using var session = TrainingSession.Create(model, graph, new TrainingSessionOptions { Threads = c.Threads });
         using var kfac = kfacOptions is null ? null : new KfacOptimizer(session, kfacOptions);
@@ -57,7 +58,7 @@ internal static class Train
         };
         string input = session.DataInputs[0].Name, target = session.TargetInput.Name;
         var batch = session.Bind(c.Batch);
-        var ctx = new StepContext(session.Parameters, session);
+        var ctx = new StepContext(session.Parameters, session) { GradientIsLastRun = true };   // one batch per update, one process
         var rng = new Random(c.Seed);
         int[] order = Enumerable.Range(0, n).ToArray();
         int pos = n;
@@ -138,7 +139,7 @@ internal static class Train
             ["kind"] = "train",
             ["optimizer"] = c.Optimizer, ["lr"] = c.Lr, ["batch"] = c.Batch, ["threads"] = c.Threads, ["seed"] = c.Seed,
             ["damping"] = c.Damping, ["statistics_fraction"] = c.StatisticsFraction, ["inverse_every"] = c.InverseEvery,
-            ["kl_clip"] = c.KlClip, ["momentum"] = c.Momentum,
+            ["kl_clip"] = c.KlClip, ["momentum"] = c.Momentum, ["weight_decay"] = c.WeightDecay,
             ["updates"] = updates, ["train_seconds"] = clock, ["stop"] = stop,
             ["eval_examples"] = c.EvalExamples,
             ["other_cores"] = machine.OtherCores(), ["loadavg_end"] = Machine.LoadAverage(),
