@@ -32,14 +32,21 @@ internal static class Plots
     {
         Directory.CreateDirectory(dir);
         var loaded = runs.Select(p => JsonNode.Parse(File.ReadAllText(p))!.AsObject()).ToList();
-        foreach (var (axis, label, file) in new[] { ("wall_s", "training seconds (evaluation excluded)", "ae_loss_vs_time.png"), ("update", "updates", "ae_loss_vs_updates.png") })
+        // The whole descent, then the low-loss end where the optimizers part (y from the lowest loss to 300).
+        double low = loaded.SelectMany(r => r["evals"]!.AsArray()).Select(e => (double)e!["loss"]!).Where(double.IsFinite).DefaultIfEmpty(0).Min();
+        foreach (var (axis, label, file, yRange) in new (string, string, string, (double, double)?)[]
+        {
+            ("wall_s", "training seconds (evaluation excluded)", "ae_loss_vs_time.png", null),
+            ("update", "updates", "ae_loss_vs_updates.png", null),
+            ("wall_s", "training seconds (evaluation excluded)", "ae_loss_vs_time_low.png", (Math.Floor(low / 10) * 10, 300)),
+        })
         {
             var series = loaded.Select(r => (r, ev: r["evals"]!.AsArray().Where(e => double.IsFinite((double)e!["loss"]!)).ToArray()))
                 .Where(x => x.ev.Length > 0)
                 .Select(x => new Series(Label(x.r), x.ev.Select(e => (double)e![axis]!).ToArray(), x.ev.Select(e => (double)e!["loss"]!).ToArray()))
                 .ToList();
             Lines(Path.Combine(dir, file), "Fashion-MNIST deep autoencoder: training loss (BCE summed over pixels, mean over images)",
-                label, "loss on 5120 training images", series, Alignment.UpperRight);
+                label, "loss on 5120 training images", series, Alignment.UpperRight, yRange);
         }
     }
 
@@ -62,7 +69,8 @@ internal static class Plots
         }
     }
 
-    private static void Lines(string path, string title, string xLabel, string yLabel, IReadOnlyList<Series> series, Alignment legend)
+    private static void Lines(string path, string title, string xLabel, string yLabel, IReadOnlyList<Series> series, Alignment legend,
+        (double Min, double Max)? yRange = null)
     {
         var plot = new Plot();
         plot.Title(title);
@@ -79,6 +87,7 @@ internal static class Plots
             line.LineWidth = 2;
         }
         plot.Axes.AutoScale();
+        if (yRange is { } y) plot.Axes.SetLimitsY(y.Min, y.Max);
         plot.ShowLegend(legend);
         plot.Legend.FontSize = 11;
         string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
