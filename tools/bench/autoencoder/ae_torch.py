@@ -141,7 +141,9 @@ class Kfac:
                 a = torch.cat([a, a.new_ones(rows, 1)], 1)
                 g = gs[i][:rows]
                 A = a.t() @ a / rows
-                G = (n * n / rows) * (g.t() @ g)
+                # The Fisher of the loss being trained, as the toolkit's blocks (Toolkit/Kfac/README.md): the
+                # mean over the D = n·784 elements divides the per-image-summed loss's G by the 784 outputs.
+                G = (n * n / rows) * (g.t() @ g) / logits.shape[1]
                 self.A[i] = A if self.A[i] is None else eps * self.A[i] + (1 - eps) * A
                 self.G[i] = G if self.G[i] is None else eps * self.G[i] + (1 - eps) * G
                 if (self.k - 1) % self.t_inv == 0:
