@@ -1,7 +1,6 @@
 using OnnxKfac.Graph.Autodiff;
 using OnnxKfac.Graph.Model;
 using OnnxKfac.Graph.Proto;
-using DataType = OnnxKfac.Graph.Proto.TensorProto.Types.DataType;
 
 namespace OnnxKfac.Graph.Training;
 
@@ -20,10 +19,11 @@ internal sealed class ExampleSubset
     private const string Scope = "sampled/subset/";
     private readonly Dictionary<string, string> _map;
 
-    private ExampleSubset(Dictionary<string, string> map, string count, string ratio)
+    private ExampleSubset(Dictionary<string, string> map, string count, string examples, string ratio)
     {
         _map = map;
         Count = count;
+        Examples = examples;
         Ratio = ratio;
     }
 
@@ -32,6 +32,9 @@ internal sealed class ExampleSubset
 
     /// <summary>k as an int64 [1] tensor.</summary>
     public string Count { get; }
+
+    /// <summary>The batch's N, as a [1] tensor of the output's float type.</summary>
+    public string Examples { get; }
 
     /// <summary>N / k, as a [1] tensor of the output's float type: the rows of the batch per row the subset sees.</summary>
     public string Ratio { get; }
@@ -64,9 +67,9 @@ internal sealed class ExampleSubset
         // k = max(1, ⌈f·N⌉) from the first data input; every data input is sliced to it.
         var e = g.Emitter("sampled/subset");
         int first = g.State.Nodes.Count;
-        string n0 = e.Cast(e.Op("Gather", [e.Shape(dataInputs[0]), e.Int64s(0)]), (int)DataType.Double);
-        string k = e.Op("Max", [e.Cast(e.Op("Ceil", [e.Mul(n0, e.Scalar(fraction, (int)DataType.Double))]), (int)DataType.Int64), e.Int64s(1)]);
-        string ratio = e.Cast(e.Div(n0, e.Cast(k, (int)DataType.Double)), floatType);
+        string k = FactorStatistics.FirstExamples(e, dataInputs[0], fraction);
+        string examples = e.Cast(e.Op("Gather", [e.Shape(dataInputs[0]), e.Int64s(0)]), floatType);
+        string ratio = e.Div(examples, e.Cast(k, floatType));
         var map = new Dictionary<string, string>(StringComparer.Ordinal);
         long symbol = BatchSymbol(g, dataInputs), fresh = FreshSymbol(g);
         foreach (var x in dataInputs)
@@ -95,7 +98,7 @@ internal sealed class ExampleSubset
             }
             graph.Node.Add(c);
         }
-        return new ExampleSubset(map, k, ratio);
+        return new ExampleSubset(map, k, examples, ratio);
     }
 
     private static bool DynamicBatch(ValueInfoProto? vi) =>

@@ -62,7 +62,7 @@ internal static class FactorStatistics
     }
 
     /// <summary>⌈f·N⌉ (at least 1) as an int64 [1] tensor, N the first dimension of <paramref name="x"/>.</summary>
-    private static string FirstExamples(NodeEmitter e, string x, double fraction)
+    internal static string FirstExamples(NodeEmitter e, string x, double fraction)
     {
         string n = e.Cast(e.Op("Gather", [e.Shape(x), e.Int64s(0)]), (int)DataType.Double);
         string k = e.Cast(e.Op("Ceil", [e.Mul(n, e.Scalar(fraction, (int)DataType.Double))]), (int)DataType.Int64);

@@ -154,8 +154,7 @@ public static class TrainingGraphBuilder
                 var e = g.Emitter("sampled/subset");
                 string subsetNoise = e.Op("Slice", [noise, e.Int64s(0), subset.Count, e.Int64s(0)]);
                 g.SetInfo(subsetNoise, g.Infos.GetValueOrDefault(subset.Map(output)) ?? new TensorInfo(type, null));
-                string examples = e.Cast(e.Op("Gather", [e.Shape(output), e.Int64s(0)]), type);
-                string dSampled = options.Loss.Function.AppendSampled(g, subset.Map(output), subsetNoise, examples);
+                string dSampled = options.Loss.Function.AppendSampled(g, subset.Map(output), subsetNoise, subset.Examples);
                 var grads2 = new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [subset.Map(output)] = dSampled },
                     pre.Select(subset.Map).ToArray(), "sampled/");
                 sampled = pre.ToDictionary(p => p, p => grads2[subset.Map(p)], StringComparer.Ordinal);
