@@ -93,7 +93,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         };
         InverseMethod = _lapack is null ? KfacInverseMethod.OnnxRuntime : KfacInverseMethod.Cholesky;
         _inverse = BuildInverse(_blocks, "inverse");
-        using var ortOptions = (runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
+        using var ortOptions = ProgramOptions(runtime);
         _precondition = Build(ortOptions, "preconditioning", (b, pb, bind) => b.EmitPrecondition(pb, bind));
         _perExample = _options.Preconditioning == KfacPreconditioning.Dense ? []
             : [.. _blocks.OfType<KroneckerBlock>().Where(b => b.CanPreconditionPerExample)];
@@ -155,11 +155,19 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         _ => new IdentityBlock(slots[info.Parameters[0]], info.Reason),
     };
 
+    /// <summary>
+    /// ONNX Runtime options of K-FAC's own programs: the training session's threads and device, never
+    /// spinning (<see cref="TrainingSessionOptions.IntraOpSpinning"/>: they run between the training
+    /// graph's runs, and spinning pools of several sessions fight over the cores).
+    /// </summary>
+    private static Microsoft.ML.OnnxRuntime.SessionOptions ProgramOptions(TrainingSessionOptions? runtime) =>
+        ((runtime ?? new TrainingSessionOptions()) with { IntraOpSpinning = false }).CreateOrtOptions();
+
     /// <summary>The inverse refresh over <paramref name="blocks"/> by the resolved method; null when none has a factor to invert.</summary>
     private IKfacProgram? BuildInverse(IEnumerable<CurvatureBlock> blocks, string what)
     {
         if (_lapack is not null) return CholeskyProgram.Create(_lapack, blocks, InverseThreads);
-        using var ortOptions = (_runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
+        using var ortOptions = ProgramOptions(_runtime);
         return Build(ortOptions, what, (b, pb, bind) => b.EmitInverse(pb, bind), blocks);
     }
 
@@ -444,7 +452,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         {
             var taken = new Dictionary<CurvatureBlock, int>();
             for (int k = 0; k < _perExample.Length; k++) if (rows[k] > 0) taken[_perExample[k]] = rows[k];
-            using var ortOptions = (_runtime ?? new TrainingSessionOptions()).CreateOrtOptions();
+            using var ortOptions = ProgramOptions(_runtime);
             var program = Build(ortOptions, $"per-example preconditioning (batch {n})", (b, pb, bind) =>
             {
                 if (taken.TryGetValue(b, out int r)) ((KroneckerBlock)b).EmitPreconditionPerExample(pb, bind, r);

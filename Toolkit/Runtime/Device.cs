@@ -33,6 +33,18 @@ public sealed record TrainingSessionOptions
     /// <summary>Seed of the noise the sampled Fisher pass draws its targets from.</summary>
     public ulong NoiseSeed { get; init; } = 0x5eed;
 
+    /// <summary>
+    /// Whether ONNX Runtime's intra-op worker threads spin-wait for the next op (its default) rather
+    /// than sleep. Spinning suits one session running alone. Each session has its own pool, so where
+    /// several take turns on the same cores, as K-FAC's programs do beside the training graph, the
+    /// threads one session leaves spinning take the cores the next one needs: K-FAC's programs never
+    /// spin, and its training session should not either (the CLI turns it off for <c>--optimizer kfac</c>).
+    /// Measured on the deep autoencoder, batch 256, 2 threads, 2 cores: a K-FAC step of 109 ms with
+    /// every session spinning, 76 with only the training graph spinning, 68 with none (BENCHMARKS.md).
+    /// No effect with one thread (no workers).
+    /// </summary>
+    public bool IntraOpSpinning { get; init; } = true;
+
     internal SessionOptions CreateOrtOptions()
     {
         if (Threads is < 0) throw new OnnxKfacException($"threads must be 0 (default) or positive, got {Threads}");
@@ -44,6 +56,7 @@ public sealed record TrainingSessionOptions
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
         if (Threads is { } n) o.IntraOpNumThreads = n;
+        if (!IntraOpSpinning) o.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
         if (Device.Kind == DeviceKind.Cuda)
         {
             try

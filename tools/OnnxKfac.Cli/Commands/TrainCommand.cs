@@ -163,7 +163,8 @@ internal static class TrainCommand
             foreach (var key in new[] { "checkpoint", "report", "plot", "export", "log_csv" }) CheckWritable(cfg, key);
 
             // ---- model, data, optimizer ----------------------------------------------------------
-            var setup = Own(ModelSetup.Open(cfg, modelPath, seed, graph => OptimizerSetup.ConfigureGraph(cfg, graph, accumulate == 1 && _ranks.Size == 1 ? batch : null)));
+            var setup = Own(ModelSetup.Open(cfg, modelPath, seed, graph => OptimizerSetup.ConfigureGraph(cfg, graph, accumulate == 1 && _ranks.Size == 1 ? batch : null),
+                spinning: OptimizerSetup.Kind(cfg) != "kfac"));
             var session = setup.Session;
             bool hasVal = cfg.Has("val") || cfg.Has("val_split");
             bool hasTest = cfg.Has("test");

@@ -102,7 +102,9 @@ internal sealed class ModelSetup : IDisposable
     /// optimizer's requirements) adds, and opens a session. Without it the graph has no K-FAC
     /// outputs (evaluation, SGD, AdamW).
     /// </summary>
-    public static ModelSetup Open(Config cfg, string modelPath, ulong seed, Func<TrainingGraphOptions, TrainingGraphOptions>? configure = null)
+    /// <param name="spinning">ONNX Runtime's worker threads spin between ops (<see cref="TrainingSessionOptions.IntraOpSpinning"/>; off for K-FAC).</param>
+    public static ModelSetup Open(Config cfg, string modelPath, ulong seed, Func<TrainingGraphOptions, TrainingGraphOptions>? configure = null,
+        bool spinning = true)
     {
         var loss = ReadLoss(cfg);
         var model = OnnxModelIO.Load(modelPath);
@@ -116,7 +118,7 @@ internal sealed class ModelSetup : IDisposable
         var graph = new TrainingGraphOptions(loss) { LayerTaps = false, Trainable = Globs(cfg, "trainable"), Frozen = Globs(cfg, "frozen"), Untie = Globs(cfg, "untie") };
         if (configure is not null) graph = configure(graph);
         var session = TrainingSession.Create(model, graph,
-            new TrainingSessionOptions { Device = device, Threads = threads is 0 ? null : threads, NoiseSeed = seed }, shapes);
+            new TrainingSessionOptions { Device = device, Threads = threads is 0 ? null : threads, NoiseSeed = seed, IntraOpSpinning = spinning }, shapes);
         try
         {
             var inputs = session.DataInputs.ToArray();

@@ -190,7 +190,7 @@ def cmd_step(a):
             ms.append(1e3 * (time.perf_counter() - t0))
         rows.append({"torch_threads": tt, "blas_threads": bt, "sgd_step": stats(ms), "other_cores": m.other_cores()})
         kmodel = model_from(a.model)
-        kfac = Kfac(kmodel, lr=1e-3, damping=1e-2, fraction=a.fraction)
+        kfac = Kfac(kmodel, lr=1e-3, damping=1e-2, fraction=a.fraction, weight_decay=a.weight_decay)
 
         def kstep():
             kmodel.zero_grad(set_to_none=True)
@@ -228,7 +228,7 @@ def cmd_train(a):
     elif a.optimizer == "kfac-kl":
         opt = None
         kfac = Kfac(model, lr=a.lr, damping=a.damping, kl_clip=a.kl_clip, momentum=a.momentum, inverse_every=a.inverse_every,
-                    fraction=a.fraction)
+                    fraction=a.fraction, weight_decay=a.weight_decay)
     else:
         raise SystemExit(f"--optimizer {a.optimizer}: sgd, adamw or kfac-kl")
     ev_x = x[: a.eval_examples // a.batch * a.batch]
@@ -267,7 +267,7 @@ def cmd_train(a):
             evals.append({"update": updates, "wall_s": clock, "loss": evaluate()})
             next_eval = clock + a.eval_every
     out = {"kind": "train", "framework": "pytorch", "optimizer": a.optimizer, "lr": a.lr, "batch": a.batch, "threads": a.threads,
-           "torch_threads": a.torch_threads, "damping": a.damping, "statistics_fraction": a.fraction, "inverse_every": a.inverse_every,
+           "torch_threads": a.torch_threads, "damping": a.damping, "statistics_fraction": a.fraction, "weight_decay": a.weight_decay, "inverse_every": a.inverse_every,
            "kl_clip": a.kl_clip, "momentum": a.momentum, "updates": updates, "train_seconds": clock, "stop": stop,
            "eval_examples": len(ev_x), "other_cores": machine.other_cores(), "loadavg_end": os.getloadavg()[0],
            "peak_rss_mib": peak_rss_mib(), "blas": loaded_libs(), "evals": evals, "steps": steps}
@@ -294,6 +294,7 @@ def main():
     ap.add_argument("--kl-clip", type=float, default=1e-3)
     ap.add_argument("--inverse-every", type=int, default=20)
     ap.add_argument("--fraction", type=float, default=1.0)
+    ap.add_argument("--weight-decay", type=float, default=1e-5, help="K-FAC's η (L2 in the preconditioned gradient), as the toolkit's")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--max-updates", type=int, default=10 ** 9)
     ap.add_argument("--eval-every", type=float, default=2)

@@ -68,8 +68,9 @@ internal static class Step
                 WeightDecay = weightDecay, Preconditioning = precondition,
             };
             string key = f == 1 ? "kfac" : "kfac_fraction";
-            result[key + "_run"] = RunOnly(model, ko.Configure(plain, batchSize), threads, Fill, warmup, steps);
-            using var s = TrainingSession.Create(model, ko.Configure(plain, batchSize), new TrainingSessionOptions { Threads = threads });
+            // K-FAC's sessions do not spin (TrainingSessionOptions.IntraOpSpinning), as the CLI's for --optimizer kfac.
+            result[key + "_run"] = RunOnly(model, ko.Configure(plain, batchSize), threads, Fill, warmup, steps, spinning: false);
+            using var s = TrainingSession.Create(model, ko.Configure(plain, batchSize), new TrainingSessionOptions { Threads = threads, IntraOpSpinning = false });
             using var kfac = new KfacOptimizer(s, ko);
             var b = Fill(s);
             var ctx = new StepContext(s.Parameters, s) { GradientIsLastRun = true };   // one batch per update, one process
@@ -109,9 +110,10 @@ internal static class Step
         return result;
     }
 
-    private static JsonObject RunOnly(ModelProto model, TrainingGraphOptions graph, int threads, Func<TrainingSession, BatchBinding> fill, int warmup, int steps)
+    private static JsonObject RunOnly(ModelProto model, TrainingGraphOptions graph, int threads, Func<TrainingSession, BatchBinding> fill, int warmup, int steps,
+        bool spinning = true)
     {
-        using var s = TrainingSession.Create(model, graph, new TrainingSessionOptions { Threads = threads });
+        using var s = TrainingSession.Create(model, graph, new TrainingSessionOptions { Threads = threads, IntraOpSpinning = spinning });
         var b = fill(s);
         var run = new List<double>();
         for (int k = 0; k < warmup + steps; k++)

@@ -47,7 +47,7 @@ internal static class Train
             };
             graph = kfacOptions.Configure(graph, c.Batch);
         }
-        using var session = TrainingSession.Create(model, graph, new TrainingSessionOptions { Threads = c.Threads });
+        using var session = TrainingSession.Create(model, graph, new TrainingSessionOptions { Threads = c.Threads, IntraOpSpinning = kfacOptions is null });
         using var kfac = kfacOptions is null ? null : new KfacOptimizer(session, kfacOptions);
         IOptimizer opt = c.Optimizer switch
         {
