@@ -5,7 +5,7 @@
 #
 #   tools/bench/autoencoder/run.sh                    # about 15 min on 2 cores: 11 training runs of RUN_SECONDS=20, step costs once
 #   PARTS=train tools/bench/autoencoder/run.sh        # only the training curves (~5 min); PARTS=step only the step costs (~10 min)
-#   RUN_SECONDS=150 PARTS=train tools/bench/autoencoder/run.sh   # the curves BENCHMARKS.md section 1 reports (~30 min)
+#   RUN_SECONDS=150 STEP_REPEAT=2 tools/bench/autoencoder/run.sh   # what BENCHMARKS.md sections 1, 3 and 4 report (~50 min)
 #   PARTS=step tools/bench/autoencoder/run.sh         # only the step costs (PARTS=train,step by default)
 #   KEEP=/tmp/ae tools/bench/autoencoder/run.sh       # keep the raw JSON
 set -euo pipefail
@@ -55,6 +55,9 @@ if [[ ,$PARTS, == *,train,* ]]; then
   # The cheaper K-FAC updates of section 4: statistics on an eighth of the batch, η = 0 (per-example preconditioning).
   "${ae[@]}" train "${common[@]}" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-quad-256-fast.json"
   "${ae[@]}" train "${common[@]}" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-kl-256-fast.json"
+  # The same settings in the straightforward PyTorch K-FAC (its statistics slice the factors' rows; its sampled
+  # backward still runs over the whole batch and its preconditioning is dense): section 3 at equal hyper-parameters.
+  "${tr[@]}" train "${common[@]}" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-torch-kfac-kl-256-fast.json"
   IFS=',' read -r -a lrs <<< "$SGD_LRS"
   for lr in "${lrs[@]}"; do "${ae[@]}" train "${common[@]}" --optimizer sgd --lr "$lr" --batch 256 --out "$out/train-sgd-$lr.json"; done
   "${tr[@]}" train "${common[@]}" --optimizer sgd --lr "${lrs[1]}" --batch 256 --out "$out/train-torch-sgd-${lrs[1]}.json"
@@ -62,7 +65,7 @@ if [[ ,$PARTS, == *,train,* ]]; then
   for lr in "${lrs[@]}"; do "${ae[@]}" train "${common[@]}" --optimizer adamw --lr "$lr" --batch 256 --out "$out/train-adamw-$lr.json"; done
   "${ae[@]}" plot --out tools/bench/autoencoder "$out"/train-*.json
   commands+=("onnx-kfac-ae-bench train --model autoencoder.onnx --optimizer kfac-quad|kfac-kl|sgd|adamw --lr X --batch N --seconds $RUN_SECONDS --threads $THREADS --out F.json" \
-             "ae_torch.py train --model autoencoder.onnx --optimizer kfac-kl|sgd --lr X --batch 256 --seconds $RUN_SECONDS --threads $THREADS --out F.json")
+             "ae_torch.py train --model autoencoder.onnx --optimizer kfac-kl|sgd --lr X --batch 256 [--fraction 0.125 --weight-decay 0] --seconds $RUN_SECONDS --threads $THREADS --out F.json")
 fi
 if [[ ,$PARTS, == *,step,* ]]; then
   IFS=',' read -r -a bs <<< "$STEP_BATCHES"
