@@ -267,7 +267,7 @@ def cmd_train(a):
             evals.append({"update": updates, "wall_s": clock, "loss": evaluate()})
             next_eval = clock + a.eval_every
     out = {"kind": "train", "framework": "pytorch", "optimizer": a.optimizer, "lr": a.lr, "batch": a.batch, "threads": a.threads,
-           "torch_threads": a.torch_threads, "damping": a.damping, "statistics_fraction": a.fraction, "weight_decay": a.weight_decay, "inverse_every": a.inverse_every,
+           "torch_threads": a.torch_threads, "damping": a.damping, "statistics_fraction": a.fraction, "weight_decay": a.weight_decay, "seed": a.seed, "inverse_every": a.inverse_every,
            "kl_clip": a.kl_clip, "momentum": a.momentum, "updates": updates, "train_seconds": clock, "stop": stop,
            "eval_examples": len(ev_x), "other_cores": machine.other_cores(), "loadavg_end": os.getloadavg()[0],
            "peak_rss_mib": peak_rss_mib(), "blas": loaded_libs(), "evals": evals, "steps": steps}

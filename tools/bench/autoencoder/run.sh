@@ -5,7 +5,7 @@
 #
 #   tools/bench/autoencoder/run.sh                    # about 15 min on 2 cores: 11 training runs of RUN_SECONDS=20, step costs once
 #   PARTS=train tools/bench/autoencoder/run.sh        # only the training curves (~5 min); PARTS=step only the step costs (~10 min)
-#   RUN_SECONDS=150 STEP_REPEAT=2 tools/bench/autoencoder/run.sh   # what BENCHMARKS.md sections 1, 3 and 4 report (~50 min)
+#   RUN_SECONDS=150 STEP_REPEAT=2 PARTS=train,seeds,step tools/bench/autoencoder/run.sh   # what BENCHMARKS.md sections 1, 3 and 4 report (~75 min)
 #   PARTS=step tools/bench/autoencoder/run.sh         # only the step costs (PARTS=train,step by default)
 #   KEEP=/tmp/ae tools/bench/autoencoder/run.sh       # keep the raw JSON
 set -euo pipefail
@@ -20,7 +20,8 @@ STEP_THREADS=${STEP_THREADS:-1,2}
 STEP_BATCHES=${STEP_BATCHES:-256,1024}
 STEP_REPEAT=${STEP_REPEAT:-1}
 STEPS=${STEPS:-20}
-PARTS=${PARTS:-train,step}
+PARTS=${PARTS:-train,step}          # and seeds: the headline's configurations with the batch orders SEEDS
+SEEDS=${SEEDS:-43,44}
 SGD_LRS=${SGD_LRS:-1,3,10}
 ADAMW_LRS=${ADAMW_LRS:-3e-4,1e-3,3e-3}
 TARGETS=${TARGETS:-350,300,250,230,220,215,210}
@@ -63,9 +64,21 @@ if [[ ,$PARTS, == *,train,* ]]; then
   "${tr[@]}" train "${common[@]}" --optimizer sgd --lr "${lrs[1]}" --batch 256 --out "$out/train-torch-sgd-${lrs[1]}.json"
   IFS=',' read -r -a lrs <<< "$ADAMW_LRS"
   for lr in "${lrs[@]}"; do "${ae[@]}" train "${common[@]}" --optimizer adamw --lr "$lr" --batch 256 --out "$out/train-adamw-$lr.json"; done
-  "${ae[@]}" plot --out tools/bench/autoencoder "$out"/train-*.json
+  mapfile -t seed42 < <(ls "$out"/train-*.json | grep -Ev -- '-s[0-9]+\.json$')   # the plots: one line per configuration (seed 42)
+  "${ae[@]}" plot --out tools/bench/autoencoder "${seed42[@]}"
   commands+=("onnx-kfac-ae-bench train --model autoencoder.onnx --optimizer kfac-quad|kfac-kl|sgd|adamw --lr X --batch N --seconds $RUN_SECONDS --threads $THREADS --out F.json" \
              "ae_torch.py train --model autoencoder.onnx --optimizer kfac-kl|sgd --lr X --batch 256 [--fraction 0.125 --weight-decay 0] --seconds $RUN_SECONDS --threads $THREADS --out F.json")
+fi
+if [[ ,$PARTS, == *,seeds,* ]]; then
+  # The headline's configurations again with other batch orders (SEEDS), for the spread of section 1:
+  # K-FAC quadratic with the cheaper updates, the best SGD learning rates and the best AdamW.
+  IFS=',' read -r -a seeds <<< "$SEEDS"
+  for s in "${seeds[@]}"; do
+    "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-quad-256-fast-s$s.json"
+    for lr in 3 10; do "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer sgd --lr "$lr" --batch 256 --out "$out/train-sgd-$lr-s$s.json"; done
+    "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer adamw --lr 1e-3 --batch 256 --out "$out/train-adamw-1e-3-s$s.json"
+  done
+  commands+=("onnx-kfac-ae-bench train ... --seed S (S in $SEEDS: K-FAC quadratic f 1/8 η 0, SGD lr 3 and 10, AdamW 1e-3)")
 fi
 if [[ ,$PARTS, == *,step,* ]]; then
   IFS=',' read -r -a bs <<< "$STEP_BATCHES"
