@@ -101,9 +101,12 @@ export META_BLAS="$("${TORCH[@]}" -c 'import torch; print(",".join(sorted({l.spl
 "$PY" - "$out/meta.json" <<'EOF2'
 import json, os, sys
 e = os.environ
+# A KEEP directory filled by several runs (PARTS=train,step then PARTS=seeds) keeps every run's commands.
+earlier = json.load(open(sys.argv[1])).get("commands", []) if os.path.exists(sys.argv[1]) else []
+commands = list(dict.fromkeys(earlier + e["META_COMMANDS"].splitlines()))
 json.dump({"date": e["META_DATE"], "commit": e["META_COMMIT"], "cpu": e["META_CPU"], "nproc": e["META_NPROC"], "isa": e["META_ISA"],
            "torch_blas": e["META_BLAS"], "load_start": e["META_LOAD_START"], "load_end": e["META_LOAD_END"], "wall_s": e["META_WALL"],
-           "targets": [float(t) for t in e["META_TARGETS"].split(",")], "commands": e["META_COMMANDS"].splitlines()}, open(sys.argv[1], "w"))
+           "targets": [float(t) for t in e["META_TARGETS"].split(",")], "commands": commands}, open(sys.argv[1], "w"))
 EOF2
 "$PY" tools/bench/autoencoder/summarize.py "$out" > tools/bench/autoencoder/RESULTS.md
 echo "wrote tools/bench/autoencoder/RESULTS.md ($(( $(date +%s) - start )) s)"
