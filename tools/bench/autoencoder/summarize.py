@@ -4,6 +4,7 @@
     python3 tools/bench/autoencoder/summarize.py OUT_DIR [--targets 300,250,200]
 """
 import argparse
+import collections
 import glob
 import json
 import os
@@ -126,8 +127,9 @@ def main():
         w("| target | " + " | ".join(fams) + " | best SGD / best K-FAC |")
         w("|---:|" + "---:|" * (len(fams) + 1))
         onnx = [r for r in runs if r.get("framework") != "pytorch"]
+        per_target = {t: config_times(onnx, t) for t in targets}
         for t in targets:
-            per = config_times(onnx, t)
+            per = per_target[t]
             best = {}
             for name, o in fams.items():
                 cands = [(median(v), v, n, key) for key, (v, n, r) in per.items() if r["optimizer"] == o and len(v) * 2 > n]
@@ -138,14 +140,14 @@ def main():
             ratio = f"{sg[0] / kb[0]:.2f}" if sg and kb else ("SGD never reached it" if kb else "–")
             w(f"| {t:g} | " + " | ".join(fmt_spread(v[1], v[2]) if v else "not reached" for v in best.values()) + f" | {ratio} |")
         w("")
-        repeated = {key: n for key, (v, n, r) in config_times(onnx, targets[0] if targets else 0).items() if n > 1}
+        repeated = {key: n for key, n in collections.Counter(r["label"] for r in onnx).items() if n > 1}
         if repeated:
             w("Configurations run with several seeds (batch order; same initial weights): time to each target, median [min–max, runs that reached it]:")
             w("")
             w("| configuration | runs | " + " | ".join(f"s to {t:g}" for t in targets) + " |")
             w("|---|---:|" + "---:|" * len(targets))
             for key, n in repeated.items():
-                cells = [fmt_spread(*config_times([r for r in onnx if r["label"] == key], t)[key][:2]) for t in targets]
+                cells = [fmt_spread(*per_target[t][key][:2]) for t in targets]
                 w(f"| {key} | {n} | " + " | ".join(cells) + " |")
             w("")
         pt = [r for r in runs if r.get("framework") == "pytorch"]
