@@ -62,6 +62,97 @@ internal static class FactorMath
         }
     }
 
+    /// <summary>
+    /// ema = e·ema + (1 − e)·x with x widened to float64: <see cref="Fold"/> of a sum that holds one
+    /// batch (sum = (double)x exactly, w = (1 − e)/1), in the same bits, without the sum.
+    /// </summary>
+    public static void FoldOne(Span<double> ema, ReadOnlySpan<float> x, double e)
+    {
+        var ev = MemoryMarshal.Cast<double, Vector<double>>(ema);
+        var xv = MemoryMarshal.Cast<float, Vector<float>>(x);
+        var eV = new Vector<double>(e);
+        double w = 1 - e;
+        var wV = new Vector<double>(w);
+        int n = Math.Min(xv.Length, ev.Length / 2);
+        for (int i = 0; i < n; i++)
+        {
+            Vector.Widen(xv[i], out var lo, out var hi);
+            ev[2 * i] = eV * ev[2 * i] + wV * lo;
+            ev[2 * i + 1] = eV * ev[2 * i + 1] + wV * hi;
+        }
+        for (int i = n * Vector<float>.Count; i < ema.Length; i++) ema[i] = e * ema[i] + w * x[i];
+    }
+
+    /// <summary>y = x + a·z element-wise (float32, the scalar expression's bits).</summary>
+    public static void AddScaled(Span<float> y, ReadOnlySpan<float> x, float a, ReadOnlySpan<float> z)
+    {
+        if (a == 0)
+        {
+            x.CopyTo(y);
+            return;
+        }
+        var yv = MemoryMarshal.Cast<float, Vector<float>>(y);
+        var xv = MemoryMarshal.Cast<float, Vector<float>>(x);
+        var zv = MemoryMarshal.Cast<float, Vector<float>>(z);
+        var aV = new Vector<float>(a);
+        for (int i = 0; i < yv.Length; i++) yv[i] = xv[i] + aV * zv[i];
+        for (int i = yv.Length * Vector<float>.Count; i < y.Length; i++) y[i] = x[i] + a * z[i];
+    }
+
+    /// <summary>y = a·y + b·x element-wise (a = 0: y = b·x, whatever y held).</summary>
+    public static void Combine(Span<float> y, float a, float b, ReadOnlySpan<float> x)
+    {
+        var yv = MemoryMarshal.Cast<float, Vector<float>>(y);
+        var xv = MemoryMarshal.Cast<float, Vector<float>>(x);
+        var aV = new Vector<float>(a);
+        var bV = new Vector<float>(b);
+        if (a == 0)
+        {
+            for (int i = 0; i < yv.Length; i++) yv[i] = bV * xv[i];
+            for (int i = yv.Length * Vector<float>.Count; i < y.Length; i++) y[i] = b * x[i];
+            return;
+        }
+        for (int i = 0; i < yv.Length; i++) yv[i] = aV * yv[i] + bV * xv[i];
+        for (int i = yv.Length * Vector<float>.Count; i < y.Length; i++) y[i] = a * y[i] + b * x[i];
+    }
+
+    /// <summary>
+    /// p += r·d, returning Σp² before and after in float64 when <paramref name="norms"/> (else zeros:
+    /// one pass fewer over nothing the caller needs).
+    /// </summary>
+    public static (double Before, double After) Step(Span<float> p, float r, ReadOnlySpan<float> d, bool norms)
+    {
+        var pv = MemoryMarshal.Cast<float, Vector<float>>(p);
+        var dv = MemoryMarshal.Cast<float, Vector<float>>(d);
+        var rV = new Vector<float>(r);
+        if (!norms)
+        {
+            for (int i = 0; i < pv.Length; i++) pv[i] += rV * dv[i];
+            for (int i = pv.Length * Vector<float>.Count; i < p.Length; i++) p[i] += r * d[i];
+            return (0, 0);
+        }
+        var before = Vector<double>.Zero;
+        var after = Vector<double>.Zero;
+        for (int i = 0; i < pv.Length; i++)
+        {
+            var x = pv[i];
+            Vector.Widen(x, out var b0, out var b1);
+            before += b0 * b0 + b1 * b1;
+            x += rV * dv[i];
+            pv[i] = x;
+            Vector.Widen(x, out var a0, out var a1);
+            after += a0 * a0 + a1 * a1;
+        }
+        double sb = Vector.Sum(before), sa = Vector.Sum(after);
+        for (int i = pv.Length * Vector<float>.Count; i < p.Length; i++)
+        {
+            sb += (double)p[i] * p[i];
+            p[i] += r * d[i];
+            sa += (double)p[i] * p[i];
+        }
+        return (sb, sa);
+    }
+
     /// <summary>Narrows float64 to float32.</summary>
     public static void Narrow(ReadOnlySpan<double> x, Span<float> y)
     {

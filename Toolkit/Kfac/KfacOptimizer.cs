@@ -186,11 +186,19 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     public void ObserveBatch(StepContext context, int batchSize)
     {
         ArgumentNullException.ThrowIfNull(context);
+        Observe(context, batchSize, context.OneRunPerUpdate);
+    }
+
+    /// <param name="lastRun">Whether the update is this run alone, its outputs still there at <see cref="Step"/>.</param>
+    private void Observe(StepContext context, int batchSize, bool lastRun)
+    {
         if (!IsStatisticsUpdate(context.UpdateCount)) return;
         var pass = Pass(context);
         long t0 = Stopwatch.GetTimestamp();
         int dropped = 0;
-        foreach (var b in _blocks) if (!b.Observe(pass, batchSize)) dropped++;
+        // One process: the blocks may fold the run's statistics at the update instead of summing them now.
+        bool fromPass = lastRun && context.Collectives.Size == 1;
+        foreach (var b in _blocks) if (!b.Observe(pass, batchSize, fromPass)) dropped++;
         _observed++;
         Timings.AddObservation(Stopwatch.GetTimestamp() - t0);
         LastStep = LastStep with { DroppedStatistics = LastStep.DroppedStatistics + dropped };
@@ -204,7 +212,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         long update = context.UpdateCount;
         LastStep = new KfacStepInfo { Update = update, DroppedStatistics = _observed == 0 ? 0 : LastStep.DroppedStatistics };
         long t0 = Stopwatch.GetTimestamp();
-        if (_observed == 0) ObserveBatch(context, BatchSize(pass));   // stepped without the trainer's observation
+        if (_observed == 0) Observe(context, BatchSize(pass), lastRun: true);   // stepped without the trainer's observation: this run is the update's
         UpdateEstimator(update, context.Collectives);
         long t1 = Stopwatch.GetTimestamp();
         RefreshInverses(update, context.Collectives);
@@ -391,11 +399,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     {
         foreach (var s in _slots)
         {
-            float eta = (float)s.Settings.WeightDecay;
-            var p = s.Parameter.Value;
-            var g = s.Parameter.Grad;
-            var w = s.Work;
-            for (int i = 0; i < w.Length; i++) w[i] = g[i] + eta * p[i];
+            FactorMath.AddScaled(s.Work, s.Parameter.Grad, (float)s.Settings.WeightDecay, s.Parameter.Value);
         }
     }
 
@@ -492,11 +496,8 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         double nu = s > 0 && double.IsFinite(s) ? Math.Min(1, Math.Sqrt(_options.KlClip / s)) : 1;
         foreach (var slot in _slots)
         {
-            float mu = (float)slot.Settings.Momentum, n = (float)nu;
-            var b = slot.Memory;
-            var v = slot.V;
-            if (!_hasMemory || mu == 0) for (int i = 0; i < b.Length; i++) b[i] = n * v[i];
-            else for (int i = 0; i < b.Length; i++) b[i] = mu * b[i] + n * v[i];
+            float mu = (float)slot.Settings.Momentum;
+            FactorMath.Combine(slot.Memory, _hasMemory ? mu : 0, (float)nu, slot.V);
         }
         _hasMemory = true;
         LastStep = LastStep with { Nu = nu, KlSum = s };
@@ -550,13 +551,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
             throw new OnnxKfacException($"K-FAC's quadratic model is degenerate at update {context.UpdateCount} (ΔᵀFΔ = {q[0]}, ∇ᵀΔ = {gD}); raise the damping");
         // δ = αΔ + μδ₀ becomes the new memory.
         float a = (float)alpha, m = (float)mu;
-        foreach (var s in _slots)
-        {
-            var mem = s.Memory;
-            var v = s.V;
-            if (_hasMemory) for (int i = 0; i < mem.Length; i++) mem[i] = m * mem[i] - a * v[i];
-            else for (int i = 0; i < mem.Length; i++) mem[i] = -a * v[i];
-        }
+        foreach (var s in _slots) FactorMath.Combine(s.Memory, _hasMemory ? m : 0, -a, s.V);
         _hasMemory = true;
         double fdd = alpha * alpha * q[0] + 2 * alpha * mu * q[1] + mu * mu * q[3];
         double ddd = alpha * alpha * dd + 2 * alpha * mu * d0 + mu * mu * o0;
@@ -583,7 +578,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
             var slot = _slots[k];
             float scale = firstIsV ? -1f : (float)rates![k];
             var first = firstIsV ? slot.V : slot.Memory;
-            for (int i = 0; i < t0.Length; i++) t0[i] = scale * first[i];
+            FactorMath.Combine(t0, 0, scale, first);
             if (useSecond) slot.Memory.AsSpan().CopyTo(t1);
             else t1.Clear();
         }
@@ -631,17 +626,10 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         _thetaNormAfter = 0;
         for (int k = 0; k < _slots.Length; k++)
         {
-            var p = _slots[k].Parameter.Value;
-            var d = _slots[k].Memory;
             float r = (float)(move.SlotRates[k] * clip);
             double eta = _slots[k].Settings.WeightDecay;
-            double before = 0, after = 0;
-            for (int i = 0; i < p.Length; i++)
-            {
-                before += (double)p[i] * p[i];
-                p[i] += r * d[i];
-                after += (double)p[i] * p[i];
-            }
+            // ‖θ‖² before and after only where η weighs them (the LM rule's L2 term).
+            var (before, after) = FactorMath.Step(_slots[k].Parameter.Value, r, _slots[k].Memory, norms: eta != 0);
             _thetaNormBefore += eta * before;
             _thetaNormAfter += eta * after;
         }

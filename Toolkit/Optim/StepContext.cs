@@ -40,6 +40,15 @@ public sealed class StepContext
     /// </summary>
     public bool GradientIsLastRun { get; set; }
 
+    /// <summary>
+    /// Whether every update is made of one run of this session alone: no gradient accumulation over
+    /// micro-batches, no data-parallel ranks, and no run between <see cref="IBatchObserver.ObserveBatch"/>
+    /// and <see cref="IOptimizer.Step"/>. An observer may then read the run's outputs at the step instead
+    /// of copying them when it observes (K-FAC folds its factor statistics straight from them), and a
+    /// second observation before the step is an error. The trainer sets it; default false.
+    /// </summary>
+    public bool OneRunPerUpdate { get; set; }
+
     /// <summary>The session's extra outputs and passes, or null when the runtime offers none.</summary>
     public ITrainingPass? Pass { get; }
 

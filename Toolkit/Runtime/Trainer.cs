@@ -77,6 +77,7 @@ public sealed partial class Trainer
         });
         if (_resumePosition is { } pos) loader.Restore(pos);
         var accumulator = _options.AccumulationSteps > 1 ? new GradientAccumulator(_session.Parameters, _options.AccumulationSteps) : null;
+        _context.OneRunPerUpdate = accumulator is null && _buckets is null;
         var clock = Stopwatch.StartNew();
         double epochLossSum = 0;
         int epochBatches = 0, batchInEpoch = loader.Position.Index / batch;

@@ -127,6 +127,73 @@ public sealed class KfacTrainingTests
             Assert.Equal(0.5 * (sums[0][i] + sums[1][i]) / 2 + 0.5 * sums[0][i], ema[i], 6);
     }
 
+    /// <summary>
+    /// One run per update (the trainer without accumulation or ranks): the factors fold straight from
+    /// the run's outputs at the step, in the same bits as through the float64 sums; a discarded
+    /// observation leaves nothing behind, and a second observation before the step is refused.
+    /// </summary>
+    [Fact]
+    public void OneRunPerUpdateFoldsTheSameBitsAsTheSums()
+    {
+        var options = new KfacOptions { LearningRate = 0.003, Damping = 0.01, InverseEvery = 2, Fallback = FallbackBlock.Identity };
+        using var data = RuntimeFixture.Images(64, 35);
+        var x = new float[64 * 784];
+        var y = new long[64];
+        using (var loader = new DataLoader(data, new LoaderOptions { BatchSize = 64, Shuffle = false }))
+            Assert.True(loader.TryNextBatch(x, y, out _));
+        using var summed = Session(options);
+        using var direct = Session(options);
+        using var kSummed = new KfacOptimizer(summed, options);
+        using var kDirect = new KfacOptimizer(direct, options);
+        var cSummed = new StepContext(summed.Parameters, summed) { OneRunPerUpdate = false };
+        var cDirect = new StepContext(direct.Parameters, direct) { OneRunPerUpdate = true };
+        var bSummed = summed.Bind(16);
+        var bDirect = direct.Bind(16);
+
+        void Load(TrainingSession s, BatchBinding b, int batch)
+        {
+            x.AsSpan(batch * 16 * 784, 16 * 784).CopyTo(b.Input<float>(s.DataInputs[0].Name));
+            y.AsSpan(batch * 16, 16).CopyTo(b.Input<long>(s.TargetInput.Name));
+        }
+
+        for (int u = 1; u <= 5; u++)
+        {
+            foreach (var (s, k, c, b) in new[] { (summed, kSummed, cSummed, bSummed), (direct, kDirect, cDirect, bDirect) })
+            {
+                c.UpdateCount = u;
+                if (u == 3)
+                {
+                    // Update 3's first observation is discarded (a skipped update): the next run's statistics alone enter.
+                    Load(s, b, 3);
+                    s.Run(b);
+                    k.ObserveBatch(c, 16);
+                    k.DiscardObserved();
+                }
+                Load(s, b, (u - 1) % 4);
+                c.Loss = s.Run(b);
+                k.ObserveBatch(c, 16);
+                k.Step(c);
+            }
+            foreach (var layer in summed.Manifest.Layers.Where(l => l.Outputs.FactorA is not null))
+            {
+                var f = kSummed.FactorsOf(layer.Name);
+                var g = kDirect.FactorsOf(layer.Name);
+                Assert.Equal(f.A, g.A);
+                Assert.Equal(f.G, g.G);
+            }
+            for (int i = 0; i < summed.Parameters.Count; i++) Assert.Equal(summed.Parameters[i].Value, direct.Parameters[i].Value);
+        }
+        var first = kDirect.FactorsOf(summed.Manifest.Layers[0].Name).A;
+        Assert.Contains(first, v => v != 0);
+
+        // A second batch for an update said to be one run is an error that names the layer.
+        cDirect.UpdateCount = 6;
+        direct.Run(bDirect);
+        kDirect.ObserveBatch(cDirect, 16);
+        var e = Assert.Throws<InvalidOperationException>(() => kDirect.ObserveBatch(cDirect, 16));
+        Assert.Contains("OneRunPerUpdate", e.Message);
+    }
+
     [Fact]
     public void RollbackReturnsToTheLastGoodWeightsAndRaisesTheDamping()
     {

@@ -45,7 +45,11 @@ internal abstract class CurvatureBlock(string name, string kind, string reason, 
     public virtual double Pi => 1;
 
     /// <summary>Adds one (micro-)batch's statistics from the training graph's outputs. False: a non-finite statistic was dropped.</summary>
-    public virtual bool Observe(ITrainingPass pass, int batchSize) => true;
+    /// <param name="lastRun">
+    /// The update is this run alone (one micro-batch, one rank) and the pass keeps its outputs until
+    /// <see cref="Fold"/>: a block may then only check them here and fold them straight from the pass.
+    /// </param>
+    public virtual bool Observe(ITrainingPass pass, int batchSize, bool lastRun) => true;
 
     /// <summary>
     /// The float64 sums of this block's statistics over the update's (micro-)batches, which a

@@ -21,7 +21,7 @@ internal sealed class DiagonalBlock(Slot slot, string sampledGradient, string re
     private readonly Stack<double[]> _spare = new();
     private long _k;
 
-    public override bool Observe(ITrainingPass pass, int batchSize)
+    public override bool Observe(ITrainingPass pass, int batchSize, bool lastRun)
     {
         int n = _d.Length;
         var m = _spare.Count > 0 ? _spare.Pop() : new double[n + 1];

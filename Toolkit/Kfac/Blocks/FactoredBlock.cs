@@ -31,12 +31,23 @@ internal abstract class FactoredBlock : CurvatureBlock
     /// <summary>Whether the damped inverses of the last refresh were all finite.</summary>
     protected bool Valid { get; set; }
 
-    public override bool Observe(ITrainingPass pass, int batchSize)
+    public override bool Observe(ITrainingPass pass, int batchSize, bool lastRun)
     {
         var a = pass.GetOutput(Layer.Outputs.FactorA!);
         var g = pass.GetOutput(Layer.Outputs.FactorG!);
         if (a.Length != A.Length || g.Length != G.Length)
             throw new InvalidOperationException($"layer '{Name}': factor outputs hold {a.Length} and {g.Length} values, expected {A.Length} and {G.Length}");
+        if (_pending is not null)
+            throw new InvalidOperationException(
+                $"layer '{Name}': a second batch was observed for an update said to be one run alone (StepContext.OneRunPerUpdate); its first batch's statistics are gone");
+        if (lastRun && _batches == 0)
+        {
+            // The update is this run alone: check it now, fold it from the pass at Fold (the same
+            // bits as through the sums, which would hold exactly this batch, at less than half the traffic).
+            if (!FactorMath.AllFinite(a) || !FactorMath.AllFinite(g)) return false;
+            _pending = pass;
+            return true;
+        }
         // One pass per factor: accumulate and check together. A non-finite batch poisons the
         // sums, so the whole update's statistics are dropped (the running factors stay as they were).
         bool finite = FactorMath.Accumulate(_aSum, a) & FactorMath.Accumulate(_gSum, g);
@@ -51,6 +62,15 @@ internal abstract class FactoredBlock : CurvatureBlock
         return false;
     }
 
+    /// <summary>The run whose statistics fold straight from its outputs at the next <see cref="Fold"/> (Observe's lastRun), or null.</summary>
+    private ITrainingPass? _pending;
+
+    public override void Discard()
+    {
+        base.Discard();
+        _pending = null;
+    }
+
     public override IReadOnlyList<double[]> StatisticSums => _sums ??= [_aSum, _gSum];
 
     private double[][]? _sums;
@@ -63,6 +83,14 @@ internal abstract class FactoredBlock : CurvatureBlock
 
     public override void Fold(double decay, bool countEmpty = false)
     {
+        if (_pending is { } pass)
+        {
+            _pending = null;
+            double ep = Epsilon(++_k, decay);
+            FactorMath.FoldOne(A, pass.GetOutput(Layer.Outputs.FactorA!), ep);
+            FactorMath.FoldOne(G, pass.GetOutput(Layer.Outputs.FactorG!), ep);
+            return;
+        }
         if (_batches == 0)
         {
             if (countEmpty) _k++;
@@ -112,5 +140,6 @@ internal abstract class FactoredBlock : CurvatureBlock
         Array.Clear(_aSum);
         Array.Clear(_gSum);
         _batches = 0;
+        _pending = null;
     }
 }

@@ -73,7 +73,7 @@ internal static class Step
             using var s = TrainingSession.Create(model, ko.Configure(plain, batchSize), new TrainingSessionOptions { Threads = threads, IntraOpSpinning = false });
             using var kfac = new KfacOptimizer(s, ko);
             var b = Fill(s);
-            var ctx = new StepContext(s.Parameters, s) { GradientIsLastRun = true };   // one batch per update, one process
+            var ctx = new StepContext(s.Parameters, s) { GradientIsLastRun = true, OneRunPerUpdate = true };   // one batch per update, one process
             var step = new List<double>();
             int kfacSteps = Math.Max(40, (steps + 19) / 20 * 20);   // whole T_inv periods, so the inverses are amortized exactly
             for (int k = 0; k < 20 + kfacSteps; k++)

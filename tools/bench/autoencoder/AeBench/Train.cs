@@ -58,7 +58,7 @@ internal static class Train
         };
         string input = session.DataInputs[0].Name, target = session.TargetInput.Name;
         var batch = session.Bind(c.Batch);
-        var ctx = new StepContext(session.Parameters, session) { GradientIsLastRun = true };   // one batch per update, one process
+        var ctx = new StepContext(session.Parameters, session) { GradientIsLastRun = true, OneRunPerUpdate = true };   // one batch per update, one process
         var rng = new Random(c.Seed);
         int[] order = Enumerable.Range(0, n).ToArray();
         int pos = n;
