@@ -71,9 +71,20 @@ internal static class FactorStatistics
 
     private static string Rows(NodeEmitter e, string x, int type) => e.Cast(e.Op("Gather", [e.Shape(x), e.Int64s(0)]), type);
 
-    /// <summary>XᵀX for rows X [R, d], as [1, d, d].</summary>
-    private static string Gram(NodeEmitter e, string x) =>
-        e.Op("Unsqueeze", [e.Op("Gemm", [x, x], Attributes.Int("transA", 1)), e.Int64s(0)]);
+    /// <summary>
+    /// (sX)ᵀ(sX) = s²XᵀX per group for rows X [G, R, d] (dense layers: [R, d], G = 1) and a scale
+    /// s ≥ 0 ([1]), written by the product itself as the output <paramref name="name"/> [G, d, d]
+    /// (a reshape after it would copy d² values into the output). The rows are scaled, not the
+    /// product: R·d multiplications instead of d², and both sides alike keep the Gram symmetric.
+    /// </summary>
+    private static void ScaledGram(NodeEmitter e, string name, string x, string scale, bool batched)
+    {
+        string rows = e.Mul(batched ? x : e.Op("Unsqueeze", [x, e.Int64s(0)]), scale);
+        e.OpNamed(name, "MatMul", [e.Transpose(rows, [0, 2, 1]), rows]);
+    }
+
+    /// <summary>1/√R as a [1] tensor, R the rows of <paramref name="x"/>: the scale of a mean XᵀX/R.</summary>
+    private static string MeanScale(NodeEmitter e, string x, int type) => e.Op("Sqrt", [e.Op("Reciprocal", [Rows(e, x, type)])]);
 
     /// <summary>Appends a column of <paramref name="value"/> to rows [.., d] (the bias's homogeneous coordinate).</summary>
     private static string WithConstantColumn(NodeEmitter e, string rows, double value, int type)
@@ -95,9 +106,9 @@ internal static class FactorStatistics
         string rows = e.Op("Flatten", [a], Attributes.Int("axis", -1));
         if (l.Alpha != 1) rows = e.Mul(rows, e.Scalar(l.Alpha, type));
         if (l.Bias is not null) rows = WithConstantColumn(e, rows, l.Beta, type);
-        e.OpNamed(aName, "Div", [Gram(e, rows), Rows(e, rows, type)]);
+        ScaledGram(e, aName, rows, MeanScale(e, rows, type), batched: false);
         string gRows = e.Op("Flatten", [grad], Attributes.Int("axis", -1));
-        e.OpNamed(gName, "Mul", [Gram(e, gRows), gScale]);
+        ScaledGram(e, gName, gRows, e.Op("Sqrt", [gScale]), batched: false);
         long dA = l.InFeatures < 0 ? -1 : l.InFeatures + (l.Bias is null ? 0 : 1);
         Declare(g, aName, type, [1, dA, dA]);
         Declare(g, gName, type, [1, l.OutFeatures, l.OutFeatures]);
@@ -120,13 +131,10 @@ internal static class FactorStatistics
         // Patches are channel-major and InFeatures is C_in/G · Πk, so group g owns a contiguous column range.
         string aRows = e.Reshape(e.Transpose(patches, toLast), e.Int64s(-1, groups, l.InFeatures));
         if (l.Bias is not null) aRows = WithConstantColumn(e, aRows, 1, type);
-        string aGroups = e.Transpose(aRows, [1, 0, 2]);                                     // [G, R, dA]
-        string aGram = e.MatMul(e.Transpose(aGroups, [0, 2, 1]), aGroups);
-        e.OpNamed(aName, "Div", [aGram, Rows(e, aRows, type)]);
+        ScaledGram(e, aName, e.Transpose(aRows, [1, 0, 2]), MeanScale(e, aRows, type), batched: true);   // over [G, R, dA]
         long dG = l.OutFeatures / groups;
         string gRows = e.Reshape(e.Transpose(grad, toLast), e.Int64s(-1, groups, dG));
-        string gGroups = e.Transpose(gRows, [1, 0, 2]);
-        e.OpNamed(gName, "Mul", [e.MatMul(e.Transpose(gGroups, [0, 2, 1]), gGroups), gScale]);
+        ScaledGram(e, gName, e.Transpose(gRows, [1, 0, 2]), e.Op("Sqrt", [gScale]), batched: true);
         long dA = l.InFeatures + (l.Bias is null ? 0 : 1);
         Declare(g, aName, type, [groups, dA, dA]);
         Declare(g, gName, type, [groups, dG, dG]);
@@ -143,7 +151,7 @@ internal static class FactorStatistics
         string counts = e.Op("ScatterElements", [zeros, ids, ones], Attributes.Int("axis", 0), Attributes.String("reduction", "add"));
         e.OpNamed(aName, "Div", [counts, Rows(e, ids, type)]);
         string gRows = e.Op("Flatten", [grad], Attributes.Int("axis", -1));
-        e.OpNamed(gName, "Mul", [Gram(e, gRows), gScale]);
+        ScaledGram(e, gName, gRows, e.Op("Sqrt", [gScale]), batched: false);
         Declare(g, aName, type, [l.InFeatures]);
         Declare(g, gName, type, [1, l.OutFeatures, l.OutFeatures]);
         return new FactorOutputs(aName, gName);

@@ -21,7 +21,7 @@ internal static class GraphProfile
         SortedDictionary<string, int> TrainingGraphOps, SortedDictionary<string, int> OptimizedOps,
         IReadOnlyList<OpTime> KernelTimes, double KernelMsPerRun, IReadOnlyList<(string Node, string Op, double Ms)> TopNodes);
 
-    public static Result Run(TrainingSession session, BatchBinding batch, int threads, int runs, string workDir)
+    public static Result Run(TrainingSession session, BatchBinding batch, int threads, int runs, string workDir, int topNodes = 12)
     {
         Directory.CreateDirectory(workDir);
         string optimizedPath = Path.Combine(workDir, "optimized.onnx");
@@ -69,11 +69,11 @@ internal static class GraphProfile
         foreach (var v in owned) v.Dispose();
 
         var optimized = ModelProto.Parser.ParseFrom(File.ReadAllBytes(optimizedPath));
-        var (times, top, total) = Aggregate(profileFile, warmupRuns: 5, runs);
-        return new Result(StepBench.OpCounts(session.TrainingModel.Graph), StepBench.OpCounts(optimized.Graph), times, total, top);
+        var (times, top, total) = Aggregate(profileFile, warmupRuns: 5, runs, topNodes);
+        return new Result(OpCounts(session.TrainingModel.Graph), OpCounts(optimized.Graph), times, total, top);
     }
 
-    private static (List<OpTime>, List<(string, string, double)>, double) Aggregate(string file, int warmupRuns, int runs)
+    private static (List<OpTime>, List<(string, string, double)>, double) Aggregate(string file, int warmupRuns, int runs, int topNodes)
     {
         using var doc = JsonDocument.Parse(File.ReadAllText(file));
         // Events in order; a "model_run" event closes each run.
@@ -104,8 +104,20 @@ internal static class GraphProfile
         }
         var times = perOp.Select(kv => new OpTime(kv.Key, kv.Value.Nodes.Count, kv.Value.Us / 1000.0 / runs))
             .OrderByDescending(t => t.MsPerRun).ToList();
-        var top = perNode.OrderByDescending(kv => kv.Value.Us).Take(12)
+        var top = perNode.OrderByDescending(kv => kv.Value.Us).Take(topNodes)
             .Select(kv => (kv.Key, kv.Value.Op, kv.Value.Us / 1000.0 / runs)).ToList();
         return (times, top, times.Sum(t => t.MsPerRun));
+    }
+
+    /// <summary>Node counts per op type of a model.</summary>
+    public static SortedDictionary<string, int> OpCounts(GraphProto graph)
+    {
+        var counts = new SortedDictionary<string, int>(StringComparer.Ordinal);
+        foreach (var n in graph.Node)
+        {
+            string key = string.IsNullOrEmpty(n.Domain) || n.Domain == "ai.onnx" ? n.OpType : $"{n.Domain}.{n.OpType}";
+            counts[key] = counts.GetValueOrDefault(key) + 1;
+        }
+        return counts;
     }
 }

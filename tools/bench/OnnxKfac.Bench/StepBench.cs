@@ -150,16 +150,4 @@ internal static class StepBench
         data.CopyTo(a);
         return a;
     }
-
-    /// <summary>Node counts per op type of a model.</summary>
-    public static SortedDictionary<string, int> OpCounts(GraphProto graph)
-    {
-        var counts = new SortedDictionary<string, int>(StringComparer.Ordinal);
-        foreach (var n in graph.Node)
-        {
-            string key = string.IsNullOrEmpty(n.Domain) || n.Domain == "ai.onnx" ? n.OpType : $"{n.Domain}.{n.OpType}";
-            counts[key] = counts.GetValueOrDefault(key) + 1;
-        }
-        return counts;
-    }
 }

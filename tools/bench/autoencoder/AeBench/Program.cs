@@ -7,11 +7,13 @@ using OnnxKfac.Toolkit.Kfac;
 // onnx-kfac-ae-bench: the autoencoder benchmarks of issue 7 (tools/bench/autoencoder/README.md).
 //   train --model M --data DIR --optimizer sgd|adamw|kfac-quad|kfac-kl [--lr X] [--batch N] [--seconds S] ... --out run.json
 //   step  --model M --matmul MM --data DIR --batch N --threads T [--steps K] [--fraction F] [--weight-decay η] [--precondition auto|dense|per-example] --out step.json
+//   profile --model M --data DIR --batch N --threads T [--fraction F] [--weight-decay η] [--runs R] --out profile.json
+//                                                 (op profile of SGD's graph against K-FAC's statistics graph)
 //   plot  --out DIR run1.json run2.json ...       (loss against wall-clock and against updates, PNG)
 //   curves SPEC.json                              (the plots a JSON spec describes, PNG: Plots.FromSpec; tools/bench/finetune)
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
-if (args.Length == 0) { Console.Error.WriteLine("usage: onnx-kfac-ae-bench train|step|plot|curves ..."); return 2; }
+if (args.Length == 0) { Console.Error.WriteLine("usage: onnx-kfac-ae-bench train|step|profile|plot|curves ..."); return 2; }
 var opts = new Dictionary<string, string>();
 var rest = new List<string>();
 for (int i = 1; i < args.Length; i++)
@@ -49,6 +51,12 @@ switch (args[0])
             });
         File.AppendAllText(S("out", "step.jsonl"), r.ToJsonString(json) + "\n");
         Console.WriteLine(r.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        return 0;
+    }
+    case "profile":
+    {
+        var r = Profile.Run(S("model", ""), S("data", data), I("batch", 256), I("threads", 1), D("fraction", 0.125), D("weight-decay", 1e-5), I("runs", 30));
+        File.WriteAllText(S("out", "profile.json"), r.ToJsonString(json));
         return 0;
     }
     case "plot":
