@@ -13,15 +13,23 @@ namespace OnnxKfac.Graph.Training;
 /// nodes that do not (weights, constants, their transposes) are shared. The clone computes,
 /// row for row, what the full forward pass computes for those examples, as long as no node
 /// mixes examples; <see cref="TryBuild"/> declines models where that cannot be trusted.
+/// The clone gives the sampled pass its structure; once that pass is built,
+/// <see cref="SliceRows"/> replaces every cloned node whose outputs are example-major by slices
+/// of the full pass's tensors, so only the clones of non-batch-first tensors (seq-first
+/// recurrences, [T, N, ..] attention) are still computed.
 /// </summary>
 internal sealed class ExampleSubset
 {
     private const string Scope = "sampled/subset/";
     private readonly Dictionary<string, string> _map;
 
-    private ExampleSubset(Dictionary<string, string> map, string count, string examples, string ratio)
+    private ExampleSubset(Dictionary<string, string> map, string count, string examples, string ratio, string zero, long symbol,
+        List<(NodeProto Original, NodeProto Clone)> clones)
     {
         _map = map;
+        _zero = zero;
+        _symbol = symbol;
+        _clones = clones;
         Count = count;
         Examples = examples;
         Ratio = ratio;
@@ -72,6 +80,7 @@ internal sealed class ExampleSubset
         string ratio = e.Div(examples, e.Cast(k, floatType));
         var map = new Dictionary<string, string>(StringComparer.Ordinal);
         long symbol = BatchSymbol(g, dataInputs), fresh = FreshSymbol(g);
+        string zero = e.Int64s(0);
         foreach (var x in dataInputs)
         {
             map[x] = e.Op("Slice", [x, e.Int64s(0), k, e.Int64s(0)]);
@@ -83,9 +92,11 @@ internal sealed class ExampleSubset
         var slices = g.State.Nodes.GetRange(first, g.State.Nodes.Count - first);
         g.State.Nodes.RemoveRange(first, slices.Count);
         graph.Node.Add(slices);
+        var clones = new List<(NodeProto, NodeProto)>();
         foreach (var n in cloned)
         {
             var c = n.Clone();
+            clones.Add((n, c));
             if (c.Name.Length > 0) c.Name = g.State.UniqueName(Scope + c.Name);
             for (int i = 0; i < c.Input.Count; i++) c.Input[i] = map.GetValueOrDefault(c.Input[i], c.Input[i]);
             for (int o = 0; o < c.Output.Count; o++)
@@ -98,8 +109,48 @@ internal sealed class ExampleSubset
             }
             graph.Node.Add(c);
         }
-        return new ExampleSubset(map, k, examples, ratio);
+        return new ExampleSubset(map, k, examples, ratio, zero, symbol, clones);
     }
+
+    private readonly string _zero;
+    private readonly long _symbol;
+    private readonly List<(NodeProto Original, NodeProto Clone)> _clones;
+
+    /// <summary>
+    /// Once the passes over the clone are built (they read its tensors by name): every cloned node
+    /// whose outputs all have the batch N as their first dimension in the original becomes the
+    /// Slice of those originals' first k rows, the same values the full forward pass already holds
+    /// for those examples (the clone recomputed them; where no node mixes examples they are equal,
+    /// and where one does the slices are the full pass's). Clones that only fed sliced nodes are
+    /// then dead and pruned. The sampled pass then costs its backward alone, plus k-row copies.
+    /// Nothing is sliced when the batch dimension has no symbol to recognise it by.
+    /// </summary>
+    public void SliceRows(GraphBuildContext g)
+    {
+        if (_symbol == TensorInfo.UnknownValue) return;
+        var graph = g.Model.Graph;
+        var replace = new Dictionary<NodeProto, NodeProto[]>(ReferenceEqualityComparer.Instance);
+        foreach (var (original, clone) in _clones)
+        {
+            var outputs = Enumerable.Range(0, original.Output.Count).Where(o => original.Output[o].Length > 0).ToArray();
+            if (outputs.Length == 0 || !outputs.All(o => BatchRows(g, original.Output[o]))) continue;
+            replace[clone] = [.. outputs.Select(o => new NodeProto
+            {
+                OpType = "Slice",
+                Name = g.State.UniqueName(clone.Output[o] + "/rows"),
+                Input = { original.Output[o], _zero, Count, _zero },
+                Output = { clone.Output[o] },
+            })];
+        }
+        if (replace.Count == 0) return;
+        var nodes = graph.Node.SelectMany(n => replace.TryGetValue(n, out var slices) ? slices : [n]).ToArray();
+        graph.Node.Clear();
+        graph.Node.Add(nodes);
+    }
+
+    /// <summary>Whether the forward tensor's first dimension is the batch N (by its symbol).</summary>
+    private bool BatchRows(GraphBuildContext g, string tensor) =>
+        g.Infos.GetValueOrDefault(tensor)?.Shape is { Length: > 0 } shape && shape[0] == _symbol;
 
     private static bool DynamicBatch(ValueInfoProto? vi) =>
         vi?.Type?.TensorType?.Shape is { Dim.Count: > 0 } s && !s.Dim[0].HasDimValue;

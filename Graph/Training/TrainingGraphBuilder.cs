@@ -138,7 +138,8 @@ public static class TrainingGraphBuilder
             var pre = layers.Select(l => l.PreActivation).Concat(sampledParams).Distinct(StringComparer.Ordinal).ToArray();
             // With a statistics fraction, only the first ⌈f·N⌉ examples feed the statistics: the
             // sampled pass then runs over a forward clone of those examples alone (its rows keep
-            // the full batch's 1/N scale, so they equal the full pass's first rows). Parameter
+            // the full batch's 1/N scale, so they equal the full pass's first rows), whose
+            // example-major tensors become slices of the full pass's once it is built. Parameter
             // gradients of the sampled loss (diagonal blocks) need the whole batch.
             subset = options.FactorStatistics && sampledParams.Count == 0
                 ? ExampleSubset.TryBuild(g, [.. manifestInputs.Where(i => i.Role == TensorRole.Data).Select(i => i.Name)], output,
@@ -158,6 +159,7 @@ public static class TrainingGraphBuilder
                 var grads2 = new BackwardBuilder(g, registry).Build(new Dictionary<string, string> { [subset.Map(output)] = dSampled },
                     pre.Select(subset.Map).ToArray(), "sampled/");
                 sampled = pre.ToDictionary(p => p, p => grads2[subset.Map(p)], StringComparer.Ordinal);
+                subset.SliceRows(g);
             }
             fisher = new ManifestFisher(options.Loss.Function.SampledDistribution, noise, options.Loss.Function.NoiseDistribution, "1/N");
         }

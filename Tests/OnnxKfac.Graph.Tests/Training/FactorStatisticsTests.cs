@@ -174,6 +174,26 @@ public class FactorStatisticsTests
         Assert.True(compared > 0, "no example-major layer was compared");
     }
 
+    /// <summary>
+    /// Where every forward tensor is example-major (a batch-first MLP, CNN, MobileNet), the subset's
+    /// forward values are slices of the full pass's: no layer product is computed twice, only the
+    /// sampled backward runs over the k rows (and the statistics above still match the whole batch's).
+    /// </summary>
+    [Theory]
+    [InlineData("mlp_opset17")]
+    [InlineData("cnn_opset17")]
+    [InlineData("tv_mobilenet_v3_opset13")]
+    public void SubsetPassSlicesTheForwardInsteadOfRecomputingIt(string fixture)
+    {
+        var (tg, _, _) = Run(fixture, 0.5);
+        var nodes = tg.Model.Graph.Node;
+        Assert.Contains(nodes, n => n.OpType == "Slice" && n.Name.StartsWith("sampled/subset/", StringComparison.Ordinal));
+        var recomputed = nodes.Where(n => n.Name.StartsWith("sampled/subset/", StringComparison.Ordinal) && n.OpType is "Gemm" or "MatMul" or "Conv").ToList();
+        Assert.True(recomputed.Count == 0, $"the subset recomputes {string.Join(", ", recomputed.Select(n => n.Name))}");
+        // The sampled backward itself still runs over the subset.
+        Assert.Contains(nodes, n => n.Name.StartsWith("sampled/sampled/subset/", StringComparison.Ordinal) && n.OpType is "Gemm" or "MatMul" or "Conv" or "ConvTranspose");
+    }
+
     [Theory]
     [InlineData("cnn_opset17", 1.0, false)]
     [InlineData("cnn_opset13", 0.75, false)]
