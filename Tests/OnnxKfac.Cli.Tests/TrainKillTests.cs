@@ -102,7 +102,8 @@ public sealed class TrainKillTests(ITestOutputHelper log) : IDisposable
     public void ASignalStopsAfterTheCurrentUpdateWritesCheckpointAndReportAndExitsWithItsCode(string signal, int code)
     {
         string ck = _dir[signal + ".ckpt"], report = _dir[signal + ".json"];
-        using var p = Start("train", "--epochs", "50", "--checkpoint", ck, "--checkpoint-every", "25", "--report", report, "--quiet");
+        // 2000 epochs of the embedded default take minutes (50 took 3 s: a loaded machine could deliver the signal after the end).
+        using var p = Start("train", "--epochs", "2000", "--checkpoint", ck, "--checkpoint-every", "25", "--report", report, "--quiet");
         var wait = Stopwatch.StartNew();
         while (!File.Exists(ck) && wait.Elapsed < TimeSpan.FromSeconds(30) && !p.HasExited) Thread.Sleep(20);
         Assert.False(p.HasExited, "the run ended before it was interrupted");
