@@ -207,7 +207,7 @@ def cmd_step(a):
         rows[-1]["kfac_step"] = stats(ms)
         rows[-1]["kfac_fraction"] = a.fraction
     best = min(rows, key=lambda r: r["sgd_step"]["median"])
-    out = {"kind": "torch_step", "batch": a.batch, "threads": a.threads, "best": best, "tried": rows,
+    out = {"kind": "torch_step", "batch": a.batch, "threads": a.threads, "weight_decay": a.weight_decay, "best": best, "tried": rows,
            "blas": loaded_libs(), "torch": torch.__version__, "peak_rss_mib": peak_rss_mib(), "loadavg_end": os.getloadavg()[0]}
     print(json.dumps(out))
     with open(a.out, "a") as f:

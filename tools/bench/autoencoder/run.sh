@@ -7,6 +7,7 @@
 #   PARTS=train tools/bench/autoencoder/run.sh        # only the training curves (~5 min); PARTS=step only the step costs (~10 min)
 #   RUN_SECONDS=150 STEP_REPEAT=2 PARTS=train,seeds,step tools/bench/autoencoder/run.sh   # what BENCHMARKS.md sections 1, 3 and 4 report (~75 min)
 #   PARTS=step tools/bench/autoencoder/run.sh         # only the step costs (PARTS=train,step by default)
+#   KEEP=/tmp/ae RUN_SECONDS=150 STEP_REPEAT=2 PARTS=kfac,step tools/bench/autoencoder/run.sh   # after a K-FAC change: its runs and the step costs again (~50 min)
 #   KEEP=/tmp/ae tools/bench/autoencoder/run.sh       # keep the raw JSON
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -19,6 +20,7 @@ THREADS=${THREADS:-1}               # training runs
 STEP_THREADS=${STEP_THREADS:-1,2}
 STEP_BATCHES=${STEP_BATCHES:-256,1024}
 STEP_REPEAT=${STEP_REPEAT:-1}
+STEP_WD=${STEP_WD:-1e-5,0}          # K-FAC's η in the step costs: the paper's, and 0 (per-example preconditioning)
 STEPS=${STEPS:-20}
 PARTS=${PARTS:-train,step}          # and seeds: the headline's configurations with the batch orders SEEDS
 SEEDS=${SEEDS:-43,44}
@@ -46,51 +48,69 @@ load_start=$(cut -d' ' -f1 /proc/loadavg)
 start=$(date +%s)
 commands=("tools/bench/autoencoder/run.sh  # RUN_SECONDS=$RUN_SECONDS THREADS=$THREADS STEP_REPEAT=$STEP_REPEAT STEPS=$STEPS INIT=$INIT")
 
-if [[ ,$PARTS, == *,train,* ]]; then
+kl=(--optimizer kfac-kl --lr "${KL_LR:-0.3}" --damping "${KL_DAMPING:-0.05}" --kl-clip "${KL_CLIP:-1e-2}" --batch 256)
+kfac_runs() {
   # K-FAC: the paper's quadratic rule with LM damping from λ₀ = 150 on its per-image-summed loss, which is
   # 150/784 ≈ 0.19 on the mean-reduced loss these runs train (README.md), and the KL-clip rule.
   "${ae[@]}" train "${common[@]}" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --out "$out/train-kfac-quad-256.json"
-  kl=(--optimizer kfac-kl --lr "${KL_LR:-0.3}" --damping "${KL_DAMPING:-0.05}" --kl-clip "${KL_CLIP:-1e-2}" --batch 256)
   "${ae[@]}" train "${common[@]}" "${kl[@]}" --out "$out/train-kfac-kl-256.json"
-  "${tr[@]}" train "${common[@]}" "${kl[@]}" --out "$out/train-torch-kfac-kl-256.json"
   # The cheaper K-FAC updates of section 4: statistics on an eighth of the batch, η = 0 (per-example preconditioning).
   "${ae[@]}" train "${common[@]}" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-quad-256-fast.json"
   "${ae[@]}" train "${common[@]}" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-kl-256-fast.json"
   # The same settings in the straightforward PyTorch K-FAC (its statistics slice the factors' rows; its sampled
   # backward still runs over the whole batch and its preconditioning is dense): section 3 at equal hyper-parameters.
   "${tr[@]}" train "${common[@]}" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-torch-kfac-kl-256-fast.json"
+}
+kfac_seed_run() {   # $1: the seed
+  "${ae[@]}" train "${common[@]}" --seed "$1" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-quad-256-fast-s$1.json"
+}
+plots() {
+  mapfile -t seed42 < <(ls "$out"/train-*.json | grep -Ev -- '-s[0-9]+\.json$')   # the plots: one line per configuration (seed 42)
+  "${ae[@]}" plot --out tools/bench/autoencoder "${seed42[@]}"
+}
+IFS=',' read -r -a seeds <<< "$SEEDS"
+if [[ ,$PARTS, == *,train,* ]]; then
+  kfac_runs
+  "${tr[@]}" train "${common[@]}" "${kl[@]}" --out "$out/train-torch-kfac-kl-256.json"
   IFS=',' read -r -a lrs <<< "$SGD_LRS"
   for lr in "${lrs[@]}"; do "${ae[@]}" train "${common[@]}" --optimizer sgd --lr "$lr" --batch 256 --out "$out/train-sgd-$lr.json"; done
   "${tr[@]}" train "${common[@]}" --optimizer sgd --lr "${lrs[1]}" --batch 256 --out "$out/train-torch-sgd-${lrs[1]}.json"
   IFS=',' read -r -a lrs <<< "$ADAMW_LRS"
   for lr in "${lrs[@]}"; do "${ae[@]}" train "${common[@]}" --optimizer adamw --lr "$lr" --batch 256 --out "$out/train-adamw-$lr.json"; done
-  mapfile -t seed42 < <(ls "$out"/train-*.json | grep -Ev -- '-s[0-9]+\.json$')   # the plots: one line per configuration (seed 42)
-  "${ae[@]}" plot --out tools/bench/autoencoder "${seed42[@]}"
+  plots
   commands+=("onnx-kfac-ae-bench train --model autoencoder.onnx --optimizer kfac-quad|kfac-kl|sgd|adamw --lr X --batch N --seconds $RUN_SECONDS --threads $THREADS --out F.json" \
              "ae_torch.py train --model autoencoder.onnx --optimizer kfac-kl|sgd --lr X --batch 256 [--fraction 0.125 --weight-decay 0] --seconds $RUN_SECONDS --threads $THREADS --out F.json")
 fi
 if [[ ,$PARTS, == *,seeds,* ]]; then
   # The headline's configurations again with other batch orders (SEEDS), for the spread of section 1:
   # K-FAC quadratic with the cheaper updates, the best SGD learning rates and the best AdamW.
-  IFS=',' read -r -a seeds <<< "$SEEDS"
   for s in "${seeds[@]}"; do
-    "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-quad-256-fast-s$s.json"
+    kfac_seed_run "$s"
     for lr in 3 10; do "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer sgd --lr "$lr" --batch 256 --out "$out/train-sgd-$lr-s$s.json"; done
     "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer adamw --lr 1e-3 --batch 256 --out "$out/train-adamw-1e-3-s$s.json"
   done
   commands+=("onnx-kfac-ae-bench train ... --seed S (S in $SEEDS: K-FAC quadratic f 1/8 η 0, SGD lr 3 and 10, AdamW 1e-3)")
 fi
+if [[ ,$PARTS, == *,kfac,* ]]; then
+  # After a change to K-FAC: its training runs of train and seeds again (OnnxKfac's, and PyTorch's K-FAC at
+  # the fast settings beside them, for section 3's ratio); the SGD and AdamW runs already in KEEP stay.
+  kfac_runs
+  for s in "${seeds[@]}"; do kfac_seed_run "$s"; done
+  plots
+  commands+=("onnx-kfac-ae-bench train --model autoencoder.onnx --optimizer kfac-quad|kfac-kl ... (PARTS=kfac: the K-FAC runs of train and seeds again)")
+fi
 if [[ ,$PARTS, == *,step,* ]]; then
   IFS=',' read -r -a bs <<< "$STEP_BATCHES"
   IFS=',' read -r -a ts <<< "$STEP_THREADS"
+  IFS=',' read -r -a wds <<< "$STEP_WD"
   for _ in $(seq "$STEP_REPEAT"); do
-    for b in "${bs[@]}"; do for t in "${ts[@]}"; do
-      "${ae[@]}" step --model "$m" --matmul "$out/matmul1000.onnx" --data "$DATA" --batch "$b" --threads "$t" --steps "$STEPS" --fraction 0.125 --out "$out/step.jsonl" >/dev/null
-      "${tr[@]}" step --model "$m" --data "$DATA" --batch "$b" --threads "$t" --steps "$STEPS" --fraction 0.125 --out "$out/torch-step.jsonl" >/dev/null
-    done; done
+    for b in "${bs[@]}"; do for t in "${ts[@]}"; do for wd in "${wds[@]}"; do
+      "${ae[@]}" step --model "$m" --matmul "$out/matmul1000.onnx" --data "$DATA" --batch "$b" --threads "$t" --steps "$STEPS" --fraction 0.125 --weight-decay "$wd" --out "$out/step.jsonl" >/dev/null
+      "${tr[@]}" step --model "$m" --data "$DATA" --batch "$b" --threads "$t" --steps "$STEPS" --fraction 0.125 --weight-decay "$wd" --out "$out/torch-step.jsonl" >/dev/null
+    done; done; done
   done
-  commands+=("onnx-kfac-ae-bench step --model autoencoder.onnx --matmul matmul1000.onnx --batch B --threads T --steps $STEPS --fraction 0.125 --out step.jsonl" \
-             "ae_torch.py step --model autoencoder.onnx --batch B --threads T --steps $STEPS --fraction 0.125 --out torch-step.jsonl")
+  commands+=("onnx-kfac-ae-bench step --model autoencoder.onnx --matmul matmul1000.onnx --batch B --threads T --steps $STEPS --fraction 0.125 --weight-decay η --out step.jsonl" \
+             "ae_torch.py step --model autoencoder.onnx --batch B --threads T --steps $STEPS --fraction 0.125 --weight-decay η --out torch-step.jsonl")
 fi
 export META_COMMANDS="$(printf '%s\n' "${commands[@]}")" META_LOAD_START="$load_start" META_LOAD_END="$(cut -d' ' -f1 /proc/loadavg)"
 export META_WALL=$(( $(date +%s) - start )) META_TARGETS="$TARGETS" META_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"

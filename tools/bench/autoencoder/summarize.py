@@ -177,6 +177,9 @@ def main():
           "K-FAC steps: mean over whole T_inv = 20 periods (inverses amortized), KL-clip rule.")
         w("")
         keys = sorted({(s["batch"], s["threads"]) for s in step})
+        # K-FAC's rows also per η (runs of older scripts measured 1e-5 only and say nothing).
+        eta = lambda s: s.get("weight_decay", 1e-5)  # noqa: E731
+        kkeys = sorted({(s["batch"], s["threads"], eta(s)) for s in step}, key=lambda k: (k[0], k[1], -k[2]))
         w("| batch | threads | SGD step | its Run | step/Run | PyTorch SGD step (torch/BLAS threads) | OnnxKfac/PyTorch | fwd+bwd GFLOP/s | MatMul 1000³ GFLOP/s | others |")
         w("|---:|---:|---|---|---:|---|---|---:|---:|---|")
         for b, t in keys:
@@ -195,15 +198,15 @@ def main():
         w("")
         w("K-FAC step broken down (ms per update; forward+backward = the SGD graph's Run; sampled backward = the Run with the "
           "sampled-Fisher pass minus that; statistics = the K-FAC graph's Run minus the Fisher graph's, plus K-FAC's C# fold; "
-          "with a statistics fraction below 1 the sampled pass runs over a forward clone of the first ⌈f·N⌉ examples inside the "
+          "with a statistics fraction below 1 the sampled backward runs over the first ⌈f·N⌉ examples (their rows of the forward) inside the "
           "K-FAC graph, so that row's sampled backward and statistics are one figure, the K-FAC graph's Run minus the SGD graph's; "
           "inverses, preconditioning, coefficients (ν) and apply from `KfacOptimizer.Timings`):")
         w("")
-        w("| batch | threads | stats fraction | fwd+bwd | sampled bwd | statistics (graph + fold) | inverses (amortized) | preconditioning | ν + apply | K-FAC step | SGD step | K-FAC/SGD | PyTorch K-FAC step | goal |")
-        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-        for b, t in keys:
-            ss = [s for s in step if (s["batch"], s["threads"]) == (b, t)]
-            ts = [s for s in tstep if (s["batch"], s["threads"]) == (b, t)]
+        w("| batch | threads | η | stats fraction | fwd+bwd | sampled bwd | statistics (graph + fold) | inverses (amortized) | preconditioning | ν + apply | K-FAC step | SGD step | K-FAC/SGD | PyTorch K-FAC step | goal |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for b, t, wd in kkeys:
+            ss = [s for s in step if (s["batch"], s["threads"], eta(s)) == (b, t, wd)]
+            ts = [s for s in tstep if (s["batch"], s["threads"], eta(s)) == (b, t, wd)]
             for key in ("kfac", "kfac_fraction"):
                 if key + "_step" not in ss[0]:
                     continue
@@ -218,7 +221,7 @@ def main():
                 goal = "≤ 3" if b == 256 else ("≤ 2" if frac < 1 else "")
                 ptk = [s["best"]["kfac_step"]["mean"] for s in ts if s["best"].get("kfac_fraction") == frac] if key == "kfac_fraction" or frac == 1 else []
                 sampled = f"{fi - fb:.1f} | {kr - fi:.1f}" if frac == 1 else f"(in statistics) | {kr - fb:.1f}"
-                w(f"| {b} | {t} | {frac:g} | {fb:.1f} | {sampled} + {ph['statistics']:.1f} | {ph['inverses']:.1f} | "
+                w(f"| {b} | {t} | {wd:g} | {frac:g} | {fb:.1f} | {sampled} + {ph['statistics']:.1f} | {ph['inverses']:.1f} | "
                   f"{ph['preconditioning']:.1f} | {ph['coefficients'] + ph['apply']:.1f} | {spread(ks, '{:.1f}')} | {med(lambda s: s['sgd_step']['mean']):.1f} | "
                   f"{spread(rat)} | {spread(ptk, '{:.1f}')} | {goal} |")
         w("")
