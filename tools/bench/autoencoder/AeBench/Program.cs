@@ -13,7 +13,8 @@ using OnnxKfac.Toolkit.Kfac;
 //   curves SPEC.json                              (the plots a JSON spec describes, PNG: Plots.FromSpec; tools/bench/finetune)
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
-if (args.Length == 0) { Console.Error.WriteLine("usage: onnx-kfac-ae-bench train|step|profile|plot|curves ..."); return 2; }
+const string usage = "usage: onnx-kfac-ae-bench train|step|profile|plot|curves ... (the options: tools/bench/autoencoder/AeBench/Program.cs, tools/bench/autoencoder/README.md)";
+if (args.Length == 0 || args[0] is "-h" or "--help" or "help") { Console.Error.WriteLine(usage); return args.Length == 0 ? 2 : 0; }
 var opts = new Dictionary<string, string>();
 var rest = new List<string>();
 for (int i = 1; i < args.Length; i++)
@@ -27,46 +28,55 @@ int I(string k, int d) => opts.TryGetValue(k, out var v) ? int.Parse(v, CultureI
 var json = new JsonSerializerOptions { WriteIndented = false };
 const string data = "/usr/share/datasets/fashion-mnist";
 
-switch (args[0])
+try
 {
-    case "train":
+    switch (args[0])
     {
-        var c = new Train.Config(S("model", ""), S("data", data), S("optimizer", "sgd"), D("lr", 0.1), I("batch", 256), D("seconds", 30),
-            I("max-updates", int.MaxValue), I("threads", 1), I("seed", 42), D("eval-every", 2), I("eval-examples", 5120), D("damping", 150),
-            D("fraction", 1), I("inverse-every", 20), D("kl-clip", 1e-3), D("momentum", 0.9), S("out", "run.json"), D("weight-decay", 1e-5));
-        var r = Train.Run(c);
-        File.WriteAllText(c.Out, r.ToJsonString(json));
-        var ev = r["evals"]!.AsArray();
-        Console.WriteLine($"{c.Optimizer} lr {c.Lr} batch {c.Batch}: {r["updates"]} updates in {(double)r["train_seconds"]!:F1} s, " +
-            $"loss {(double)ev[0]!["loss"]!:F2} -> {(double)ev[^1]!["loss"]!:F2} ({r["stop"]}), others {(double)r["other_cores"]!:F2} cores, peak RSS {(double)r["peak_rss_mib"]!:F0} MiB");
-        return 0;
+        case "train":
+        {
+            var c = new Train.Config(S("model", ""), S("data", data), S("optimizer", "sgd"), D("lr", 0.1), I("batch", 256), D("seconds", 30),
+                I("max-updates", int.MaxValue), I("threads", 1), I("seed", 42), D("eval-every", 2), I("eval-examples", 5120), D("damping", 150),
+                D("fraction", 1), I("inverse-every", 20), D("kl-clip", 1e-3), D("momentum", 0.9), S("out", "run.json"), D("weight-decay", 1e-5));
+            var r = Train.Run(c);
+            File.WriteAllText(c.Out, r.ToJsonString(json));
+            var ev = r["evals"]!.AsArray();
+            Console.WriteLine($"{c.Optimizer} lr {c.Lr} batch {c.Batch}: {r["updates"]} updates in {(double)r["train_seconds"]!:F1} s, " +
+                $"loss {(double)ev[0]!["loss"]!:F2} -> {(double)ev[^1]!["loss"]!:F2} ({r["stop"]}), others {(double)r["other_cores"]!:F2} cores, peak RSS {(double)r["peak_rss_mib"]!:F0} MiB");
+            return 0;
+        }
+        case "step":
+        {
+            var r = Step.Run(S("model", ""), S("matmul", ""), S("data", data), I("batch", 256), I("threads", 1), I("steps", 30), I("warmup", 5), D("fraction", 0.125),
+                D("weight-decay", 1e-5), S("precondition", "auto") switch
+                {
+                    "auto" => KfacPreconditioning.Auto, "dense" => KfacPreconditioning.Dense, "per-example" => KfacPreconditioning.PerExample,
+                    var p => throw new ArgumentException($"--precondition {p}: expected auto, dense or per-example"),
+                });
+            File.AppendAllText(S("out", "step.jsonl"), r.ToJsonString(json) + "\n");
+            Console.WriteLine(r.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        }
+        case "profile":
+        {
+            var r = Profile.Run(S("model", ""), S("data", data), I("batch", 256), I("threads", 1), D("fraction", 0.125), D("weight-decay", 1e-5), I("runs", 30));
+            File.WriteAllText(S("out", "profile.json"), r.ToJsonString(json));
+            return 0;
+        }
+        case "plot":
+            Plots.Save(S("out", "."), rest);
+            return 0;
+        case "curves":
+            if (rest.Count != 1) { Console.Error.WriteLine("usage: onnx-kfac-ae-bench curves SPEC.json"); return 2; }
+            Plots.FromSpec(rest[0]);
+            return 0;
+        default:
+            Console.Error.WriteLine($"unknown command {args[0]}");
+            return 2;
     }
-    case "step":
-    {
-        var r = Step.Run(S("model", ""), S("matmul", ""), S("data", data), I("batch", 256), I("threads", 1), I("steps", 30), I("warmup", 5), D("fraction", 0.125),
-            D("weight-decay", 1e-5), S("precondition", "auto") switch
-            {
-                "auto" => KfacPreconditioning.Auto, "dense" => KfacPreconditioning.Dense, "per-example" => KfacPreconditioning.PerExample,
-                var p => throw new ArgumentException($"--precondition {p}: expected auto, dense or per-example"),
-            });
-        File.AppendAllText(S("out", "step.jsonl"), r.ToJsonString(json) + "\n");
-        Console.WriteLine(r.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        return 0;
-    }
-    case "profile":
-    {
-        var r = Profile.Run(S("model", ""), S("data", data), I("batch", 256), I("threads", 1), D("fraction", 0.125), D("weight-decay", 1e-5), I("runs", 30));
-        File.WriteAllText(S("out", "profile.json"), r.ToJsonString(json));
-        return 0;
-    }
-    case "plot":
-        Plots.Save(S("out", "."), rest);
-        return 0;
-    case "curves":
-        if (rest.Count != 1) { Console.Error.WriteLine("usage: onnx-kfac-ae-bench curves SPEC.json"); return 2; }
-        Plots.FromSpec(rest[0]);
-        return 0;
-    default:
-        Console.Error.WriteLine($"unknown command {args[0]}");
-        return 2;
+}
+catch (Exception e) when (e is OnnxKfac.Graph.OnnxKfacException or IOException or ArgumentException or FormatException or InvalidDataException)
+{
+    // Bad input (a missing model or data file, an unparsable option): one line that names it, exit 1.
+    Console.Error.WriteLine($"onnx-kfac-ae-bench {args[0]}: {e.Message}");
+    return 1;
 }
