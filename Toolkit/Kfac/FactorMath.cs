@@ -83,7 +83,7 @@ internal static class FactorMath
         for (int i = n * Vector<float>.Count; i < ema.Length; i++) ema[i] = e * ema[i] + w * x[i];
     }
 
-    /// <summary>y = x + a·z element-wise (float32, the scalar expression's bits).</summary>
+    /// <summary>y = x + a·z element-wise (float32, the scalar expression's bits; a = 0: a copy of x, whatever z holds).</summary>
     public static void AddScaled(Span<float> y, ReadOnlySpan<float> x, float a, ReadOnlySpan<float> z)
     {
         if (a == 0)
