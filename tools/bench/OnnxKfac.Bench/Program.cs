@@ -25,7 +25,14 @@ internal static class Program
 {
     private static int Main(string[] args)
     {
-        var opt = Options.Parse(args);
+        Options opt;
+        try { opt = Options.Parse(args); }
+        catch (ArgumentException e)
+        {
+            // A bad option: one line that names it (the options: the comment above), exit 2.
+            Console.Error.WriteLine($"onnx-kfac-bench: {e.Message}");
+            return 2;
+        }
         string root = FindRoot();
         if (opt.Dump is not null)
         {
