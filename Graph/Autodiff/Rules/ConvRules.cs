@@ -7,7 +7,7 @@ namespace OnnxKfac.Graph.Autodiff.Rules;
 /// Convolutions: Conv and ConvTranspose, 1-D to 3-D, with strides, explicit or automatic
 /// pads, dilations, groups (depthwise included) and optional bias. Every gradient is a
 /// Conv or ConvTranspose itself (the stock runtime has no ConvGrad), except a pointwise
-/// Conv's weight gradient, a MatMul.
+/// Conv's weight gradient, a MatMul. Which form each takes is a measured choice (README.md, Known costs).
 /// </summary>
 internal static class ConvRules
 {
@@ -32,6 +32,8 @@ internal static class ConvRules
     private static string ConvInputGrad(GradientContext c, ConvWindow win, long group)
     {
         var e = c.Emit;
+        if (group == 1 && win.Strides.All(s => s == 1) && win.Axes.All(k => win.Begin(k) < win.Extent(k) && win.End(k) < win.Extent(k)))
+            return ConvInputGradFlipped(c, win);
         string[] inputs = [c.DY()!, c.X(1)];
         if (win.StaticIn is { } inSize)
         {
@@ -41,6 +43,23 @@ internal static class ConvRules
         // Sizes known only at run time: pad by stride − 1 (enough for any remainder), then crop to X.
         string dx = e.Op("ConvTranspose", inputs, Spatial.Attrs(win.Strides, win.Dilations, win.Pads!, group, win.Strides.Select(s => s - 1).ToArray()));
         return win.Strides.All(s => s == 1) ? dx : Spatial.CropLike(e, dx, c.X(0), win.Rank);
+    }
+
+    // Unit strides, one group: dX[n, c, i] = Σ_m Σ_k dY[n, m, i − k·d + p] · W[m, c, k] is the Conv of
+    // dY with W's two channel axes swapped and its window flipped, pads d(K − 1) − p: the same size
+    // as X, no crop. ONNX Runtime runs a Conv as MlasConv, threaded over the batch, where its
+    // ConvTranspose threads each example's small GEMM and runs col2im on one thread.
+    private static string ConvInputGradFlipped(GradientContext c, ConvWindow win)
+    {
+        var e = c.Emit;
+        int sp = win.Rank;
+        long[] axes = [.. Enumerable.Range(2, sp).Select(k => (long)k)];
+        string swapped = Spatial.SwapBatchChannel(e, c.X(1), sp);                                   // (C, M, K...)
+        string flipped = e.Op("Slice", [swapped, e.Int64s([.. axes.Select(_ => -1L)]), e.Int64s([.. axes.Select(_ => long.MinValue)]),
+            e.Int64s(axes), e.Int64s([.. axes.Select(_ => -1L)])]);
+        long[] pads = [.. win.Axes.Select(k => win.Extent(k) - 1 - win.Begin(k)), .. win.Axes.Select(k => win.Extent(k) - 1 - win.End(k))];
+        // kernel_shape stated: a second reverse pass (the Jacobian-vector-product graph) differentiates this Conv too.
+        return e.Op("Conv", [c.DY()!, flipped], [.. Spatial.Attrs([.. win.Strides], win.Dilations, pads, 1, null), Attributes.Ints("kernel_shape", win.Kernel)]);
     }
 
     // dW[m, c, k] = Σ_n Σ_o dY[n, m, o] · X̃[n, c, o·s + k·d] (X̃ padded). A pointwise window
