@@ -43,6 +43,23 @@ public class ConvRulesTests(ITestOutputHelper log)
     public void Conv2dDilation2() =>
         Conv([1, 2, 7, 6], [3, 2, 3, 2], true, Attributes.Ints("dilations", [2, 2]), Attributes.Ints("pads", [2, 1, 2, 1]));
 
+    // Unit strides, one group: the input gradient is a Conv with the window flipped (pads d(K − 1) − p).
+    [Fact]
+    public void Conv2dUnitStrideAsymmetricPads() =>
+        Conv([2, 3, 6, 5], [4, 3, 3, 3], true, Attributes.Ints("pads", [0, 2, 2, 0]));
+
+    [Fact]
+    public void Conv1dUnitStrideDilatedPadJustInsideTheWindow() =>
+        Conv([2, 2, 9], [3, 2, 3], false, Attributes.Ints("dilations", [3]), Attributes.Ints("pads", [1, 6]));
+
+    [Fact]
+    public void Conv3dUnitStride() =>
+        Conv([1, 2, 4, 4, 3], [2, 2, 2, 3, 2], true, Attributes.Ints("pads", [1, 0, 1, 0, 1, 0]));
+
+    [Fact]
+    public void Conv2dUnitStridePadsAsWideAsTheWindowKeepTheTransposedConv() =>
+        Conv([1, 2, 4, 4], [2, 2, 2, 2], false, Attributes.Ints("pads", [2, 1, 2, 2]));
+
     [Fact]
     public void Conv2dDilationAndStride() =>
         Conv([2, 2, 9, 8], [2, 2, 3, 3], false, Attributes.Ints("dilations", [2, 3]), Attributes.Ints("strides", [2, 2]), Attributes.Ints("pads", [1, 0, 0, 2]));
