@@ -140,7 +140,7 @@ public sealed partial class Trainer
                 observer.ObserveBatch(_context, count);
             }
             if (accumulator is not null && !accumulator.Add(count)) continue;
-            ApplyUpdate(loss, accumulator is null ? gradNorm : double.NaN, lastRun: accumulator is null && _buckets is null);
+            ApplyUpdate(loss, accumulator is null ? gradNorm : double.NaN);
             if (tick.ElapsedMilliseconds >= 250)
             {
                 throughput = examplesSinceTick / tick.Elapsed.TotalSeconds;
@@ -175,12 +175,11 @@ public sealed partial class Trainer
     private bool EarlyStop => _options.EarlyStoppingPatience is { } patience && _sinceImprovement >= patience;
 
     /// <param name="gradNorm">The gradient's global norm when already known (NaN: computed here, as after accumulation).</param>
-    /// <param name="lastRun">Whether the gradients are the last run's alone (one micro-batch, one rank).</param>
-    private void ApplyUpdate(double loss, double gradNorm = double.NaN, bool lastRun = false)
+    private void ApplyUpdate(double loss, double gradNorm = double.NaN)
     {
         _lastGradNorm = double.IsNaN(gradNorm) ? GradientClipping.GlobalNorm(_session.Parameters) : gradNorm;
         bool clipped = _options.ClipGradNorm is { } max && max / (GradientClipping.ClipByGlobalNorm(_session.Parameters, max) + 1e-6) < 1;   // as it decides
-        _context.GradientIsLastRun = lastRun && !clipped;
+        _context.GradientIsLastRun = _context.OneRunPerUpdate && !clipped;   // one micro-batch, one rank, not clipped
         _context.UpdateCount = _step + 1;
         _context.Loss = loss;
         _optimizer.Step(_context);
