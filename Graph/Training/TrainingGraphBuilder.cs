@@ -55,6 +55,18 @@ public sealed record TrainingGraphOptions
     } = 1;
 
     /// <summary>
+    /// The fraction of each batch (its first ⌈f·N⌉ examples) the Jacobian-vector-product pass sees,
+    /// in (0, 1]. Default 1. The JVP graph (<see cref="JvpGraphBuilder"/>) takes any batch size; the
+    /// runtime feeds it views of the batch's first rows (where the model takes any batch size).
+    /// </summary>
+    public double JvpFraction
+    {
+        get;
+        init => field = value is > 0 and <= 1 ? value
+            : throw new OnnxKfacException($"the Jacobian-vector-product fraction must lie in (0, 1], got {value}");
+    } = 1;
+
+    /// <summary>
     /// Keep the trainable initializers in the graph as default values of their inputs, so
     /// the file is self-contained (default). The runtime turns this off and feeds weights
     /// from its own buffers, which avoids a second copy inside ONNX Runtime.

@@ -139,6 +139,18 @@ public sealed record KfacOptions
         init => field = value is > 0 and <= 1 ? value : throw Checks.Error(nameof(StatisticsFraction), value, "must lie in (0, 1]");
     } = 1;
 
+    /// <summary>
+    /// The fraction of each batch (its first ⌈f·N⌉ examples) on which the quadratic rule computes
+    /// its Fisher products ΔᵀFΔ, ΔᵀFδ₀, δ₀ᵀFδ₀, in (0, 1]. Default 1. The Jacobian-vector-product
+    /// pass (a forward and a Jacobian-vector product per direction) costs several forward passes over the examples it sees; the gradient and the loss
+    /// of the quadratic model stay the whole batch's.
+    /// </summary>
+    public double QuadraticFraction
+    {
+        get;
+        init => field = value is > 0 and <= 1 ? value : throw Checks.Error(nameof(QuadraticFraction), value, "must lie in (0, 1]");
+    } = 1;
+
     public FisherKind Fisher { get; init; } = FisherKind.True;
 
     /// <summary>How the damped factors are inverted. Default <see cref="KfacInverseMethod.Auto"/>.</summary>
@@ -193,6 +205,7 @@ public sealed record KfacOptions
             FactorStatistics = true,
             SampledFisher = Fisher == FisherKind.True,
             StatisticsFraction = StatisticsFraction,
+            JvpFraction = QuadraticFraction,
             LayerTaps = false,
             SampledGradientsOutsideLayers = Fallback == FallbackBlock.Diagonal,
             SampledGradients = [.. Blocks.Where(b => b.Kind == "diagonal").Select(b => b.Pattern)],

@@ -17,7 +17,7 @@ public sealed class BatchBinding : IDisposable
     private readonly TrainingSession _session;
     private readonly TensorBuffer _loss;
     private OrtIoBinding? _evalBinding;
-    private OrtIoBinding? _jvpBinding;
+    private JvpBatch? _jvpBinding;
     private OrtIoBinding? _lightBinding;
     private TensorBuffer? _lightLoss;
     private readonly Dictionary<string, TensorBuffer> _lightOutputs = new(StringComparer.Ordinal);
@@ -52,8 +52,8 @@ public sealed class BatchBinding : IDisposable
         _evalBinding ??= BindAnother(_session.EvalSession, _session.EvalManifest, _evalOutputs, gradsTo: null, out _evalLoss);
 
     /// <summary>The Jacobian-vector-product pass over this batch's inputs (made on first use).</summary>
-    internal OrtIoBinding JvpBinding =>
-        _jvpBinding ??= _session.Jvp.Bind(name => _inputs.GetValueOrDefault(name), _session.ParameterValues);
+    internal JvpBatch JvpBinding =>
+        _jvpBinding ??= _session.Jvp.Bind(BatchSize, name => _inputs.GetValueOrDefault(name), _session.ParameterValues);
 
     /// <summary>The training graph without K-FAC's outputs, over this batch's inputs (made on first use).</summary>
     internal OrtIoBinding LightBinding =>

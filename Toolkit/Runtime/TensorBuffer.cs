@@ -46,6 +46,31 @@ internal sealed class TensorBuffer : IDisposable
     public static TensorBuffer Wrap<T>(T[] data, long[] shape, string elemType) where T : unmanaged =>
         new(data, shape, OrtValue.CreateTensorValueFromMemory(data, shape), elemType);
 
+    /// <summary>
+    /// A tensor over the first <paramref name="rows"/> entries of axis 0 of this buffer (a prefix of
+    /// its memory, no copy), as an OrtValue the caller disposes; the buffer must outlive it.
+    /// </summary>
+    public OrtValue Rows(long rows)
+    {
+        if (Shape.Length == 0 || rows < 0 || rows > Shape[0])
+            throw new ArgumentOutOfRangeException(nameof(rows), $"{rows} rows of a tensor shaped [{string.Join(",", Shape)}]");
+        long[] shape = [rows, .. Shape[1..]];
+        long count = rows;
+        for (int k = 1; k < shape.Length; k++) count *= shape[k];
+        return Data switch
+        {
+            float[] a => View(a, count, shape),
+            double[] a => View(a, count, shape),
+            long[] a => View(a, count, shape),
+            int[] a => View(a, count, shape),
+            bool[] a => View(a, count, shape),
+            _ => throw new InvalidOperationException($"buffer holds {ElemType}"),
+        };
+    }
+
+    private static OrtValue View<T>(T[] data, long count, long[] shape) where T : unmanaged =>
+        OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, new Memory<T>(data, 0, checked((int)count)), shape);
+
     public Span<T> Span<T>() where T : unmanaged => Data is T[] a ? a : throw new InvalidOperationException(
         $"buffer holds {ElemType}, not {typeof(T).Name}");
 

@@ -179,14 +179,25 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
     /// <summary>A tangent input of the Jacobian-vector-product pass (<c>{parameter}/tangent{k}</c>); builds that pass on first use.</summary>
     public Span<float> GetInput(string name) => _jvp.Value.Tangent(name);
 
-    /// <summary>Runs the Jacobian-vector-product pass (<c>"jvp"</c>) over the last batch; its result is the output <c>fisher_quadratic</c>.</summary>
+    /// <summary>
+    /// Runs the Jacobian-vector-product pass (<c>"jvp"</c>) over the last batch; its result is the
+    /// output <c>fisher_quadratic</c>, vᵢᵀFvⱼ of the batch's loss. With
+    /// <see cref="TrainingGraphOptions.JvpFraction"/> &lt; 1 the pass sees the first ⌈f·N⌉ examples, and
+    /// the products estimate the batch's from them (a sum-reduced loss's are scaled by N/⌈f·N⌉).
+    /// </summary>
     public void RunExtra(string purpose)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (purpose != "jvp") throw new NotSupportedException($"the training session has no extra pass '{purpose}' (it has 'jvp')");
         var batch = _last ?? throw new InvalidOperationException("no step has run yet");
-        try { _jvp.Value.Session.RunWithBinding(_runOptions, batch.JvpBinding); }
+        var jvp = batch.JvpBinding;
+        try { _jvp.Value.Session.RunWithBinding(_runOptions, jvp.Binding); }
         catch (OnnxRuntimeException e) { throw new OnnxKfacException($"ONNX Runtime failed on the Jacobian-vector-product pass: {e.Message.Split('\n')[0]}", e); }
+        if (jvp.Examples < jvp.BatchSize && Manifest.Loss.Reduction == "sum")
+        {
+            float scale = (float)((double)jvp.BatchSize / jvp.Examples);
+            foreach (ref float q in _jvp.Value.Quadratic.Span<float>()) q *= scale;
+        }
     }
 
     /// <summary>Builds the Jacobian-vector-product graph now, so that a model it cannot handle fails before training.</summary>

@@ -20,7 +20,7 @@ internal static class OptimizerSetup
         "kfac_update", "kfac_damping", "kfac_damping_adapt", "kfac_adapt_every", "kfac_damping_decay", "kfac_damping_every",
         "kfac_min_damping", "kfac_max_damping", "kfac_kl_clip", "kfac_factor_decay", "kfac_stats_every", "kfac_inverse_every",
         "kfac_stats_fraction", "kfac_fisher", "kfac_fallback", "kfac_block", "kfac_rollback", "kfac_reduce_factors", "kfac_inverse",
-        "kfac_precondition",
+        "kfac_precondition", "kfac_quadratic_fraction",
     ];
 
     public static string Kind(Config cfg)
@@ -123,6 +123,7 @@ internal static class OptimizerSetup
                 "StatisticsEvery" => "kfac_stats_every",
                 "InverseEvery" => "kfac_inverse_every",
                 "StatisticsFraction" => "kfac_stats_fraction",
+                "QuadraticFraction" => "kfac_quadratic_fraction",
                 "Fallback" => "kfac_fallback",
                 "Blocks" or "kind" => "kfac_block",
                 "ClipUpdateNorm" => "clip_grad_norm",
@@ -147,6 +148,7 @@ internal static class OptimizerSetup
                 if (cfg.String("schedule", "constant") != "constant" || cfg.Long("warmup", 0) != 0)
                     throw cfg.Error(cfg.Long("warmup", 0) != 0 ? "warmup" : "schedule", "does not apply to --kfac-update quadratic, which chooses its step size from the quadratic model");
             }
+            else if (cfg.Has("kfac_quadratic_fraction")) throw cfg.Error("kfac_quadratic_fraction", "needs --kfac-update quadratic (the KL-clip rule computes no Fisher products)");
             if (adapt != DampingAdaptation.LevenbergMarquardt && cfg.Has("kfac_adapt_every")) throw cfg.Error("kfac_adapt_every", "needs --kfac-damping-adapt lm");
             var o = new KfacOptions
             {
@@ -179,6 +181,7 @@ internal static class OptimizerSetup
                     Momentum = cfg.Double("momentum", 0.9)!.Value,
                     KlClip = cfg.Double("kfac_kl_clip", 1e-3)!.Value,
                 };
+            else o = o with { QuadraticFraction = cfg.Double("kfac_quadratic_fraction", 1)!.Value };
             if (adapt == DampingAdaptation.LevenbergMarquardt) o = o with { AdaptEvery = cfg.Int("kfac_adapt_every", 5)!.Value };
             if (cfg.Double("kfac_damping_decay") is { } decay)
             {
@@ -196,7 +199,7 @@ internal static class OptimizerSetup
                 "Damping" => "kfac_damping", "MinDamping" => "kfac_min_damping", "MaxDamping" => "kfac_max_damping",
                 "AdaptEvery" => "kfac_adapt_every", "KlClip" => "kfac_kl_clip", "FactorDecay" => "kfac_factor_decay",
                 "StatisticsEvery" => "kfac_stats_every", "InverseEvery" => "kfac_inverse_every", "StatisticsFraction" => "kfac_stats_fraction",
-                "Fallback" => "kfac_fallback", "Blocks" or "kind" => "kfac_block", "ClipUpdateNorm" => "clip_grad_norm",
+                "QuadraticFraction" => "kfac_quadratic_fraction", "Fallback" => "kfac_fallback", "Blocks" or "kind" => "kfac_block", "ClipUpdateNorm" => "clip_grad_norm",
                 "LearningRate" => "lr", "Momentum" => "momentum", "WeightDecay" => "weight_decay", "StepSize" => "kfac_damping_every",
                 "Gamma" => "kfac_damping_decay",
                 _ => "optimizer",

@@ -5,7 +5,8 @@ using OnnxKfac.AeBench;
 using OnnxKfac.Toolkit.Kfac;
 
 // onnx-kfac-ae-bench: the autoencoder benchmarks of issue 7 (tools/bench/autoencoder/README.md).
-//   train --model M --data DIR --optimizer sgd|adamw|kfac-quad|kfac-kl [--lr X] [--batch N] [--seconds S] ... --out run.json
+//   train --model M --data DIR --optimizer sgd|adamw|kfac-quad|kfac-kl [--lr X] [--batch N] [--seconds S] [--fraction F]
+//         [--quadratic-fraction Q] ... --out run.json      (F: statistics' fraction of the batch; Q: the quadratic rule's Fisher products')
 //   step  --model M --matmul MM --data DIR --batch N --threads T [--steps K] [--fraction F] [--weight-decay η] [--precondition auto|dense|per-example] --out step.json
 //   profile --model M --data DIR --batch N --threads T [--fraction F] [--weight-decay η] [--runs R] --out profile.json
 //                                                 (op profile of SGD's graph against K-FAC's statistics graph)
@@ -36,7 +37,8 @@ try
         {
             var c = new Train.Config(S("model", ""), S("data", data), S("optimizer", "sgd"), D("lr", 0.1), I("batch", 256), D("seconds", 30),
                 I("max-updates", int.MaxValue), I("threads", 1), I("seed", 42), D("eval-every", 2), I("eval-examples", 5120), D("damping", 150),
-                D("fraction", 1), I("inverse-every", 20), D("kl-clip", 1e-3), D("momentum", 0.9), S("out", "run.json"), D("weight-decay", 1e-5));
+                D("fraction", 1), I("inverse-every", 20), D("kl-clip", 1e-3), D("momentum", 0.9), S("out", "run.json"), D("weight-decay", 1e-5),
+                D("quadratic-fraction", 1));
             var r = Train.Run(c);
             File.WriteAllText(c.Out, r.ToJsonString(json));
             var ev = r["evals"]!.AsArray();

@@ -20,7 +20,7 @@ internal static class Train
 {
     public sealed record Config(string Model, string Data, string Optimizer, double Lr, int Batch, double Seconds, int MaxUpdates,
         int Threads, int Seed, double EvalEverySeconds, int EvalExamples, double Damping, double StatisticsFraction, int InverseEvery,
-        double KlClip, double Momentum, string Out, double WeightDecay = 1e-5);
+        double KlClip, double Momentum, string Out, double WeightDecay = 1e-5, double QuadraticFraction = 1);
 
     public static JsonObject Run(Config c)
     {
@@ -42,6 +42,7 @@ internal static class Train
                 KlClip = c.KlClip,
                 InverseEvery = c.InverseEvery,
                 StatisticsFraction = c.StatisticsFraction,
+                QuadraticFraction = c.QuadraticFraction,
                 WeightDecay = c.WeightDecay,
                 RollbackOnDivergence = true,
             };
@@ -138,7 +139,7 @@ internal static class Train
         {
             ["kind"] = "train",
             ["optimizer"] = c.Optimizer, ["lr"] = c.Lr, ["batch"] = c.Batch, ["threads"] = c.Threads, ["seed"] = c.Seed,
-            ["damping"] = c.Damping, ["statistics_fraction"] = c.StatisticsFraction, ["inverse_every"] = c.InverseEvery,
+            ["damping"] = c.Damping, ["statistics_fraction"] = c.StatisticsFraction, ["quadratic_fraction"] = c.QuadraticFraction, ["inverse_every"] = c.InverseEvery,
             ["kl_clip"] = c.KlClip, ["momentum"] = c.Momentum, ["weight_decay"] = c.WeightDecay,
             ["updates"] = updates, ["train_seconds"] = clock, ["stop"] = stop,
             ["eval_examples"] = c.EvalExamples,
