@@ -526,14 +526,21 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         FisherProducts(context, pass, useSecond: _hasMemory, firstIsV: true, null);
         var q = _fisher;
         double dd = 0, d0 = 0, o0 = 0, gD = 0, g0 = 0;
+        var gram = _gram;
         foreach (var s in _slots)
         {
-            dd += Dot(s.V, s.V);
-            gD -= Dot(s.Work, s.V);
-            if (!_hasMemory) continue;
-            d0 -= Dot(s.V, s.Memory);
-            o0 += Dot(s.Memory, s.Memory);
-            g0 += Dot(s.Work, s.Memory);
+            if (!_hasMemory)
+            {
+                dd += Dot(s.V, s.V);
+                gD -= Dot(s.Work, s.V);
+                continue;
+            }
+            FactorMath.Gram(s.V, s.Work, s.Memory, gram);   // V·V, V·∇, V·δ₀, ∇·∇, ∇·δ₀, δ₀·δ₀
+            dd += gram[0];
+            gD -= gram[1];
+            d0 -= gram[2];
+            g0 += gram[4];
+            o0 += gram[5];
         }
         double damp = _lambda + _options.WeightDecay;
         double c11 = q[0] + damp * dd, c12 = q[1] + damp * d0, c22 = q[3] + damp * o0;
@@ -606,6 +613,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     }
 
     private readonly double[] _reduceBuffer = new double[5];
+    private readonly double[] _gram = new double[6];
 
     private static double Dot(float[] a, float[] b) => FactorMath.Dot(a, b);
 

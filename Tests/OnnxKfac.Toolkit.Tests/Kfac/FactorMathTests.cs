@@ -52,6 +52,24 @@ public sealed class FactorMathTests
 
     [Theory]
     [MemberData(nameof(Lengths))]
+    public void GramIsTheSixDotProducts(int n)
+    {
+        float[] x = Random(n, 8), y = Random(n, 9), z = Random(n, 10);
+        var gram = new double[6];
+        FactorMath.Gram(x, y, z, gram);
+        double[] expected = [FactorMath.Dot(x, x), FactorMath.Dot(x, y), FactorMath.Dot(x, z), FactorMath.Dot(y, y), FactorMath.Dot(y, z), FactorMath.Dot(z, z)];
+        double[] scalar = [.. new[] { (x, x), (x, y), (x, z), (y, y), (y, z), (z, z) }.Select(p => p.Item1.Zip(p.Item2, (a, b) => (double)a * b).Sum())];
+        for (int k = 0; k < 6; k++)
+        {
+            // The same products in another order of summation: equal to rounding.
+            Assert.Equal(expected[k], gram[k], 1e-12 * Math.Max(1, Math.Abs(expected[k])));
+            Assert.Equal(scalar[k], gram[k], 1e-12 * Math.Max(1, Math.Abs(scalar[k])));
+        }
+        if (n < 8) Assert.Equal(scalar, gram);   // all tail: the scalar loop itself
+    }
+
+    [Theory]
+    [MemberData(nameof(Lengths))]
     public void StepMovesTheParametersAndMeasuresTheirNorms(int n)
     {
         float[] p0 = Random(n, 6), d = Random(n, 7);
