@@ -8,6 +8,7 @@
 #   RUN_SECONDS=150 STEP_REPEAT=2 PARTS=train,seeds,step tools/bench/autoencoder/run.sh   # what BENCHMARKS.md sections 1, 3 and 4 report (~75 min)
 #   PARTS=step tools/bench/autoencoder/run.sh         # only the step costs (PARTS=train,step by default)
 #   KEEP=/tmp/ae RUN_SECONDS=150 STEP_REPEAT=2 PARTS=kfac,step tools/bench/autoencoder/run.sh   # after a K-FAC change: its runs and the step costs again (~50 min)
+#   KEEP=/tmp/ae RUN_SECONDS=150 SEEDS=42,43,44 PARTS=seeds tools/bench/autoencoder/run.sh   # the headline's configurations, three batch orders (~35 min)
 #   KEEP=/tmp/ae tools/bench/autoencoder/run.sh       # keep the raw JSON
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -27,6 +28,7 @@ SEEDS=${SEEDS:-43,44}
 SGD_LRS=${SGD_LRS:-1,3,10}
 ADAMW_LRS=${ADAMW_LRS:-3e-4,1e-3,3e-3}
 TARGETS=${TARGETS:-350,300,250,230,220,215,210}
+QUAD_FRACTION=${QUAD_FRACTION:-0.25}   # the fast quadratic runs' --quadratic-fraction
 INIT=${INIT:-sparse}                # the paper's sparse initialisation; INIT=default: PyTorch's nn.Linear init
 
 if ! dpkg -s libopenblas0-pthread >/dev/null 2>&1; then
@@ -55,14 +57,16 @@ kfac_runs() {
   "${ae[@]}" train "${common[@]}" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --out "$out/train-kfac-quad-256.json"
   "${ae[@]}" train "${common[@]}" "${kl[@]}" --out "$out/train-kfac-kl-256.json"
   # The cheaper K-FAC updates of section 4: statistics on an eighth of the batch, η = 0 (per-example preconditioning).
-  "${ae[@]}" train "${common[@]}" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-quad-256-fast.json"
+  # The quadratic rule's Fisher products on a quarter of the batch (QUAD_FRACTION; 1: the whole batch).
+  "${ae[@]}" train "${common[@]}" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --fraction 0.125 --weight-decay 0 --quadratic-fraction "$QUAD_FRACTION" --out "$out/train-kfac-quad-256-fast.json"
   "${ae[@]}" train "${common[@]}" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-kl-256-fast.json"
   # The same settings in the straightforward PyTorch K-FAC (its statistics slice the factors' rows; its sampled
   # backward still runs over the whole batch and its preconditioning is dense): section 3 at equal hyper-parameters.
   "${tr[@]}" train "${common[@]}" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-torch-kfac-kl-256-fast.json"
 }
+sfx() { [ "$1" = 42 ] || echo "-s$1"; }   # seed 42 (the default batch order) writes the plain file names the plots read
 kfac_seed_run() {   # $1: the seed
-  "${ae[@]}" train "${common[@]}" --seed "$1" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-quad-256-fast-s$1.json"
+  "${ae[@]}" train "${common[@]}" --seed "$1" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --fraction 0.125 --weight-decay 0 --quadratic-fraction "$QUAD_FRACTION" --out "$out/train-kfac-quad-256-fast$(sfx "$1").json"
 }
 plots() {
   mapfile -t seed42 < <(ls "$out"/train-*.json | grep -Ev -- '-s[0-9]+\.json$')   # the plots: one line per configuration (seed 42)
@@ -86,10 +90,10 @@ if [[ ,$PARTS, == *,seeds,* ]]; then
   # K-FAC quadratic with the cheaper updates, the best SGD learning rates and the best AdamW.
   for s in "${seeds[@]}"; do
     kfac_seed_run "$s"
-    for lr in 3 10; do "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer sgd --lr "$lr" --batch 256 --out "$out/train-sgd-$lr-s$s.json"; done
-    "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer adamw --lr 1e-3 --batch 256 --out "$out/train-adamw-1e-3-s$s.json"
+    for lr in 3 10; do "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer sgd --lr "$lr" --batch 256 --out "$out/train-sgd-$lr$(sfx "$s").json"; done
+    "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer adamw --lr 1e-3 --batch 256 --out "$out/train-adamw-1e-3$(sfx "$s").json"
   done
-  commands+=("onnx-kfac-ae-bench train ... --seed S (S in $SEEDS: K-FAC quadratic f 1/8 η 0, SGD lr 3 and 10, AdamW 1e-3)")
+  commands+=("onnx-kfac-ae-bench train ... --seed S (S in $SEEDS: K-FAC quadratic f 1/8 η 0 F-products $QUAD_FRACTION, SGD lr 3 and 10, AdamW 1e-3)")
 fi
 if [[ ,$PARTS, == *,kfac,* ]]; then
   # After a change to K-FAC: its training runs of train and seeds again (OnnxKfac's, and PyTorch's K-FAC at

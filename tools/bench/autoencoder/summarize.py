@@ -36,6 +36,8 @@ def label(r):
         h += f" stats {r['statistics_fraction']:g}"
     if r.get("weight_decay", 1e-5) == 0 and o.startswith("kfac"):
         h += " η 0"
+    if r.get("quadratic_fraction", 1) < 1 and o == "kfac-quad":
+        h += f" F-products {r['quadratic_fraction']:g}"
     return f"{fw} {h}, batch {r['batch']}"
 
 
