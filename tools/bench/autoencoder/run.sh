@@ -9,6 +9,7 @@
 #   PARTS=step tools/bench/autoencoder/run.sh         # only the step costs (PARTS=train,step by default)
 #   KEEP=/tmp/ae RUN_SECONDS=150 STEP_REPEAT=2 PARTS=kfac,step tools/bench/autoencoder/run.sh   # after a K-FAC change: its runs and the step costs again (~50 min)
 #   KEEP=/tmp/ae RUN_SECONDS=150 SEEDS=42,43,44 PARTS=seeds tools/bench/autoencoder/run.sh   # the headline's configurations, three batch orders (~35 min)
+#   KEEP=/tmp/ae RUN_SECONDS=150 SEEDS=42,43,44 QUAD_DAMPING=0.05 PARTS=headline tools/bench/autoencoder/run.sh   # K-FAC at λ₀ 0.05 against SGD lr 10, alternating (~18 min)
 #   KEEP=/tmp/ae tools/bench/autoencoder/run.sh       # keep the raw JSON
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -66,7 +67,9 @@ kfac_runs() {
 }
 sfx() { [ "$1" = 42 ] || echo "-s$1"; }   # seed 42 (the default batch order) writes the plain file names the plots read
 kfac_seed_run() {   # $1: the seed
-  "${ae[@]}" train "${common[@]}" --seed "$1" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --fraction 0.125 --weight-decay 0 --quadratic-fraction "$QUAD_FRACTION" --out "$out/train-kfac-quad-256-fast$(sfx "$1").json"
+  local d=${QUAD_DAMPING:-0.19} tag=""
+  [ "$d" = 0.19 ] || tag="-l$d"   # another λ₀: its own files beside the paper's
+  "${ae[@]}" train "${common[@]}" --seed "$1" --optimizer kfac-quad --damping "$d" --batch 256 --fraction 0.125 --weight-decay 0 --quadratic-fraction "$QUAD_FRACTION" --out "$out/train-kfac-quad-256-fast$tag$(sfx "$1").json"
 }
 plots() {
   mapfile -t seed42 < <(ls "$out"/train-*.json | grep -Ev -- '-s[0-9]+\.json$')   # the plots: one line per configuration (seed 42)
@@ -94,6 +97,15 @@ if [[ ,$PARTS, == *,seeds,* ]]; then
     "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer adamw --lr 1e-3 --batch 256 --out "$out/train-adamw-1e-3$(sfx "$s").json"
   done
   commands+=("onnx-kfac-ae-bench train ... --seed S (S in $SEEDS: K-FAC quadratic f 1/8 η 0 F-products $QUAD_FRACTION, SGD lr 3 and 10, AdamW 1e-3)")
+fi
+if [[ ,$PARTS, == *,headline,* ]]; then
+  # Section 1's pair side by side: the fast quadratic K-FAC (QUAD_DAMPING, QUAD_FRACTION) and the best SGD
+  # (lr 10), alternating, for each of SEEDS (the machine's speed drifts over tens of minutes).
+  for s in "${seeds[@]}"; do
+    kfac_seed_run "$s"
+    "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer sgd --lr 10 --batch 256 --out "$out/train-sgd-10$(sfx "$s").json"
+  done
+  commands+=("onnx-kfac-ae-bench train ... --seed S (PARTS=headline, S in $SEEDS: K-FAC quadratic λ₀ ${QUAD_DAMPING:-0.19} f 1/8 η 0 F-products $QUAD_FRACTION, then SGD lr 10)")
 fi
 if [[ ,$PARTS, == *,kfac,* ]]; then
   # After a change to K-FAC: its training runs of train and seeds again (OnnxKfac's, and PyTorch's K-FAC at
