@@ -170,7 +170,7 @@ public sealed class TrainBadInputTests : IDisposable
         AssertUserError(Train("--optimizer", "kfac", "--kfac-update", "quadratic", "--lr", "0.1"), "--lr", "quadratic");
         AssertUserError(Train("--optimizer", "kfac", "--kfac-stats-fraction", "0"), "--kfac-stats-fraction", "(0, 1]");
         AssertUserError(Train("--optimizer", "kfac", "--kfac-update", "quadratic", "--kfac-quadratic-fraction", "1.5"), "--kfac-quadratic-fraction", "(0, 1]");
-        AssertUserError(Train("--optimizer", "kfac", "--kfac-quadratic-fraction", "0.25"), "--kfac-quadratic-fraction", "--kfac-update quadratic");
+        AssertUserError(Train("--optimizer", "kfac", "--kfac-quadratic-fraction", "0.25"), "--kfac-quadratic-fraction", "--kfac-update quadratic or --kfac-damping-adapt lm");
         AssertUserError(Train("--optimizer", "kfac", "--kfac-fisher", "empirical", "--kfac-fallback", "diagonal"), "--kfac-fallback", "empirical");
         AssertUserError(Train("--optimizer", "kfac", "--kfac-inverse", "svd"), "--kfac-inverse", "unknown value 'svd'", "auto or cholesky or ort");
         AssertUserError(Train("--kfac-inverse", "cholesky"), "--kfac-inverse", "--optimizer kfac");

@@ -140,10 +140,12 @@ public sealed record KfacOptions
     } = 1;
 
     /// <summary>
-    /// The fraction of each batch (its first ⌈f·N⌉ examples) on which the quadratic rule computes
-    /// its Fisher products ΔᵀFΔ, ΔᵀFδ₀, δ₀ᵀFδ₀, in (0, 1]. Default 1. The Jacobian-vector-product
-    /// pass (a forward and a Jacobian-vector product per direction) costs several forward passes over the examples it sees; the gradient and the loss
-    /// of the quadratic model stay the whole batch's.
+    /// The fraction of each batch (its first ⌈f·N⌉ examples) on which the quadratic model's Fisher
+    /// products are computed, in (0, 1]. Default 1. They are ΔᵀFΔ, ΔᵀFδ₀, δ₀ᵀFδ₀ for the quadratic
+    /// rule's α and μ on every update, and δᵀFδ for the Levenberg–Marquardt ρ of the KL-clip rule.
+    /// Their Jacobian-vector-product pass (a forward and a Jacobian-vector product per direction)
+    /// costs several forward passes over the examples it sees; the gradient and the loss of the
+    /// quadratic model stay the whole batch's.
     /// </summary>
     public double QuadraticFraction
     {

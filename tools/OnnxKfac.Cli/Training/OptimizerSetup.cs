@@ -148,7 +148,8 @@ internal static class OptimizerSetup
                 if (cfg.String("schedule", "constant") != "constant" || cfg.Long("warmup", 0) != 0)
                     throw cfg.Error(cfg.Long("warmup", 0) != 0 ? "warmup" : "schedule", "does not apply to --kfac-update quadratic, which chooses its step size from the quadratic model");
             }
-            else if (cfg.Has("kfac_quadratic_fraction")) throw cfg.Error("kfac_quadratic_fraction", "needs --kfac-update quadratic (the KL-clip rule computes no Fisher products)");
+            else if (adapt != DampingAdaptation.LevenbergMarquardt && cfg.Has("kfac_quadratic_fraction"))
+                throw cfg.Error("kfac_quadratic_fraction", "needs --kfac-update quadratic or --kfac-damping-adapt lm (the users of the Fisher products)");
             if (adapt != DampingAdaptation.LevenbergMarquardt && cfg.Has("kfac_adapt_every")) throw cfg.Error("kfac_adapt_every", "needs --kfac-damping-adapt lm");
             var o = new KfacOptions
             {
@@ -181,7 +182,8 @@ internal static class OptimizerSetup
                     Momentum = cfg.Double("momentum", 0.9)!.Value,
                     KlClip = cfg.Double("kfac_kl_clip", 1e-3)!.Value,
                 };
-            else o = o with { QuadraticFraction = cfg.Double("kfac_quadratic_fraction", 1)!.Value };
+            if (rule == KfacUpdateRule.Quadratic || adapt == DampingAdaptation.LevenbergMarquardt)
+                o = o with { QuadraticFraction = cfg.Double("kfac_quadratic_fraction", 1)!.Value };
             if (adapt == DampingAdaptation.LevenbergMarquardt) o = o with { AdaptEvery = cfg.Int("kfac_adapt_every", 5)!.Value };
             if (cfg.Double("kfac_damping_decay") is { } decay)
             {

@@ -74,7 +74,7 @@ internal static class TrainSettings
         new("kfac_stats_every", I, "kfac: T_cov, updates between factor-statistics updates (default 1)"),
         new("kfac_inverse_every", I, "kfac: T_inv, updates between inverse refreshes (default 20)"),
         new("kfac_stats_fraction", D, "kfac: fraction of each batch the statistics see (default 1)"),
-        new("kfac_quadratic_fraction", D, "kfac, --kfac-update quadratic: fraction of each batch its Fisher products (the quadratic model's curvature, a forward and two Jacobian-vector products) see (default 1)"),
+        new("kfac_quadratic_fraction", D, "kfac, --kfac-update quadratic or --kfac-damping-adapt lm: fraction of each batch the Fisher products of the quadratic model (a forward and two Jacobian-vector products) see (default 1)"),
         new("kfac_fisher", S, "kfac: true (default: targets sampled from the model) or empirical (the real labels)", "true|empirical"),
         new("kfac_reduce_factors", S, "kfac, several ranks: when the ranks' factor statistics meet: refresh (default: each rank folds its own, the running factors are averaged before each inverse refresh) or every (every statistics update)", "refresh|every"),
         new("kfac_inverse", S, "kfac: how the damped factors are inverted: auto (default: cholesky when OpenBLAS loads, else ort), cholesky (float64 dpotrf + dpotri through OpenBLAS, libopenblas0-pthread) or ort (ONNX Runtime's LU, float32)", "auto|cholesky|ort"),
