@@ -96,6 +96,7 @@ if [[ ,$PARTS, == *,seeds,* ]]; then
     for lr in 3 10; do "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer sgd --lr "$lr" --batch 256 --out "$out/train-sgd-$lr$(sfx "$s").json"; done
     "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer adamw --lr 1e-3 --batch 256 --out "$out/train-adamw-1e-3$(sfx "$s").json"
   done
+  plots
   commands+=("onnx-kfac-ae-bench train ... --seed S (S in $SEEDS: K-FAC quadratic f 1/8 η 0 F-products $QUAD_FRACTION, SGD lr 3 and 10, AdamW 1e-3)")
 fi
 if [[ ,$PARTS, == *,headline,* ]]; then
@@ -105,6 +106,7 @@ if [[ ,$PARTS, == *,headline,* ]]; then
     kfac_seed_run "$s"
     "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer sgd --lr 10 --batch 256 --out "$out/train-sgd-10$(sfx "$s").json"
   done
+  plots
   commands+=("onnx-kfac-ae-bench train ... --seed S (PARTS=headline, S in $SEEDS: K-FAC quadratic λ₀ ${QUAD_DAMPING:-0.19} f 1/8 η 0 F-products $QUAD_FRACTION, then SGD lr 10)")
 fi
 if [[ ,$PARTS, == *,kfac,* ]]; then

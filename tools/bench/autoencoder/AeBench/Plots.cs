@@ -24,6 +24,7 @@ internal static class Plots
         };
         if (o.StartsWith("kfac", StringComparison.Ordinal) && r["statistics_fraction"] is { } f && (double)f < 1) h += $" f {(double)f:g}";
         if (o.StartsWith("kfac", StringComparison.Ordinal) && r["weight_decay"] is { } wd && (double)wd == 0) h += " η 0";
+        if (o == "kfac-quad" && r["quadratic_fraction"] is { } q && (double)q < 1) h += $" q {(double)q:g}";
         return $"{fw} {h}, batch {r["batch"]}";
     }
 
