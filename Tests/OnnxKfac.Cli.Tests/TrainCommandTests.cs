@@ -159,7 +159,8 @@ public sealed class TrainCommandTests : IDisposable
         // The quadratic model's curvature from the first quarter of each batch (16 of 64 examples):
         // α and μ, and so the trajectory, differ from the whole batch's, and it fine-tunes as well.
         string[] common = ["train", "--optimizer", "kfac", "--kfac-update", "quadratic", "--kfac-damping", "0.1", "--kfac-damping-adapt", "lm", "--batch-size", "64", "--max-steps", "30"];
-        AssertOk(Run([.. common, "--kfac-quadratic-fraction", "0.25", "--report", _dir["q.json"]]));
+        var r = AssertOk(Run([.. common, "--kfac-quadratic-fraction", "0.25", "--report", _dir["q.json"]]));
+        Assert.Contains("kfac: Fisher products of the quadratic model on the first 16 of 64 examples of each batch", r.Out);
         AssertOk(Run([.. common, "--report", _dir["whole.json"]]));
         var report = TrainData.Report(_dir["q.json"]);
         var wholeReport = TrainData.Report(_dir["whole.json"]);

@@ -27,14 +27,30 @@ public sealed class TrainKillTests(ITestOutputHelper log) : IDisposable
     private static string Dotnet() =>
         Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
 
+    /// <summary>
+    /// Whether this process ignores SIGINT, which its children inherit: a shell starts background jobs
+    /// (`tools/test.sh &amp;`) that way, and .NET then leaves SIGINT ignored (Ctrl+C does not reach them).
+    /// </summary>
+    private static bool InterruptIgnored() =>
+        File.Exists("/proc/self/status")
+        && File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal)) is { } line
+        && (Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) & (1UL << (2 - 1))) != 0;
+
     private Process Start(params string[] args)
     {
-        var psi = new ProcessStartInfo(Dotnet())
+        // The signal test needs SIGINT to reach the run: where it is ignored here, coreutils' env restores it for the child.
+        bool reset = InterruptIgnored();
+        var psi = new ProcessStartInfo(reset ? "env" : Dotnet())
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (reset)
+        {
+            psi.ArgumentList.Add("--default-signal=INT");
+            psi.ArgumentList.Add(Dotnet());
+        }
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "onnx-kfac.dll"));
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";

@@ -200,6 +200,12 @@ public sealed class TrainingSession : IDisposable, ITrainingPass
         }
     }
 
+    /// <summary>
+    /// The examples of a batch of <paramref name="batchSize"/> the Jacobian-vector-product pass runs over:
+    /// ⌈f·N⌉ for <see cref="TrainingGraphOptions.JvpFraction"/> f, or N where the model's batch size is fixed.
+    /// </summary>
+    public int FisherProductExamples(int batchSize) => _jvp.Value.Examples(batchSize);
+
     /// <summary>Builds the Jacobian-vector-product graph now, so that a model it cannot handle fails before training.</summary>
     public void PrepareJacobianVectorProducts() => _ = _jvp.Value;
 

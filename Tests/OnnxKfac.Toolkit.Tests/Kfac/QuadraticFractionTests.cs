@@ -38,7 +38,7 @@ public sealed class QuadraticFractionTests
             for (int k = 0; k < 2; k++)
                 Values(p.Value.Length, seed++).CopyTo(session.GetInput(JvpGraphBuilder.TangentName(p.Name, k)));
         session.RunExtra("jvp");
-        examples = session.Jvp.Examples(rows);
+        examples = session.FisherProductExamples(rows);
         return session.GetOutput(JvpGraphBuilder.QuadraticName).ToArray();
     }
 

@@ -271,6 +271,13 @@ internal static class TrainCommand
                 log.WriteLine($"{OptimizerSetup.Describe(cfg)}, batch {batch}, " +
                     (plan.Epochs is { } e ? $"{e} epochs, " : "") + $"{totalSteps} updates, seed {seed}, on {session.Options.Device}");
                 if (optimizer is Toolkit.Kfac.KfacOptimizer inverting) log.WriteLine($"kfac: inverses by {inverting.InverseRoute}");
+                if (cfg.Double("kfac_quadratic_fraction") is { } q && q < 1)
+                {
+                    int seen = session.FisherProductExamples(batch);
+                    log.WriteLine(seen < batch
+                        ? $"kfac: Fisher products of the quadratic model on the first {seen} of {batch} examples of each batch"
+                        : $"kfac: Fisher products of the quadratic model on all {batch} examples of each batch (the model's batch size is fixed)");
+                }
                 if (_ranks is MpiCollectives world)
                     log.WriteLine($"data-parallel: {world.Size} ranks over {world.Library}, batch {batch} per rank = {batch * world.Size} per update; rank 0 writes every file");
             }
