@@ -529,15 +529,10 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         var gram = _gram;
         foreach (var s in _slots)
         {
-            if (!_hasMemory)
-            {
-                dd += Dot(s.V, s.V);
-                gD -= Dot(s.Work, s.V);
-                continue;
-            }
             FactorMath.Gram(s.V, s.Work, s.Memory, gram);   // V·V, V·∇, V·δ₀, ∇·∇, ∇·δ₀, δ₀·δ₀
             dd += gram[0];
             gD -= gram[1];
+            if (!_hasMemory) continue;   // no δ₀ yet: whatever the memory holds plays no part
             d0 -= gram[2];
             g0 += gram[4];
             o0 += gram[5];
