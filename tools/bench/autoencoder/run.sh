@@ -59,14 +59,14 @@ kfac_runs() {
   "${ae[@]}" train "${common[@]}" "${kl[@]}" --out "$out/train-kfac-kl-256.json"
   # The cheaper K-FAC updates of section 4: statistics on an eighth of the batch, η = 0 (per-example preconditioning).
   # The quadratic rule's Fisher products on a quarter of the batch (QUAD_FRACTION; 1: the whole batch).
-  "${ae[@]}" train "${common[@]}" --optimizer kfac-quad --damping "${QUAD_DAMPING:-0.19}" --batch 256 --fraction 0.125 --weight-decay 0 --quadratic-fraction "$QUAD_FRACTION" --out "$out/train-kfac-quad-256-fast.json"
+  kfac_seed_run 42
   "${ae[@]}" train "${common[@]}" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-kl-256-fast.json"
   # The same settings in the straightforward PyTorch K-FAC (its statistics slice the factors' rows; its sampled
   # backward still runs over the whole batch and its preconditioning is dense): section 3 at equal hyper-parameters.
   "${tr[@]}" train "${common[@]}" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-torch-kfac-kl-256-fast.json"
 }
 sfx() { [ "$1" = 42 ] || echo "-s$1"; }   # seed 42 (the default batch order) writes the plain file names the plots read
-kfac_seed_run() {   # $1: the seed
+kfac_seed_run() {   # $1: the seed. The fast quadratic K-FAC of section 1 (λ₀ QUAD_DAMPING, f 1/8, η 0, QUAD_FRACTION)
   local d=${QUAD_DAMPING:-0.19} tag=""
   [ "$d" = 0.19 ] || tag="-l$d"   # another λ₀: its own files beside the paper's
   "${ae[@]}" train "${common[@]}" --seed "$1" --optimizer kfac-quad --damping "$d" --batch 256 --fraction 0.125 --weight-decay 0 --quadratic-fraction "$QUAD_FRACTION" --out "$out/train-kfac-quad-256-fast$tag$(sfx "$1").json"
