@@ -174,6 +174,9 @@ public sealed class TrainBadInputTests : IDisposable
         AssertUserError(Train("--optimizer", "kfac", "--kfac-fisher", "empirical", "--kfac-fallback", "diagonal"), "--kfac-fallback", "empirical");
         AssertUserError(Train("--optimizer", "kfac", "--kfac-inverse", "svd"), "--kfac-inverse", "unknown value 'svd'", "auto or cholesky or ort");
         AssertUserError(Train("--kfac-inverse", "cholesky"), "--kfac-inverse", "--optimizer kfac");
+        AssertUserError(Train("--optimizer", "kfac", "--kfac-inverse-precision", "float16"), "--kfac-inverse-precision", "unknown value 'float16'", "auto or float32 or float64");
+        AssertUserError(Train("--optimizer", "kfac", "--kfac-inverse", "ort", "--kfac-inverse-precision", "float32"), "--kfac-inverse-precision", "--kfac-inverse ort");
+        AssertUserError(Train("--optimizer", "sgd", "--kfac-inverse-precision", "float32"), "--kfac-inverse-precision", "--optimizer kfac");
         AssertUserError(Train("--optimizer", "kfac", "--kfac-precondition", "sparse"), "--kfac-precondition", "auto or dense or per-example");
         AssertUserError(Train("--optimizer", "sgd", "--kfac-precondition", "dense"), "--kfac-precondition", "--optimizer kfac");
         AssertUserError(Train("--lr", "-0.1"), "--lr", "≥ 0");

@@ -131,7 +131,8 @@ public sealed class TrainCommandTests : IDisposable
         var r = AssertOk(Run("train", "--optimizer", "kfac", "--max-steps", "30", "--report", _dir["r.json"]));   // the documented defaults: lr 0.003, λ 0.01
         Assert.Contains("kfac lr 0.003", r.Out);
         Assert.Contains("kfac: damping 0.01; K-FAC's own time: statistics", r.Out);
-        Assert.Contains("kfac: inverses by cholesky (OpenBLAS libopenblas.so.0, float64, ", r.Out);   // auto: tools/test.sh installs OpenBLAS
+        // auto: tools/test.sh installs OpenBLAS; float32 where the damped factor is provably well conditioned
+        Assert.Contains("kfac: inverses by cholesky (OpenBLAS libopenblas.so.0, float32 where (tr F + s)/s ≤ 1e4, else float64, ", r.Out);
         var metrics = TrainData.Report(_dir["r.json"]).GetProperty("metrics");
         Assert.True(metrics.GetProperty("test_accuracy").GetDouble() > 0.728, metrics.ToString());
     }
@@ -191,6 +192,24 @@ public sealed class TrainCommandTests : IDisposable
         }
         Assert.Equal(8, losses["ort"].Length);
         for (int i = 0; i < 8; i++) Assert.True(Math.Abs(losses["ort"][i] - losses["cholesky"][i]) < 1e-3 * Math.Abs(losses["ort"][i]) + 1e-5, $"step {i + 1}: {losses["ort"][i]} vs {losses["cholesky"][i]}");
+    }
+
+    [Fact]
+    public void KfacInversePrecisionPrintsTheArithmeticAndBothTrainAlike()
+    {
+        var losses = new Dictionary<string, double[]>();
+        foreach (string precision in new[] { "float32", "float64" })
+        {
+            var r = AssertOk(Run("train", "--optimizer", "kfac", "--max-steps", "8", "--kfac-inverse-every", "2", "--threads", "1",
+                "--kfac-inverse-precision", precision, "--report", _dir[$"{precision}.json"]));
+            Assert.Contains($"kfac: inverses by cholesky (OpenBLAS libopenblas.so.0, {precision}, 1 thread)", r.Out);
+            var report = TrainData.Report(_dir[$"{precision}.json"]);
+            Assert.Equal(precision, report.GetProperty("config").GetProperty("kfac_inverse_precision").GetString());
+            losses[precision] = TrainData.StepLosses(report);
+        }
+        Assert.Equal(8, losses["float64"].Length);
+        for (int i = 0; i < 8; i++)
+            Assert.True(Math.Abs(losses["float64"][i] - losses["float32"][i]) < 1e-3 * Math.Abs(losses["float64"][i]) + 1e-5, $"step {i + 1}: {losses["float64"][i]} vs {losses["float32"][i]}");
     }
 
     [Fact]

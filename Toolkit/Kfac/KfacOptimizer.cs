@@ -117,12 +117,19 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     public KfacInverseMethod InverseMethod { get; }
 
     /// <summary>
-    /// The inverse route in words, for logs: "cholesky (OpenBLAS libopenblas.so.0, float64, 1 thread)"
-    /// or "onnxruntime (com.microsoft.Inverse, LU, float32)".
+    /// The inverse route in words, for logs: "cholesky (OpenBLAS libopenblas.so.0, float32 where
+    /// (tr F + s)/s ≤ 1e4, else float64, 1 thread)" or "onnxruntime (com.microsoft.Inverse, LU, float32)".
     /// </summary>
     public string InverseRoute => _lapack is null
         ? "onnxruntime (com.microsoft.Inverse, LU, float32)"
-        : $"cholesky (OpenBLAS {_lapack.Path}, float64, {InverseThreads} thread{(InverseThreads == 1 ? "" : "s")})";
+        : $"cholesky (OpenBLAS {_lapack.Path}, {PrecisionInWords}, {InverseThreads} thread{(InverseThreads == 1 ? "" : "s")})";
+
+    private string PrecisionInWords => _options.InversePrecision switch
+    {
+        KfacInversePrecision.Float32 => "float32",
+        KfacInversePrecision.Float64 => "float64",
+        _ => $"float32 where (tr F + s)/s ≤ {DampedFactor.SingleConditionBound:0e0}, else float64",
+    };
 
     /// <summary>OpenBLAS's threads: the session's intra-op count (all cores when it is ONNX Runtime's default).</summary>
     private int InverseThreads => _runtime?.Threads is > 0 and int n ? n : Environment.ProcessorCount;
@@ -166,7 +173,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     /// <summary>The inverse refresh over <paramref name="blocks"/> by the resolved method; null when none has a factor to invert.</summary>
     private IKfacProgram? BuildInverse(IEnumerable<CurvatureBlock> blocks, string what)
     {
-        if (_lapack is not null) return CholeskyProgram.Create(_lapack, blocks, InverseThreads);
+        if (_lapack is not null) return CholeskyProgram.Create(_lapack, blocks, InverseThreads, _options.InversePrecision);
         using var ortOptions = ProgramOptions(_runtime);
         return Build(ortOptions, what, (b, pb, bind) => b.EmitInverse(pb, bind), blocks);
     }
@@ -376,17 +383,20 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         }
         _boost = 1;
         _hasInverses = true;
-        LastStep = LastStep with { RefreshedInverses = true };
+        LastStep = LastStep with { RefreshedInverses = true, SinglePrecisionInverses = _lapack is null ? 0 : Count(f => f.SinglePrecisionGroups) };
     }
 
-    /// <summary>Damped factor groups the last Cholesky refresh found not positive definite (a loop: a refresh allocates nothing).</summary>
-    private int NotPositiveDefinite()
+    /// <summary>Damped factor groups the last Cholesky refresh found not positive definite.</summary>
+    private int NotPositiveDefinite() => Count(f => f.NotPositiveDefinite);
+
+    /// <summary>A count over every damped factor of this rank's last Cholesky refresh (a loop: a refresh allocates nothing).</summary>
+    private int Count(Func<DampedFactor, int> of)
     {
         int n = 0;
         foreach (var b in _blocks)
         {
             var factors = b.DampedFactors;
-            for (int i = 0; i < factors.Count; i++) n += factors[i].NotPositiveDefinite;
+            for (int i = 0; i < factors.Count; i++) n += of(factors[i]);
         }
         return n;
     }
@@ -784,6 +794,11 @@ public readonly record struct KfacStepInfo()
     /// refresh, before the retries with more damping (counted on the rank that inverted them).
     /// </summary>
     public int NotPositiveDefinite { get; init; }
+    /// <summary>
+    /// Cholesky inverses: damped factors (per group) this update's refresh inverted in float32
+    /// (<see cref="KfacInversePrecision"/>; the rest went float64), counted on the rank that inverted them.
+    /// </summary>
+    public int SinglePrecisionInverses { get; init; }
 }
 
 /// <summary>K-FAC's time per phase, accumulated over updates (seconds).</summary>

@@ -51,6 +51,22 @@ public enum KfacInverseMethod
     OnnxRuntime,
 }
 
+/// <summary>The arithmetic of the Cholesky route's <c>?potrf</c> + <c>?potri</c> (<see cref="KfacInverseMethod.Cholesky"/>).</summary>
+public enum KfacInversePrecision
+{
+    /// <summary>
+    /// Per factor group, float32 where the damped factor's condition number is provably small,
+    /// κ(F + sI) ≤ (tr F + s) / s ≤ 10⁴ (an inverse then good to ~κ·2⁻²⁴ ≤ 6·10⁻⁴ relative,
+    /// far inside K-FAC's own approximation), else float64; a float32 factorization that fails
+    /// is redone in float64. Default.
+    /// </summary>
+    Auto,
+    /// <summary>Always float32 (about twice as fast as float64; a group that fails is not retried in float64).</summary>
+    Float32,
+    /// <summary>Always float64.</summary>
+    Float64,
+}
+
 /// <summary>
 /// How a dense layer's Kronecker block computes V = (Ĝ + γ/π I)⁻¹ ∇W̄ (Â + πγ I)⁻¹
 /// (Toolkit/Kfac/README.md, "Per-example preconditioning").
@@ -157,6 +173,9 @@ public sealed record KfacOptions
 
     /// <summary>How the damped factors are inverted. Default <see cref="KfacInverseMethod.Auto"/>.</summary>
     public KfacInverseMethod InverseMethod { get; init; } = KfacInverseMethod.Auto;
+
+    /// <summary>The Cholesky route's arithmetic (ignored by the ONNX Runtime route, float32 LU). Default <see cref="KfacInversePrecision.Auto"/>.</summary>
+    public KfacInversePrecision InversePrecision { get; init; } = KfacInversePrecision.Auto;
 
     /// <summary>Data-parallel: when the ranks' factor statistics are reduced. Default <see cref="FactorReduction.BeforeInverses"/>.</summary>
     public FactorReduction FactorReduction { get; init; } = FactorReduction.BeforeInverses;

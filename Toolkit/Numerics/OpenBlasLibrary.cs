@@ -4,7 +4,8 @@ using OnnxKfac.Graph;
 namespace OnnxKfac.Toolkit.Numerics;
 
 /// <summary>
-/// The few LAPACK calls K-FAC's Cholesky inverses need (<c>dpotrf</c>, <c>dpotri</c>), from the
+/// The few LAPACK calls K-FAC's Cholesky inverses need (<c>?potrf</c>, <c>?potri</c> in float64 and
+/// float32), from the
 /// system's OpenBLAS, found at run time (no link-time dependency: a process that never inverts
 /// with Cholesky never loads it). Only OpenBLAS is bound, never a generic <c>liblapack.so.3</c>:
 /// the netlib reference LAPACK would be slower than ONNX Runtime's LU. Debian and Ubuntu ship it
@@ -16,6 +17,8 @@ internal sealed unsafe class OpenBlasLibrary
     // character argument (OpenBLAS's C implementations ignore it; gfortran-built ones read it).
     private readonly delegate* unmanaged<byte*, int*, double*, int*, int*, nuint, void> _potrf;
     private readonly delegate* unmanaged<byte*, int*, double*, int*, int*, nuint, void> _potri;
+    private readonly delegate* unmanaged<byte*, int*, float*, int*, int*, nuint, void> _spotrf;
+    private readonly delegate* unmanaged<byte*, int*, float*, int*, int*, nuint, void> _spotri;
     private readonly delegate* unmanaged<int, void> _setThreads;
 
     public string Path { get; }
@@ -27,6 +30,8 @@ internal sealed unsafe class OpenBlasLibrary
             ? f : throw new OnnxKfacException($"the library {path} lacks {name}: it is not OpenBLAS with LAPACK");
         _potrf = (delegate* unmanaged<byte*, int*, double*, int*, int*, nuint, void>)F("dpotrf_");
         _potri = (delegate* unmanaged<byte*, int*, double*, int*, int*, nuint, void>)F("dpotri_");
+        _spotrf = (delegate* unmanaged<byte*, int*, float*, int*, int*, nuint, void>)F("spotrf_");
+        _spotri = (delegate* unmanaged<byte*, int*, float*, int*, int*, nuint, void>)F("spotri_");
         _setThreads = (delegate* unmanaged<int, void>)F("openblas_set_num_threads");
     }
 
@@ -74,7 +79,7 @@ internal sealed unsafe class OpenBlasLibrary
     /// </summary>
     public int InvertSpd(Span<double> a, int n)
     {
-        if (a.Length < (long)n * n) throw new ArgumentException($"{a.Length} values for a {n} × {n} matrix", nameof(a));
+        Check(a.Length, n);
         int info = 0, lda = Math.Max(1, n);
         byte uplo = (byte)'L';
         fixed (double* p = a)
@@ -82,19 +87,46 @@ internal sealed unsafe class OpenBlasLibrary
             _potrf(&uplo, &n, p, &lda, &info, 1);
             if (info == 0) _potri(&uplo, &n, p, &lda, &info, 1);
         }
-        if (info < 0) throw new InvalidOperationException($"LAPACK rejected argument {-info} of dpotrf/dpotri (n = {n})");
+        return Finish(a, n, info, "dpotrf/dpotri");
+    }
+
+    /// <summary>
+    /// <see cref="InvertSpd(Span{double}, int)"/> in float32 (<c>spotrf</c> + <c>spotri</c>): about twice
+    /// as fast, with a relative error of about κ·2⁻²⁴ for a matrix of condition number κ.
+    /// </summary>
+    public int InvertSpd(Span<float> a, int n)
+    {
+        Check(a.Length, n);
+        int info = 0, lda = Math.Max(1, n);
+        byte uplo = (byte)'L';
+        fixed (float* p = a)
+        {
+            _spotrf(&uplo, &n, p, &lda, &info, 1);
+            if (info == 0) _spotri(&uplo, &n, p, &lda, &info, 1);
+        }
+        return Finish(a, n, info, "spotrf/spotri");
+    }
+
+    private static void Check(int length, int n)
+    {
+        if (length < (long)n * n) throw new ArgumentException($"{length} values for a {n} × {n} matrix", "a");
+    }
+
+    private static int Finish<T>(Span<T> a, int n, int info, string what)
+    {
+        if (info < 0) throw new InvalidOperationException($"LAPACK rejected argument {-info} of {what} (n = {n})");
         if (info > 0) return info;
         MirrorUpper(a, n);
         return 0;
     }
 
     /// <summary>Column-major 'L' is the row-major upper triangle: copy it into the lower one, in tiles (the reads stride).</summary>
-    private static void MirrorUpper(Span<double> a, int n)
+    private static void MirrorUpper<T>(Span<T> a, int n)
     {
-        const int T = 32;
-        for (int rb = 0; rb < n; rb += T)
-            for (int cb = 0; cb <= rb; cb += T)
-                for (int r = rb; r < Math.Min(rb + T, n); r++)
-                    for (int c = cb; c < Math.Min(Math.Min(cb + T, n), r); c++) a[r * n + c] = a[c * n + r];
+        const int Tile = 32;
+        for (int rb = 0; rb < n; rb += Tile)
+            for (int cb = 0; cb <= rb; cb += Tile)
+                for (int r = rb; r < Math.Min(rb + Tile, n); r++)
+                    for (int c = cb; c < Math.Min(Math.Min(cb + Tile, n), r); c++) a[r * n + c] = a[c * n + r];
     }
 }

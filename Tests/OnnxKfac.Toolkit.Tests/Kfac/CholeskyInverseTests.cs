@@ -123,6 +123,130 @@ public sealed class CholeskyInverseTests
                 }
     }
 
+    /// <summary>F = B Bᵀ / d per group (symmetric positive semi-definite, as the running factors are), trace about d/12.</summary>
+    private static double[] Gram(int groups, int d, int seed)
+    {
+        var rng = new Random(seed);
+        var factor = new double[groups * d * d];
+        for (int g = 0; g < groups; g++)
+        {
+            var b = Enumerable.Range(0, d * d).Select(_ => rng.NextDouble() - 0.5).ToArray();
+            for (int i = 0; i < d; i++)
+                for (int j = 0; j < d; j++)
+                    for (int k = 0; k < d; k++) factor[g * d * d + i * d + j] += b[i * d + k] * b[j * d + k] / d;
+        }
+        return factor;
+    }
+
+    /// <summary>The largest |((F + sI) X − I)[i, j]| of group <paramref name="g"/>, in float64.</summary>
+    private static double Residual(double[] factor, DampedFactor f, int d, int g)
+    {
+        double worst = 0;
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < d; j++)
+            {
+                double sum = 0;
+                for (int k = 0; k < d; k++) sum += (factor[g * d * d + i * d + k] + (i == k ? f.Shift[g] : 0)) * f.Inverse[g * d * d + k * d + j];
+                worst = Math.Max(worst, Math.Abs(sum - (i == j ? 1 : 0)));
+            }
+        return worst;
+    }
+
+    [Theory]
+    [InlineData(KfacInversePrecision.Float32, 2)]
+    [InlineData(KfacInversePrecision.Float64, 0)]
+    [InlineData(KfacInversePrecision.Auto, 2)]   // (tr F + s)/s ≈ 4 and 2: both provably well conditioned
+    public void EachPrecisionInvertsAWellConditionedFactor(KfacInversePrecision precision, int single)
+    {
+        var lapack = OpenBlasLibrary.Load();
+        const int d = 48, groups = 2;
+        var factor = Gram(groups, d, 5);
+        var f = new DampedFactor(factor, groups, d, new float[groups * d * d]);
+        f.Shift[0] = 1.3;
+        f.Shift[1] = 4;
+        f.InvertCholesky(lapack, new double[f.ScratchLength], precision);
+        Assert.Equal(0, f.NotPositiveDefinite);
+        Assert.Equal(single, f.SinglePrecisionGroups);
+        for (int g = 0; g < groups; g++)
+        {
+            double r = Residual(factor, f, d, g);
+            Assert.True(r < 1e-5, $"{precision}, group {g}: residual {r:G3}");
+            for (int i = 0; i < d; i++)
+                for (int j = 0; j < i; j++) Assert.Equal(f.Inverse[g * d * d + i * d + j], f.Inverse[g * d * d + j * d + i]);
+        }
+    }
+
+    [Fact]
+    public void AutoInvertsAFactorWhoseConditionIsNotBoundedInFloat64()
+    {
+        var lapack = OpenBlasLibrary.Load();
+        const int d = 40;
+        // F = Q diag(10^(−k/8)) Qᵀ, k = 0..39, and s = 10⁻⁶: κ(F + sI) ≈ 7·10⁴, past Auto's float32 bound.
+        var rng = new Random(8);
+        var q = new double[d * d];
+        for (int i = 0; i < d * d; i++) q[i] = rng.NextDouble() - 0.5;
+        for (int c = 0; c < d; c++)   // Gram–Schmidt on the columns: Q orthogonal
+        {
+            for (int p = 0; p < c; p++)
+            {
+                double dot = 0;
+                for (int r = 0; r < d; r++) dot += q[r * d + c] * q[r * d + p];
+                for (int r = 0; r < d; r++) q[r * d + c] -= dot * q[r * d + p];
+            }
+            double norm = Math.Sqrt(Enumerable.Range(0, d).Sum(r => q[r * d + c] * q[r * d + c]));
+            for (int r = 0; r < d; r++) q[r * d + c] /= norm;
+        }
+        const double shift = 1e-6;
+        double[] eigen = [.. Enumerable.Range(0, d).Select(k => Math.Pow(10, -k / 8.0))];
+        double[] factor = new double[d * d], exact = new double[d * d];
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < d; j++)
+                for (int k = 0; k < d; k++)
+                {
+                    factor[i * d + j] += q[i * d + k] * eigen[k] * q[j * d + k];
+                    exact[i * d + j] += q[i * d + k] / (eigen[k] + shift) * q[j * d + k];
+                }
+        double scale = exact.Max(Math.Abs);
+        double Error(KfacInversePrecision precision, out DampedFactor f)
+        {
+            f = new DampedFactor(factor, 1, d, new float[d * d]);
+            f.Shift[0] = shift;
+            f.InvertCholesky(lapack, new double[f.ScratchLength], precision);
+            var x = f.Inverse;
+            return f.NotPositiveDefinite == 1 ? double.PositiveInfinity : Enumerable.Range(0, d * d).Max(i => Math.Abs(x[i] - exact[i])) / scale;
+        }
+        Assert.False(DampedFactor.WellConditioned(factor, d, shift));
+        double auto = Error(KfacInversePrecision.Auto, out var chosen), single = Error(KfacInversePrecision.Float32, out _);
+        Assert.Equal(0, chosen.SinglePrecisionGroups);
+        Assert.Equal(0, chosen.NotPositiveDefinite);
+        Assert.True(auto < 1e-6, $"Auto (float64): {auto:G3} of the largest entry");
+        Assert.True(single > 1e2 * auto, $"float32 {single:G3} against float64 {auto:G3}: the bound would not be needed");
+    }
+
+    [Theory]
+    [InlineData(1.0, 100.0, true)]       // (100 + 1) / 1
+    [InlineData(1e-3, 100.0, false)]     // 10⁵
+    [InlineData(0.0, 1.0, false)]        // no damping: unbounded
+    [InlineData(1.0, double.NaN, false)]
+    public void TheFloat32BoundIsTheTracePlusTheDampingOverTheDamping(double shift, double trace, bool single)
+    {
+        double[] f = [trace / 2, 0.3, 0.3, trace / 2];
+        Assert.Equal(single, DampedFactor.WellConditioned(f, 2, shift));
+    }
+
+    [Fact]
+    public void AnIndefiniteFactorFailsOnceUnderAutoAndGetsNonFiniteInverses()
+    {
+        var lapack = OpenBlasLibrary.Load();
+        double[] factor = [1, 2, 2, 1];   // eigenvalues −1, 3: with s = 0.5, (tr + s)/s = 5 sends it to float32 first
+        var f = new DampedFactor(factor, 1, 2, new float[4]);
+        f.Shift[0] = 0.5;
+        f.InvertCholesky(lapack, new double[4]);
+        Assert.Equal(1, f.NotPositiveDefinite);
+        Assert.Equal(0, f.SinglePrecisionGroups);
+        Assert.All(f.Inverse, x => Assert.True(float.IsNaN(x)));
+    }
+
     [Fact]
     public void AFactorThatIsNotPositiveDefiniteGetsNonFiniteInverses()
     {

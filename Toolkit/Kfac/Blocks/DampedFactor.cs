@@ -5,8 +5,8 @@ namespace OnnxKfac.Toolkit.Kfac.Blocks;
 /// <summary>
 /// One running factor [groups, d, d] (float64, symmetric positive semi-definite) and its damped
 /// inverse (F + s_g I)⁻¹ per group g, float32, the buffer the preconditioning program binds. The
-/// inverse comes from one of two routes (<see cref="KfacInverseMethod"/>): Cholesky on the float64
-/// factor through OpenBLAS's LAPACK (<see cref="InvertCholesky"/>), or ONNX Runtime's
+/// inverse comes from one of two routes (<see cref="KfacInverseMethod"/>): Cholesky on the factor
+/// through OpenBLAS's LAPACK, float32 or float64 (<see cref="InvertCholesky"/>), or ONNX Runtime's
 /// <c>com.microsoft.Inverse</c> (LU, float32) in the inverse program (<see cref="Emit"/>).
 /// </summary>
 internal sealed class DampedFactor(double[] factor, int groups, int d, float[] inverse)
@@ -47,21 +47,48 @@ internal sealed class DampedFactor(double[] factor, int groups, int d, float[] i
     }
 
     /// <summary>
-    /// The Cholesky route: per group, F + s I in float64 (<paramref name="scratch"/>, ≥ d² values),
-    /// dpotrf + dpotri, narrowed into <see cref="Inverse"/>. A group whose damped factor is not
-    /// positive definite (possible only through rounding or non-finite statistics) gets NaNs: the
-    /// optimizer then retries with more damping and, failing that, falls back to the gradient,
-    /// as for any non-finite inverse (<see cref="NotPositiveDefinite"/> counts them).
+    /// Auto's bound on κ(F + sI) for float32: (tr F + s) / s ≥ (λ_max + s) / (λ_min + s) for a
+    /// positive semi-definite F, so a float32 inverse is good to about 10⁴ · 2⁻²⁴ ≈ 6·10⁻⁴ relative.
     /// </summary>
-    public void InvertCholesky(OpenBlasLibrary lapack, double[] scratch)
+    public const double SingleConditionBound = 1e4;
+
+    /// <summary>
+    /// The Cholesky route: per group, F + s I, <c>?potrf</c> + <c>?potri</c>, into <see cref="Inverse"/>.
+    /// In float32 (straight in <see cref="Inverse"/>, about twice as fast) where <paramref name="precision"/>
+    /// says so, for Auto where <see cref="SingleConditionBound"/> holds; else in float64
+    /// (<paramref name="scratch"/>, ≥ d² values), narrowed. Auto redoes a failed float32
+    /// factorization in float64. A group whose damped factor is not positive definite (possible only
+    /// through rounding or non-finite statistics) gets NaNs: the optimizer then retries with more
+    /// damping and, failing that, falls back to the gradient, as for any non-finite inverse
+    /// (<see cref="NotPositiveDefinite"/> counts them).
+    /// </summary>
+    public void InvertCholesky(OpenBlasLibrary lapack, double[] scratch, KfacInversePrecision precision = KfacInversePrecision.Auto)
     {
-        int failed = 0, dd = d * d;
+        int failed = 0, single = 0, dd = d * d;
         var m = scratch.AsSpan(0, dd);
         for (int g = 0; g < groups; g++)
         {
-            factor.AsSpan(g * dd, dd).CopyTo(m);
-            for (int i = 0; i < d; i++) m[i * d + i] += Shift[g];
+            var f = factor.AsSpan(g * dd, dd);
             var output = Inverse.AsSpan(g * dd, dd);
+            double s = Shift[g];
+            if (precision == KfacInversePrecision.Float32 || (precision == KfacInversePrecision.Auto && WellConditioned(f, d, s)))
+            {
+                FactorMath.Narrow(f, output);
+                for (int i = 0; i < d; i++) output[i * d + i] = (float)(f[i * d + i] + s);
+                if (lapack.InvertSpd(output, d) == 0)
+                {
+                    single++;
+                    continue;
+                }
+                if (precision == KfacInversePrecision.Float32)
+                {
+                    output.Fill(float.NaN);
+                    failed++;
+                    continue;
+                }
+            }
+            f.CopyTo(m);
+            for (int i = 0; i < d; i++) m[i * d + i] += s;
             if (lapack.InvertSpd(m, d) == 0) FactorMath.Narrow(m, output);
             else
             {
@@ -70,7 +97,22 @@ internal sealed class DampedFactor(double[] factor, int groups, int d, float[] i
             }
         }
         NotPositiveDefinite = failed;
+        SinglePrecisionGroups = single;
     }
+
+    /// <summary>Whether (tr F + s) / s ≤ <see cref="SingleConditionBound"/> (false for a non-finite trace or s ≤ 0).</summary>
+    internal static bool WellConditioned(ReadOnlySpan<double> f, int d, double s)
+    {
+        double trace = 0;
+        for (int i = 0; i < d; i++) trace += f[i * d + i];
+        return s > 0 && double.IsFinite(trace) && trace >= 0 && (trace + s) / s <= SingleConditionBound;
+    }
+
+    /// <summary>Groups inverted in float32 at this rank's last Cholesky inversion (the rest went float64).</summary>
+    public int SinglePrecisionGroups { get; private set; }
+
+    /// <summary>The factor's groups.</summary>
+    public int Groups => groups;
 
     /// <summary>Groups whose damped factor was not positive definite at this rank's last Cholesky inversion.</summary>
     public int NotPositiveDefinite { get; private set; }

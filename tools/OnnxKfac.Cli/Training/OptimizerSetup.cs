@@ -20,7 +20,7 @@ internal static class OptimizerSetup
         "kfac_update", "kfac_damping", "kfac_damping_adapt", "kfac_adapt_every", "kfac_damping_decay", "kfac_damping_every",
         "kfac_min_damping", "kfac_max_damping", "kfac_kl_clip", "kfac_factor_decay", "kfac_stats_every", "kfac_inverse_every",
         "kfac_stats_fraction", "kfac_fisher", "kfac_fallback", "kfac_block", "kfac_rollback", "kfac_reduce_factors", "kfac_inverse",
-        "kfac_precondition", "kfac_quadratic_fraction",
+        "kfac_precondition", "kfac_quadratic_fraction", "kfac_inverse_precision",
     ];
 
     public static string Kind(Config cfg)
@@ -151,6 +151,8 @@ internal static class OptimizerSetup
             else if (adapt != DampingAdaptation.LevenbergMarquardt && cfg.Has("kfac_quadratic_fraction"))
                 throw cfg.Error("kfac_quadratic_fraction", "needs --kfac-update quadratic or --kfac-damping-adapt lm (the users of the Fisher products)");
             if (adapt != DampingAdaptation.LevenbergMarquardt && cfg.Has("kfac_adapt_every")) throw cfg.Error("kfac_adapt_every", "needs --kfac-damping-adapt lm");
+            if (cfg.Has("kfac_inverse_precision") && cfg.String("kfac_inverse", "auto")!.Trim().ToLowerInvariant() == "ort")
+                throw cfg.Error("kfac_inverse_precision", "sets the Cholesky route's arithmetic; --kfac-inverse ort inverts in float32 LU");
             var o = new KfacOptions
             {
                 UpdateRule = rule,
@@ -172,6 +174,8 @@ internal static class OptimizerSetup
                     ("auto", KfacPreconditioning.Auto), ("dense", KfacPreconditioning.Dense), ("per-example", KfacPreconditioning.PerExample)),
                 FactorReduction = Choice(cfg, "kfac_reduce_factors", "refresh", ("refresh", FactorReduction.BeforeInverses), ("every", FactorReduction.EveryUpdate)),
                 InverseMethod = Choice(cfg, "kfac_inverse", "auto", ("auto", KfacInverseMethod.Auto), ("cholesky", KfacInverseMethod.Cholesky), ("ort", KfacInverseMethod.OnnxRuntime)),
+                InversePrecision = Choice(cfg, "kfac_inverse_precision", "auto",
+                    ("auto", KfacInversePrecision.Auto), ("float32", KfacInversePrecision.Float32), ("float64", KfacInversePrecision.Float64)),
                 Fallback = Choice(cfg, "kfac_fallback", cfg.String("kfac_fisher", "true") == "empirical" ? "identity" : "diagonal",
                     ("diagonal", FallbackBlock.Diagonal), ("identity", FallbackBlock.Identity)),
             };

@@ -6,8 +6,9 @@ using OnnxKfac.Toolkit.Kfac;
 
 // onnx-kfac-ae-bench: the autoencoder benchmarks of issue 7 (tools/bench/autoencoder/README.md).
 //   train --model M --data DIR --optimizer sgd|adamw|kfac-quad|kfac-kl [--lr X] [--batch N] [--seconds S] [--fraction F]
-//         [--quadratic-fraction Q] ... --out run.json      (F: statistics' fraction of the batch; Q: the quadratic rule's Fisher products')
-//   step  --model M --matmul MM --data DIR --batch N --threads T [--steps K] [--fraction F] [--weight-decay η] [--precondition auto|dense|per-example] --out step.json
+//         [--quadratic-fraction Q] [--inverse-precision auto|float32|float64] ... --out run.json      (F: statistics' fraction of the batch; Q: the quadratic rule's Fisher products')
+//   step  --model M --matmul MM --data DIR --batch N --threads T [--steps K] [--fraction F] [--weight-decay η] [--precondition auto|dense|per-example]
+//         [--inverse-precision auto|float32|float64] --out step.json
 //   profile --model M --data DIR --batch N --threads T [--fraction F] [--weight-decay η] [--runs R] --out profile.json
 //                                                 (op profile of SGD's graph against K-FAC's statistics graph)
 //   plot  --out DIR run1.json run2.json ...       (loss against wall-clock and against updates, PNG)
@@ -24,6 +25,11 @@ for (int i = 1; i < args.Length; i++)
     else rest.Add(args[i]);
 }
 string S(string k, string d) => opts.GetValueOrDefault(k, d);
+static KfacInversePrecision Precision(string p) => p switch
+{
+    "auto" => KfacInversePrecision.Auto, "float32" => KfacInversePrecision.Float32, "float64" => KfacInversePrecision.Float64,
+    _ => throw new ArgumentException($"--inverse-precision {p}: expected auto, float32 or float64"),
+};
 double D(string k, double d) => opts.TryGetValue(k, out var v) ? double.Parse(v, CultureInfo.InvariantCulture) : d;
 int I(string k, int d) => opts.TryGetValue(k, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : d;
 var json = new JsonSerializerOptions { WriteIndented = false };
@@ -38,7 +44,7 @@ try
             var c = new Train.Config(S("model", ""), S("data", data), S("optimizer", "sgd"), D("lr", 0.1), I("batch", 256), D("seconds", 30),
                 I("max-updates", int.MaxValue), I("threads", 1), I("seed", 42), D("eval-every", 2), I("eval-examples", 5120), D("damping", 150),
                 D("fraction", 1), I("inverse-every", 20), D("kl-clip", 1e-3), D("momentum", 0.9), S("out", "run.json"), D("weight-decay", 1e-5),
-                D("quadratic-fraction", 1));
+                D("quadratic-fraction", 1), Precision(S("inverse-precision", "auto")));
             var r = Train.Run(c);
             File.WriteAllText(c.Out, r.ToJsonString(json));
             var ev = r["evals"]!.AsArray();
@@ -53,7 +59,7 @@ try
                 {
                     "auto" => KfacPreconditioning.Auto, "dense" => KfacPreconditioning.Dense, "per-example" => KfacPreconditioning.PerExample,
                     var p => throw new ArgumentException($"--precondition {p}: expected auto, dense or per-example"),
-                });
+                }, Precision(S("inverse-precision", "auto")));
             File.AppendAllText(S("out", "step.jsonl"), r.ToJsonString(json) + "\n");
             Console.WriteLine(r.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             return 0;

@@ -21,13 +21,14 @@ namespace OnnxKfac.AeBench;
 internal static class Step
 {
     public static JsonObject Run(string modelPath, string matmulPath, string data, int batchSize, int threads, int steps, int warmup, double fraction,
-        double weightDecay = 1e-5, KfacPreconditioning precondition = KfacPreconditioning.Auto)
+        double weightDecay = 1e-5, KfacPreconditioning precondition = KfacPreconditioning.Auto, KfacInversePrecision inversePrecision = KfacInversePrecision.Auto)
     {
         var x = FashionMnist.Load(Path.Combine(data, "train-images-idx3-ubyte.gz"), out _);
         var model = OnnxModelIO.Load(modelPath);
         var loss = new LossOptions(LossKind.BceWithLogits);
         var plain = new TrainingGraphOptions(loss) { LayerTaps = false };
-        var result = new JsonObject { ["kind"] = "step", ["batch"] = batchSize, ["weight_decay"] = weightDecay, ["precondition"] = precondition.ToString(), ["threads"] = threads, ["isa"] = Machine.Isa() };
+        var result = new JsonObject { ["kind"] = "step", ["batch"] = batchSize, ["weight_decay"] = weightDecay, ["precondition"] = precondition.ToString(),
+            ["inverse_precision"] = inversePrecision.ToString().ToLowerInvariant(), ["threads"] = threads, ["isa"] = Machine.Isa() };
         var machine = new Machine();
 
         BatchBinding Fill(TrainingSession s)
@@ -65,7 +66,7 @@ internal static class Step
             var ko = new KfacOptions
             {
                 UpdateRule = KfacUpdateRule.KlClip, Damping = 1e-2, LearningRate = 1e-3, InverseEvery = 20, StatisticsFraction = f,
-                WeightDecay = weightDecay, Preconditioning = precondition,
+                WeightDecay = weightDecay, Preconditioning = precondition, InversePrecision = inversePrecision,
             };
             string key = f == 1 ? "kfac" : "kfac_fraction";
             // K-FAC's sessions do not spin (TrainingSessionOptions.IntraOpSpinning), as the CLI's for --optimizer kfac.
@@ -86,6 +87,7 @@ internal static class Step
                 kfac.Step(ctx);
                 ctx.Advance(l);
                 if (k >= 20) step.Add(Ms(Stopwatch.GetTimestamp() - t0));
+                if (kfac.LastStep.RefreshedInverses) result[key + "_float32_inverses"] = kfac.LastStep.SinglePrecisionInverses;
             }
             var t = kfac.Timings;
             double u = t.Updates;

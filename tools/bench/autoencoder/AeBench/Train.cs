@@ -20,7 +20,8 @@ internal static class Train
 {
     public sealed record Config(string Model, string Data, string Optimizer, double Lr, int Batch, double Seconds, int MaxUpdates,
         int Threads, int Seed, double EvalEverySeconds, int EvalExamples, double Damping, double StatisticsFraction, int InverseEvery,
-        double KlClip, double Momentum, string Out, double WeightDecay = 1e-5, double QuadraticFraction = 1);
+        double KlClip, double Momentum, string Out, double WeightDecay = 1e-5, double QuadraticFraction = 1,
+        KfacInversePrecision InversePrecision = KfacInversePrecision.Auto);
 
     public static JsonObject Run(Config c)
     {
@@ -43,6 +44,7 @@ internal static class Train
                 InverseEvery = c.InverseEvery,
                 StatisticsFraction = c.StatisticsFraction,
                 QuadraticFraction = c.QuadraticFraction,
+                InversePrecision = c.InversePrecision,
                 WeightDecay = c.WeightDecay,
                 RollbackOnDivergence = true,
             };
@@ -125,6 +127,7 @@ internal static class Train
                 if (double.IsFinite(ls.Mu)) rec["mu"] = ls.Mu;
                 if (double.IsFinite(ls.Rho)) rec["rho"] = ls.Rho;
                 if (double.IsFinite(ls.Nu)) rec["nu"] = ls.Nu;
+                if (ls.RefreshedInverses) rec["float32_inverses"] = ls.SinglePrecisionInverses;
             }
             steps.Add(rec);
             if (clock >= nextEval || clock >= c.Seconds || updates >= c.MaxUpdates)
@@ -140,6 +143,7 @@ internal static class Train
             ["kind"] = "train",
             ["optimizer"] = c.Optimizer, ["lr"] = c.Lr, ["batch"] = c.Batch, ["threads"] = c.Threads, ["seed"] = c.Seed,
             ["damping"] = c.Damping, ["statistics_fraction"] = c.StatisticsFraction, ["quadratic_fraction"] = c.QuadraticFraction, ["inverse_every"] = c.InverseEvery,
+            ["inverse_precision"] = c.InversePrecision.ToString().ToLowerInvariant(),
             ["kl_clip"] = c.KlClip, ["momentum"] = c.Momentum, ["weight_decay"] = c.WeightDecay,
             ["updates"] = updates, ["train_seconds"] = clock, ["stop"] = stop,
             ["eval_examples"] = c.EvalExamples,
