@@ -10,6 +10,7 @@
 #   KEEP=/tmp/ae RUN_SECONDS=150 STEP_REPEAT=2 PARTS=kfac,step tools/bench/autoencoder/run.sh   # after a K-FAC change: its runs and the step costs again (~50 min)
 #   KEEP=/tmp/ae RUN_SECONDS=150 SEEDS=42,43,44 PARTS=seeds tools/bench/autoencoder/run.sh   # the headline's configurations, three batch orders (~35 min)
 #   KEEP=/tmp/ae RUN_SECONDS=150 SEEDS=42,43,44 QUAD_DAMPING=0.05 PARTS=headline tools/bench/autoencoder/run.sh   # K-FAC at λ₀ 0.05 against SGD lr 10, alternating (~18 min)
+#   KEEP=/tmp/ae RUN_SECONDS=150 SEEDS=42,43,44 PARTS=pair tools/bench/autoencoder/run.sh   # section 3: K-FAC against PyTorch's K-FAC, alternating, three batch orders (~15 min)
 #   KEEP=/tmp/ae tools/bench/autoencoder/run.sh       # keep the raw JSON
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -60,10 +61,13 @@ kfac_runs() {
   # The cheaper K-FAC updates of section 4: statistics on an eighth of the batch, η = 0 (per-example preconditioning).
   # The quadratic rule's Fisher products on a quarter of the batch (QUAD_FRACTION; 1: the whole batch).
   kfac_seed_run 42
-  "${ae[@]}" train "${common[@]}" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-kl-256-fast.json"
-  # The same settings in the straightforward PyTorch K-FAC (its statistics slice the factors' rows; its sampled
-  # backward still runs over the whole batch and its preconditioning is dense): section 3 at equal hyper-parameters.
-  "${tr[@]}" train "${common[@]}" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-torch-kfac-kl-256-fast.json"
+  kl_pair 42
+}
+kl_pair() {   # $1: the seed. Section 3 at equal hyper-parameters: the fast KL-clip K-FAC (f 1/8, η 0), then the same
+  # settings in the straightforward PyTorch K-FAC (its statistics slice the factors' rows; its sampled backward
+  # still runs over the whole batch and its preconditioning is dense).
+  "${ae[@]}" train "${common[@]}" --seed "$1" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-kfac-kl-256-fast$(sfx "$1").json"
+  "${tr[@]}" train "${common[@]}" --seed "$1" "${kl[@]}" --fraction 0.125 --weight-decay 0 --out "$out/train-torch-kfac-kl-256-fast$(sfx "$1").json"
 }
 sfx() { [ "$1" = 42 ] || echo "-s$1"; }   # seed 42 (the default batch order) writes the plain file names the plots read
 kfac_seed_run() {   # $1: the seed. The fast quadratic K-FAC of section 1 (λ₀ QUAD_DAMPING, f 1/8, η 0, QUAD_FRACTION)
@@ -108,6 +112,11 @@ if [[ ,$PARTS, == *,headline,* ]]; then
   done
   plots
   commands+=("onnx-kfac-ae-bench train ... --seed S (PARTS=headline, S in $SEEDS: K-FAC quadratic λ₀ ${QUAD_DAMPING:-0.19} f 1/8 η 0 F-products $QUAD_FRACTION, then SGD lr 10)")
+fi
+if [[ ,$PARTS, == *,pair,* ]]; then
+  # Section 3's K-FAC pair for each of SEEDS, OnnxKfac and PyTorch alternating.
+  for s in "${seeds[@]}"; do kl_pair "$s"; done
+  commands+=("onnx-kfac-ae-bench train ... --seed S, then ae_torch.py train ... --seed S (PARTS=pair, S in $SEEDS: K-FAC KL clip f 1/8 η 0)")
 fi
 if [[ ,$PARTS, == *,kfac,* ]]; then
   # After a change to K-FAC: its training runs of train and seeds again (OnnxKfac's, and PyTorch's K-FAC at

@@ -153,6 +153,7 @@ def main():
                 w(f"| {key} | {n} | " + " | ".join(cells) + " |")
             w("")
         pt = [r for r in runs if r.get("framework") == "pytorch"]
+        pairs = {}
         if pt:
             w("OnnxKfac / PyTorch time to target, same optimizer, learning rate, damping and batch (section 3; goal ≤ 0.5 for K-FAC); "
               "\"same\": also the same statistics fraction and η, else the settings that differ:")
@@ -170,8 +171,20 @@ def main():
                     for t in targets:
                         a1, b1 = time_to(r, t), time_to(p, t)
                         cells.append(f"{a1 / b1:.2f} ({a1:.1f}/{b1:.1f} s)" if a1 and b1 else "–")
-                    w(f"| {p['label']} | {r['label']} | {'; '.join(differ) or 'same'} | " + " | ".join(cells) + f" | {r['peak_rss_mib']:.0f} / {p['peak_rss_mib']:.0f} |")
+                    w(f"| {p['run_label']} | {r['run_label']} | {'; '.join(differ) or 'same'} | " + " | ".join(cells) + f" | {r['peak_rss_mib']:.0f} / {p['peak_rss_mib']:.0f} |")
+                    if not differ:
+                        pairs.setdefault((p["label"], r["label"]), []).append([(time_to(r, t), time_to(p, t)) for t in targets])
             w("")
+            for (pl, rl), ps in pairs.items():
+                if len(ps) < 2:
+                    continue
+                cells = []
+                for i, t in enumerate(targets):
+                    both = [x[i] for x in ps if x[i][0] and x[i][1]]
+                    ratios = sorted(a1 / b1 for a1, b1 in both)
+                    cells.append(f"{t:g}: {median(ratios):.2f} [{ratios[0]:.2f}–{ratios[-1]:.2f}, {len(ratios)} of {len(ps)} pairs]" if ratios else f"{t:g}: –")
+                w(f"{rl} / {pl}, same settings, pairs of the same batch order: median [min–max] of the per-pair ratios: " + "; ".join(cells) + ".")
+                w("")
     if step:
         w("## Step costs (sections 3 and 4)")
         w("")
