@@ -62,6 +62,19 @@ internal static class Experiments
     }
 
     /// <summary>
+    /// The training graph run node by node with ONNX Runtime's intra-op pool (the toolkit's
+    /// sequential mode) against its parallel execution mode: independent nodes (a layer's weight
+    /// and input gradients, residual branches) on <paramref name="threads"/> inter-op threads,
+    /// each node on one thread. Null on one thread.
+    /// </summary>
+    public static JsonObject? ParallelExecution(TrainingSession session, BatchBinding batch, int threads, int warmup, int steps)
+    {
+        if (threads < 2) return null;
+        var (sequential, parallel) = Compare(session.TrainingModel, session.TrainingModel, session, batch, threads, warmup, steps, out _, out _, parallelB: true);
+        return new JsonObject { ["experiment"] = "parallel_execution", ["sequential"] = sequential.Json(), ["parallel_inter_op"] = parallel.Json() };
+    }
+
+    /// <summary>
     /// The MaxPool rule makes the forward MaxPool emit its Indices output. The original model's
     /// forward pass is timed as exported and with every MaxPool emitting Indices (as in the
     /// training graph), to show what the second output costs in ONNX Runtime's kernel.
@@ -237,14 +250,15 @@ internal static class Experiments
         private readonly List<OrtValue> _owned = [];
         private readonly string[] _names;
 
-        public Runner(ModelProto model, TrainingSession session, BatchBinding batch, int threads, bool spinning, bool dataOnly)
+        public Runner(ModelProto model, TrainingSession session, BatchBinding batch, int threads, bool spinning, bool dataOnly, bool parallel = false)
         {
             using var options = new SessionOptions
             {
                 GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-                ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-                IntraOpNumThreads = threads,
+                ExecutionMode = parallel ? ExecutionMode.ORT_PARALLEL : ExecutionMode.ORT_SEQUENTIAL,
+                IntraOpNumThreads = parallel ? 1 : threads,
             };
+            if (parallel) options.InterOpNumThreads = threads;
             options.AddSessionConfigEntry("session.intra_op.allow_spinning", spinning ? "1" : "0");
             _session = new InferenceSession(model.ToByteArray(), options);
             _binding = _session.CreateIoBinding();
@@ -327,10 +341,10 @@ internal static class Experiments
 
     private static (Result A, Result B) Compare(ModelProto modelA, ModelProto modelB, TrainingSession session, BatchBinding batch, int threads,
         int warmup, int steps, out Dictionary<string, float[]> outputsA, out Dictionary<string, float[]> outputsB,
-        bool dataOnly = false, bool spinningA = true, bool spinningB = true)
+        bool dataOnly = false, bool spinningA = true, bool spinningB = true, bool parallelB = false)
     {
         using var a = new Runner(modelA, session, batch, threads, spinningA, dataOnly);
-        using var b = new Runner(modelB, session, batch, threads, spinningB, dataOnly);
+        using var b = new Runner(modelB, session, batch, threads, spinningB, dataOnly, parallelB);
         var r = Compare(a, b, warmup, steps);
         outputsA = a.Outputs();
         outputsB = b.Outputs();
