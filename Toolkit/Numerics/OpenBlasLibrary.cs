@@ -15,10 +15,8 @@ internal sealed unsafe class OpenBlasLibrary
 {
     // Fortran ABI: every argument by reference, column-major, then the hidden length of each
     // character argument (OpenBLAS's C implementations ignore it; gfortran-built ones read it).
-    private readonly delegate* unmanaged<byte*, int*, double*, int*, int*, nuint, void> _potrf;
-    private readonly delegate* unmanaged<byte*, int*, double*, int*, int*, nuint, void> _potri;
-    private readonly delegate* unmanaged<byte*, int*, float*, int*, int*, nuint, void> _spotrf;
-    private readonly delegate* unmanaged<byte*, int*, float*, int*, int*, nuint, void> _spotri;
+    // The matrix argument as void*: the float64 and float32 routines share one calling sequence.
+    private readonly delegate* unmanaged<byte*, int*, void*, int*, int*, nuint, void> _dpotrf, _dpotri, _spotrf, _spotri;
     private readonly delegate* unmanaged<int, void> _setThreads;
 
     public string Path { get; }
@@ -28,10 +26,10 @@ internal sealed unsafe class OpenBlasLibrary
         Path = path;
         nint F(string name) => NativeLibrary.TryGetExport(handle, name, out nint f)
             ? f : throw new OnnxKfacException($"the library {path} lacks {name}: it is not OpenBLAS with LAPACK");
-        _potrf = (delegate* unmanaged<byte*, int*, double*, int*, int*, nuint, void>)F("dpotrf_");
-        _potri = (delegate* unmanaged<byte*, int*, double*, int*, int*, nuint, void>)F("dpotri_");
-        _spotrf = (delegate* unmanaged<byte*, int*, float*, int*, int*, nuint, void>)F("spotrf_");
-        _spotri = (delegate* unmanaged<byte*, int*, float*, int*, int*, nuint, void>)F("spotri_");
+        _dpotrf = (delegate* unmanaged<byte*, int*, void*, int*, int*, nuint, void>)F("dpotrf_");
+        _dpotri = (delegate* unmanaged<byte*, int*, void*, int*, int*, nuint, void>)F("dpotri_");
+        _spotrf = (delegate* unmanaged<byte*, int*, void*, int*, int*, nuint, void>)F("spotrf_");
+        _spotri = (delegate* unmanaged<byte*, int*, void*, int*, int*, nuint, void>)F("spotri_");
         _setThreads = (delegate* unmanaged<int, void>)F("openblas_set_num_threads");
     }
 
@@ -80,13 +78,8 @@ internal sealed unsafe class OpenBlasLibrary
     public int InvertSpd(Span<double> a, int n)
     {
         Check(a.Length, n);
-        int info = 0, lda = Math.Max(1, n);
-        byte uplo = (byte)'L';
-        fixed (double* p = a)
-        {
-            _potrf(&uplo, &n, p, &lda, &info, 1);
-            if (info == 0) _potri(&uplo, &n, p, &lda, &info, 1);
-        }
+        int info;
+        fixed (double* p = a) info = Invert(p, n, _dpotrf, _dpotri);
         return Finish(a, n, info, "dpotrf/dpotri");
     }
 
@@ -97,14 +90,20 @@ internal sealed unsafe class OpenBlasLibrary
     public int InvertSpd(Span<float> a, int n)
     {
         Check(a.Length, n);
+        int info;
+        fixed (float* p = a) info = Invert(p, n, _spotrf, _spotri);
+        return Finish(a, n, info, "spotrf/spotri");
+    }
+
+    /// <summary>?potrf then, when it succeeded, ?potri on the lower triangle (column-major): LAPACK's info.</summary>
+    private static int Invert(void* p, int n, delegate* unmanaged<byte*, int*, void*, int*, int*, nuint, void> potrf,
+        delegate* unmanaged<byte*, int*, void*, int*, int*, nuint, void> potri)
+    {
         int info = 0, lda = Math.Max(1, n);
         byte uplo = (byte)'L';
-        fixed (float* p = a)
-        {
-            _spotrf(&uplo, &n, p, &lda, &info, 1);
-            if (info == 0) _spotri(&uplo, &n, p, &lda, &info, 1);
-        }
-        return Finish(a, n, info, "spotrf/spotri");
+        potrf(&uplo, &n, p, &lda, &info, 1);
+        if (info == 0) potri(&uplo, &n, p, &lda, &info, 1);
+        return info;
     }
 
     private static void Check(int length, int n)

@@ -91,38 +91,6 @@ public sealed class CholeskyInverseTests
         }
     }
 
-    [Fact]
-    public void TheDampedInverseOfASymmetricPositiveDefiniteFactorIsExact()
-    {
-        var lapack = OpenBlasLibrary.Load();
-        const int d = 37, groups = 2;
-        var rng = new Random(3);
-        var factor = new double[groups * d * d];
-        for (int g = 0; g < groups; g++)
-        {
-            // F = B Bᵀ / d: symmetric positive semi-definite, as the running factors are.
-            var b = Enumerable.Range(0, d * d).Select(_ => rng.NextDouble() - 0.5).ToArray();
-            for (int i = 0; i < d; i++)
-                for (int j = 0; j < d; j++)
-                    for (int k = 0; k < d; k++) factor[g * d * d + i * d + j] += b[i * d + k] * b[j * d + k] / d;
-        }
-        var f = new DampedFactor(factor, groups, d, new float[groups * d * d]);
-        f.Shift[0] = 0.05;
-        f.Shift[1] = 2;
-        f.InvertCholesky(lapack, new double[f.ScratchLength]);
-        Assert.Equal(0, f.NotPositiveDefinite);
-        for (int g = 0; g < groups; g++)
-            for (int i = 0; i < d; i++)
-                for (int j = 0; j < d; j++)
-                {
-                    // ((F + sI) X)[i, j] = δ_ij, and X is symmetric (both triangles written).
-                    double sum = 0;
-                    for (int k = 0; k < d; k++) sum += (factor[g * d * d + i * d + k] + (i == k ? f.Shift[g] : 0)) * f.Inverse[g * d * d + k * d + j];
-                    Assert.True(Math.Abs(sum - (i == j ? 1 : 0)) < 1e-4, $"group {g}: ((F + sI) X)[{i},{j}] = {sum}");
-                    Assert.Equal(f.Inverse[g * d * d + i * d + j], f.Inverse[g * d * d + j * d + i]);
-                }
-    }
-
     /// <summary>F = B Bᵀ / d per group (symmetric positive semi-definite, as the running factors are), trace about d/12.</summary>
     private static double[] Gram(int groups, int d, int seed)
     {
@@ -152,25 +120,26 @@ public sealed class CholeskyInverseTests
         return worst;
     }
 
+    /// <summary>The damped inverse of F = B Bᵀ / d (two groups) by each precision: ((F + sI) X) = I, and X symmetric (both triangles written).</summary>
     [Theory]
     [InlineData(KfacInversePrecision.Float32, 2)]
     [InlineData(KfacInversePrecision.Float64, 0)]
-    [InlineData(KfacInversePrecision.Auto, 2)]   // (tr F + s)/s ≈ 4 and 2: both provably well conditioned
+    [InlineData(KfacInversePrecision.Auto, 2)]   // tr F ≈ d/12 ≈ 3: (tr F + s)/s ≈ 63 and 2.5, both provably well conditioned
     public void EachPrecisionInvertsAWellConditionedFactor(KfacInversePrecision precision, int single)
     {
         var lapack = OpenBlasLibrary.Load();
-        const int d = 48, groups = 2;
-        var factor = Gram(groups, d, 5);
+        const int d = 37, groups = 2;
+        var factor = Gram(groups, d, 3);
         var f = new DampedFactor(factor, groups, d, new float[groups * d * d]);
-        f.Shift[0] = 1.3;
-        f.Shift[1] = 4;
+        f.Shift[0] = 0.05;
+        f.Shift[1] = 2;
         f.InvertCholesky(lapack, new double[f.ScratchLength], precision);
         Assert.Equal(0, f.NotPositiveDefinite);
         Assert.Equal(single, f.SinglePrecisionGroups);
         for (int g = 0; g < groups; g++)
         {
             double r = Residual(factor, f, d, g);
-            Assert.True(r < 1e-5, $"{precision}, group {g}: residual {r:G3}");
+            Assert.True(r < 1e-4, $"{precision}, group {g}: residual {r:G3}");
             for (int i = 0; i < d; i++)
                 for (int j = 0; j < i; j++) Assert.Equal(f.Inverse[g * d * d + i * d + j], f.Inverse[g * d * d + j * d + i]);
         }
