@@ -133,6 +133,7 @@ public sealed class TrainCommandTests : IDisposable
         Assert.Contains("kfac: damping 0.01; K-FAC's own time: statistics", r.Out);
         // auto: tools/test.sh installs OpenBLAS; float32 where the damped factor is provably well conditioned
         Assert.Contains("kfac: inverses by cholesky (OpenBLAS libopenblas.so.0, float32 where (tr F + s)/s ≤ 1e4, else float64, ", r.Out);
+        Assert.Contains("kfac: the last inverse refresh inverted 6 of 6 damped factor matrices in float32", r.Out);   // λ 0.01 keeps all six well conditioned
         var metrics = TrainData.Report(_dir["r.json"]).GetProperty("metrics");
         Assert.True(metrics.GetProperty("test_accuracy").GetDouble() > 0.728, metrics.ToString());
     }
@@ -203,6 +204,8 @@ public sealed class TrainCommandTests : IDisposable
             var r = AssertOk(Run("train", "--optimizer", "kfac", "--max-steps", "8", "--kfac-inverse-every", "2", "--threads", "1",
                 "--kfac-inverse-precision", precision, "--report", _dir[$"{precision}.json"]));
             Assert.Contains($"kfac: inverses by cholesky (OpenBLAS libopenblas.so.0, {precision}, 1 thread)", r.Out);
+            // The embedded default's MLP has 3 layers: 6 damped factors, all float32 or all float64 as forced.
+            Assert.Contains($"kfac: the last inverse refresh inverted {(precision == "float32" ? 6 : 0)} of 6 damped factor matrices in float32, the rest in float64", r.Out);
             var report = TrainData.Report(_dir[$"{precision}.json"]);
             Assert.Equal(precision, report.GetProperty("config").GetProperty("kfac_inverse_precision").GetString());
             losses[precision] = TrainData.StepLosses(report);

@@ -124,7 +124,13 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         ? "onnxruntime (com.microsoft.Inverse, LU, float32)"
         : $"cholesky (OpenBLAS {_lapack.Path}, {PrecisionInWords}, {InverseThreads} thread{(InverseThreads == 1 ? "" : "s")})";
 
-    private string PrecisionInWords => _options.InversePrecision switch
+    /// <summary>Damped factor groups this rank's last Cholesky refresh inverted in float32 (0 before one, or on the ONNX Runtime route).</summary>
+    public int LastRefreshSinglePrecision { get; private set; }
+
+    /// <summary>Damped factor groups this rank inverts at a refresh (every rank's, with one process).</summary>
+    public int FactorGroups => _blocks.Sum(b => b.DampedFactors.Sum(f => f.Groups));
+
+        private string PrecisionInWords => _options.InversePrecision switch
     {
         KfacInversePrecision.Float32 => "float32",
         KfacInversePrecision.Float64 => "float64",
@@ -383,7 +389,8 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
         }
         _boost = 1;
         _hasInverses = true;
-        LastStep = LastStep with { RefreshedInverses = true, SinglePrecisionInverses = _lapack is null ? 0 : Count(f => f.SinglePrecisionGroups) };
+        LastRefreshSinglePrecision = _lapack is null ? 0 : Count(f => f.SinglePrecisionGroups);
+        LastStep = LastStep with { RefreshedInverses = true, SinglePrecisionInverses = LastRefreshSinglePrecision };
     }
 
     /// <summary>Damped factor groups the last Cholesky refresh found not positive definite.</summary>

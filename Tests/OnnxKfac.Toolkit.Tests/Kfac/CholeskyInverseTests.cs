@@ -51,6 +51,33 @@ public sealed class CholeskyInverseTests
         Assert.Equal(KfacInverseMethod.OnnxRuntime, o.InverseMethod);
     }
 
+    [Theory]
+    [InlineData(KfacInversePrecision.Auto, 6)]      // λ 0.01 keeps the MLP's six damped factors provably well conditioned
+    [InlineData(KfacInversePrecision.Float64, 0)]
+    public void EachRefreshCountsItsFloat32Inverses(KfacInversePrecision precision, int single)
+    {
+        using var data = RuntimeFixture.Images(128, 43);
+        var options = new KfacOptions { InverseEvery = 2, Damping = 0.01, InversePrecision = precision };
+        using var s = Session(options);
+        using var k = new KfacOptimizer(s, options);
+        var refreshes = new RefreshRecorder(k);
+        new Trainer(s, k, new TrainerOptions { Epochs = 1, MaxSteps = 4, BatchSize = 32, Seed = 4 }, refreshes).Fit(data);
+        Assert.Equal(6, k.FactorGroups);
+        Assert.Equal([single, single], refreshes.Single);   // updates 1 and 3
+        Assert.Equal(single, k.LastRefreshSinglePrecision);
+    }
+
+    /// <summary>After each update: the float32 count of the refresh it made, if it made one.</summary>
+    private sealed class RefreshRecorder(KfacOptimizer k) : ITrainingObserver
+    {
+        public List<int> Single { get; } = [];
+
+        public void OnStep(in StepReport step)
+        {
+            if (k.LastStep.RefreshedInverses) Single.Add(k.LastStep.SinglePrecisionInverses);
+        }
+    }
+
     [Fact]
     public void CholeskyAndOnnxRuntimeGiveTheSameInversesOfTheSameFactors()
     {
