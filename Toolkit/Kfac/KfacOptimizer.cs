@@ -130,7 +130,7 @@ public sealed class KfacOptimizer : IOptimizer, IBatchObserver, IRecoverable, ID
     /// <summary>Damped factor groups this rank inverts at a refresh (every rank's, with one process).</summary>
     public int FactorGroups => _blocks.Sum(b => b.DampedFactors.Sum(f => f.Groups));
 
-        private string PrecisionInWords => _options.InversePrecision switch
+    private string PrecisionInWords => _options.InversePrecision switch
     {
         KfacInversePrecision.Float32 => "float32",
         KfacInversePrecision.Float64 => "float64",

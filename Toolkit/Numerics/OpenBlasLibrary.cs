@@ -5,9 +5,8 @@ namespace OnnxKfac.Toolkit.Numerics;
 
 /// <summary>
 /// The few LAPACK calls K-FAC's Cholesky inverses need (<c>?potrf</c>, <c>?potri</c> in float64 and
-/// float32), from the
-/// system's OpenBLAS, found at run time (no link-time dependency: a process that never inverts
-/// with Cholesky never loads it). Only OpenBLAS is bound, never a generic <c>liblapack.so.3</c>:
+/// float32), from the system's OpenBLAS, found at run time (no link-time dependency: a process that
+/// never inverts with Cholesky never loads it). Only OpenBLAS is bound, never a generic <c>liblapack.so.3</c>:
 /// the netlib reference LAPACK would be slower than ONNX Runtime's LU. Debian and Ubuntu ship it
 /// as <c>libopenblas0-pthread</c> (32-bit integers: the ILP64 <c>libopenblas64</c> is not bound).
 /// </summary>
