@@ -153,6 +153,14 @@ internal static class FactorMath
         return (sb, sa);
     }
 
+    /// <summary>The trace of the d × d row-major matrix <paramref name="m"/> (its first d² values).</summary>
+    public static double Trace(ReadOnlySpan<double> m, int d)
+    {
+        double t = 0;
+        for (int i = 0; i < d; i++) t += m[i * d + i];
+        return t;
+    }
+
     /// <summary>Narrows float64 to float32.</summary>
     public static void Narrow(ReadOnlySpan<double> x, Span<float> y)
     {

@@ -103,8 +103,7 @@ internal sealed class DampedFactor(double[] factor, int groups, int d, float[] i
     /// <summary>Whether (tr F + s) / s ≤ <see cref="SingleConditionBound"/> (false for a non-finite trace or s ≤ 0).</summary>
     internal static bool WellConditioned(ReadOnlySpan<double> f, int d, double s)
     {
-        double trace = 0;
-        for (int i = 0; i < d; i++) trace += f[i * d + i];
+        double trace = FactorMath.Trace(f, d);
         return s > 0 && double.IsFinite(trace) && trace >= 0 && (trace + s) / s <= SingleConditionBound;
     }
 

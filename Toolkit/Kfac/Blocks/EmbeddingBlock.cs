@@ -30,9 +30,7 @@ internal sealed class EmbeddingBlock : FactoredBlock
 
     public override void PrepareInverse(double gamma, double boost)
     {
-        double trA = A.Sum() / _vocab, trG = 0;
-        for (int i = 0; i < _d; i++) trG += G[i * _d + i];
-        trG /= _d;
+        double trA = A.Sum() / _vocab, trG = FactorMath.Trace(G, _d) / _d;
         _pi = trA > 0 && trG > 0 && double.IsFinite(trA) && double.IsFinite(trG) ? Math.Clamp(Math.Sqrt(trA / trG), 1e-6, 1e6) : 1;
         for (int j = 0; j < _vocab; j++) _aInvDiag[j] = (float)(1 / (A[j] + _pi * gamma * boost));
         _g.Shift[0] = gamma / _pi * boost;

@@ -56,7 +56,7 @@ internal sealed class KroneckerBlock : FactoredBlock
     {
         for (int gi = 0; gi < _groups; gi++)
         {
-            double trA = Trace(A, gi, _dA) / _dA, trG = Trace(G, gi, _dG) / _dG;
+            double trA = FactorMath.Trace(A.AsSpan(gi * _dA * _dA), _dA) / _dA, trG = FactorMath.Trace(G.AsSpan(gi * _dG * _dG), _dG) / _dG;
             double pi = trA > 0 && trG > 0 && double.IsFinite(trA) && double.IsFinite(trG) ? Math.Sqrt(trA / trG) : 1;
             pi = Math.Clamp(pi, 1e-6, 1e6);
             _pi[gi] = pi;
@@ -65,14 +65,6 @@ internal sealed class KroneckerBlock : FactoredBlock
         }
         _a.Prepare();
         _g.Prepare();
-    }
-
-    private static double Trace(double[] m, int group, int d)
-    {
-        double t = 0;
-        int o = group * d * d;
-        for (int i = 0; i < d; i++) t += m[o + i * d + i];
-        return t;
     }
 
     public override IReadOnlyList<DampedFactor> DampedFactors { get; }
