@@ -340,9 +340,11 @@ internal static class TrainCommand
             if (_ranks is MpiCollectives { Statistics: var cs } && res.Steps > plan.StartStep)
                 log.WriteLine($"collectives (rank 0): {cs}; per update {cs.TotalBytes / 1e6 / (res.Steps - plan.StartStep):F3} MB, {1e3 * cs.TotalSeconds / (res.Steps - plan.StartStep):F2} ms");
             if (optimizer is Toolkit.Kfac.KfacOptimizer kfac && !quiet)
+            {
                 log.WriteLine($"kfac: damping {kfac.Damping:G3}; K-FAC's own time: {kfac.Timings}");
-            if (optimizer is Toolkit.Kfac.KfacOptimizer chol && !quiet && chol.InverseMethod == Toolkit.Kfac.KfacInverseMethod.Cholesky && _ranks.Size == 1)
-                log.WriteLine($"kfac: the last inverse refresh inverted {chol.LastRefreshSinglePrecision} of {chol.FactorGroups} damped factor matrices in float32, the rest in float64");
+                if (kfac.InverseMethod == Toolkit.Kfac.KfacInverseMethod.Cholesky && _ranks.Size == 1)   // with ranks, each inverts only its share
+                    log.WriteLine($"kfac: the last inverse refresh inverted {kfac.LastRefreshSinglePrecision} of {kfac.FactorGroups} damped factor matrices in float32, the rest in float64");
+            }
             if (res.FinalValidation is { } fv) log.WriteLine($"validation: {Describe(fv)}");
             if (testAfter is { } ta)
             {
