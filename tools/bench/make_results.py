@@ -55,6 +55,8 @@ def pct(a, b):
 
 BUSY = "†"
 QUIET = 0.3
+MALLOC = {"keep": "freed memory kept (`torch_malloc.py`: no mmap per buffer up to 32 MiB, no trimming; without it PyTorch page-faults its buffers in again every step)",
+          "default": "glibc's defaults (`--malloc default`)"}
 
 
 def others(r, key="step"):
@@ -96,6 +98,8 @@ def merge(records):
         out[key] = best[key]
         if key == "step" and "torch_threads" in best:
             out["torch_threads"], out["blas_threads"] = best["torch_threads"], best["blas_threads"]
+        if key == "step" and "minor_faults_per_step" in best:
+            out["minor_faults_per_step"] = best["minor_faults_per_step"]
         if "other_cores" in best and key in best["other_cores"]:
             out["other_cores"][key] = best["other_cores"][key]
     for key in ("alloc_bytes", "alloc_fisher_bytes"):
@@ -112,6 +116,12 @@ def merged(rows):
     for r in rows:
         groups.setdefault((r["model"], r.get("batch"), r.get("threads")), []).append(r)
     return [merge(g) for g in groups.values()]
+
+
+def faults(t):
+    """Minor page faults per PyTorch step, or ? for rows measured before torch_step.py counted them."""
+    v = (t or {}).get("minor_faults_per_step")
+    return "?" if v is None else f"{v:.0f}"
 
 
 def main():
@@ -144,7 +154,8 @@ def main():
       f"A measurement is retried (up to {meta.get('attempts', '?')} attempts) while others use more than 0.3 cores, keeping the quietest; "
       f"rows marked {BUSY} stayed above that. With one of two cores taken, 2-thread rows measure contention more than speed.")
     w(f"- Software: .NET {meta.get('dotnet', '?')}, Microsoft.ML.OnnxRuntime {meta.get('ort', '?')} (CPU), "
-      f"PyTorch {torch_header.get('torch', '?')} (Debian python3-torch) with BLAS `{', '.join(torch_header.get('blas', [])) or '?'}`")
+      f"PyTorch {torch_header.get('torch', '?')} (Debian python3-torch) with BLAS `{', '.join(torch_header.get('blas', [])) or '?'}`; "
+      f"PyTorch's glibc malloc: {MALLOC.get(torch_header.get('malloc', 'default'), '?')}")
     w(f"- Wall time of the whole run: {meta.get('wall_s', '?')} s")
     w("")
     w("Commands (from the repository root):")
@@ -163,7 +174,8 @@ def main():
       "**static N** = the same model with the batch dimension fixed (no run-time shape arithmetic in the backward graph); "
       "**SGD ms** = the `Sgd.Step` part of the step; **alloc** = managed bytes allocated by 100 untimed steps "
       "(`GC.GetAllocatedBytesForCurrentThread`; see Allocation); **PyTorch threads** = torch (OpenMP) / OpenBLAS threads of the "
-      "PyTorch row: for 2 threads both 1/2 and 2/2 are timed and the faster kept (two torch threads over-subscribe 2 cores).")
+      "PyTorch row: for 2 threads both 1/2 and 2/2 are timed and the faster kept (two torch threads over-subscribe 2 cores); "
+      "**PyTorch faults / step** = minor page faults per PyTorch step over 20 untimed steps after the timing (see the software line).")
     w("")
 
     models = []
@@ -188,8 +200,8 @@ def main():
           f"nodes: model {r0['model_nodes']}, training graph {r0['training_nodes']} "
           f"(with Fisher {r0['fisher_nodes']}, no taps {r0['bare_nodes']}, static batch {r0['static_nodes']}).")
         w("")
-        w("| batch | threads | OnnxKfac ms | PyTorch ms | ratio | ORT fwd ms | step/fwd | PyTorch step/fwd | Fisher ms | Fisher overhead | no taps ms | static N ms | SGD ms | alloc B / steps | PyTorch threads | others |")
-        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| batch | threads | OnnxKfac ms | PyTorch ms | ratio | ORT fwd ms | step/fwd | PyTorch step/fwd | Fisher ms | Fisher overhead | no taps ms | static N ms | SGD ms | alloc B / steps | PyTorch threads | PyTorch faults / step | others |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in sorted(rows, key=lambda r: (r["batch"], r["threads"])):
             t = theirs.get((name, r["batch"], r["threads"]))
             s = med(r, "step")
@@ -199,7 +211,7 @@ def main():
               f"{ratio(s, med(r, 'forward'), '{:.1f}')} | {ratio(ts, med(t, 'forward'), '{:.1f}')} | "
               f"{ms(med(r, 'fisher_step'))} | {pct(med(r, 'fisher_step'), s)} | {ms(med(r, 'bare_step'))} | "
               f"{ms(med(r, 'static_step'))} | {ms(med(r, 'sgd'))} | {r['alloc_bytes']} / {r['alloc_steps']} | "
-              f"{(t or {}).get('torch_threads', '?')}/{(t or {}).get('blas_threads', '?')} | {fmt_others(others(r), others(t))} |")
+              f"{(t or {}).get('torch_threads', '?')}/{(t or {}).get('blas_threads', '?')} | {faults(t)} | {fmt_others(others(r), others(t))} |")
         w("")
 
     w("## Allocation")
@@ -272,12 +284,22 @@ def main():
                          "Indices (B), as the MaxPool rule makes it in the training graph")
             elif kind == "conv_weight_grad_patches":
                 a, b = e["original"], e["patched"]
-                label = (f"Conv weight gradient as a Conv with a dY kernel (A, the rule) vs im2col patches + batched "
-                         f"MatMul + ReduceSum (B) in {e['patched_nodes']} convs; gradients max rel diff "
+                product = e.get("product", "dY·Pᵀ")
+                label = (f"Conv weight gradient as a Conv with a dY kernel (A, the rule) vs im2col patches P + batched "
+                         f"MatMul {product} + ReduceSum (B) in {e['patched_nodes']} convs; gradients max rel diff "
                          f"{e['max_gradient_difference']:.1e}")
-            else:
+            elif kind == "parallel_execution":
+                a, b = e["sequential"], e["parallel_inter_op"]
+                label = "sequential execution, intra-op threads (A, the toolkit's) vs ORT's parallel mode, inter-op threads (B)"
+            elif kind == "baseline_build":
+                a, b = e["original"], e["patched"]
+                label = f"training graph of the baseline build `{e['baseline']}` (A) vs this build's (B); gradients max rel diff {e['max_gradient_difference']:.1e}"
+            elif kind == "intra_op_spinning":
                 a, b = e["spinning_on"], e["spinning_off"]
                 label = "intra-op spinning on (A, ORT default) vs off (B)"
+            else:
+                print(f"warning: experiment {kind} has no row format; left out", file=sys.stderr)
+                continue
             w(f"| {e['model']} | {e['batch']} | {e['threads']} | {label} | {ms(a['median_ms'])} ({ms(a['min_ms'])}) | "
               f"{ms(b['median_ms'])} ({ms(b['min_ms'])}) | {pct(b['median_ms'], a['median_ms'])} ({pct(b['min_ms'], a['min_ms'])}) | "
               f"{e.get('other_cores', 0):.2f}{BUSY if e.get('other_cores', 0) > QUIET else ''} |")

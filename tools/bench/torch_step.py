@@ -33,6 +33,8 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "tools", "fixtures"))
 import export_fixtures as fx  # noqa: E402
 import make_default as md  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_malloc  # noqa: E402
 
 
 def fashion():
@@ -118,6 +120,7 @@ def timed(fn, warmup, steps, min_seconds):
 
 
 _OPENBLAS = None
+FAULT_STEPS = 20
 
 
 def set_blas_threads(n):
@@ -174,6 +177,10 @@ def bench_one(name, batch, threads, torch_threads, blas_threads, warmup, steps, 
 
     times, step_others, step_attempts = quietest(lambda: timed(step, warmup, steps, min_seconds), attempts, quiet_cores)
     assert math.isfinite(step().item())
+    faults0 = torch_malloc.minor_faults()
+    for _ in range(FAULT_STEPS):  # untimed: page faults per step in the same warm state
+        step()
+    faults = (torch_malloc.minor_faults() - faults0) / FAULT_STEPS
 
     def forward():
         with torch.no_grad():
@@ -184,6 +191,7 @@ def bench_one(name, batch, threads, torch_threads, blas_threads, warmup, steps, 
             "parameters": sum(p.numel() for p in model.parameters()),
             "step": quantiles(times), "forward": quantiles(fwd),
             "other_cores": {"step": step_others, "forward": fwd_others},
+            "minor_faults_per_step": faults,
             "attempts": {"step": step_attempts, "forward": fwd_attempts}}
 
 
@@ -206,13 +214,17 @@ def main():
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--attempts", type=int, default=3)
     ap.add_argument("--quiet-cores", type=float, default=0.3)
+    ap.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                    help="keep: glibc keeps freed memory (torch_malloc.py; PyTorch at its best); default: glibc's defaults")
     ap.add_argument("--out")
     a = ap.parse_args()
+    if a.malloc == "keep" and not torch_malloc.keep_freed_memory():
+        sys.exit("mallopt refused the settings of torch_malloc.keep_freed_memory()")
     env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS") if k in os.environ}
     if "OPENBLAS_CORETYPE" in env or "OPENBLAS_L2_SIZE" in env:
         print(f"warning: {env} is set; unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE for representative timings", file=sys.stderr)
     out = open(a.out, "w") if a.out else None
-    header = {"torch": torch.__version__, "blas": blas_library(), "env": env,
+    header = {"torch": torch.__version__, "blas": blas_library(), "env": env, "malloc": a.malloc,
               "mkldnn": torch.backends.mkldnn.is_available()}
     print(json.dumps(header))
     if out:

@@ -114,7 +114,7 @@ internal static class Experiments
     /// MatMul dY·Pᵀ per example and a ReduceSum over the batch. Ungrouped Convs without auto_pad only.
     /// Null when the graph has no such weight-gradient node.
     /// </summary>
-    public static JsonObject? ConvWeightGradPatches(TrainingSession session, BatchBinding batch, int threads, int warmup, int steps)
+    public static JsonObject? ConvWeightGradPatches(TrainingSession session, BatchBinding batch, int threads, int warmup, int steps, bool patchesFirst = false)
     {
         var patched = session.TrainingModel.Clone();
         var g = patched.Graph;
@@ -148,21 +148,34 @@ internal static class Experiments
             patches.Attribute.Add(new AttributeProto { Name = "kernel_shape", Type = AttributeProto.Types.AttributeType.Ints, Ints = { kh, kw } });
             foreach (var name in new[] { "strides", "pads", "dilations" })
                 if (attrs.TryGetValue(name, out var a)) patches.Attribute.Add(a.Clone());
+            // dY·Pᵀ: per example [co × HW]·[HW × ci·k] (P transposed, a copy of the patches);
+            // P·dYᵀ: per example [ci·k × HW]·[HW × co] (the patches read in place, dY transposed, the sum transposed after).
+            var reduce = opset >= 13
+                ? Node("ReduceSum", scope + "sum", [scope + "M", scope + "axes"], scope + "S")
+                : Node("ReduceSum", scope + "sum", [scope + "M"], scope + "S");
+            reduce.Attribute.Add(new AttributeProto { Name = "keepdims", Type = AttributeProto.Types.AttributeType.Int, I = 0 });
+            if (opset < 13) reduce.Attribute.Add(new AttributeProto { Name = "axes", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 0 } });
+            var transposeLast = Node("Transpose", scope + "t", [patchesFirst ? scope + "dYr" : scope + "Pr"], scope + "T");
+            transposeLast.Attribute.Add(new AttributeProto { Name = "perm", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 0, 2, 1 } });
             var nodes = new List<NodeProto>
             {
                 patches,
                 Node("Reshape", scope + "dy_r", [dy, scope + "dy_shape"], scope + "dYr"),
                 Node("Reshape", scope + "p_r", [scope + "P", scope + "p_shape"], scope + "Pr"),
-                Node("Transpose", scope + "p_t", [scope + "Pr"], scope + "PrT"),
-                Node("MatMul", scope + "matmul", [scope + "dYr", scope + "PrT"], scope + "M"),
-                opset >= 13
-                    ? Node("ReduceSum", scope + "sum", [scope + "M", scope + "axes"], scope + "S")
-                    : Node("ReduceSum", scope + "sum", [scope + "M"], scope + "S"),
-                Node("Reshape", scope + "dw", [scope + "S", scope + "dw_shape"], dw),
+                transposeLast,
+                patchesFirst
+                    ? Node("MatMul", scope + "matmul", [scope + "Pr", scope + "T"], scope + "M")
+                    : Node("MatMul", scope + "matmul", [scope + "dYr", scope + "T"], scope + "M"),
+                reduce,
             };
-            nodes[3].Attribute.Add(new AttributeProto { Name = "perm", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 0, 2, 1 } });
-            nodes[5].Attribute.Add(new AttributeProto { Name = "keepdims", Type = AttributeProto.Types.AttributeType.Int, I = 0 });
-            if (opset < 13) nodes[5].Attribute.Add(new AttributeProto { Name = "axes", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 0 } });
+            if (patchesFirst)
+            {
+                var back = Node("Transpose", scope + "s_t", [scope + "S"], scope + "St");
+                back.Attribute.Add(new AttributeProto { Name = "perm", Type = AttributeProto.Types.AttributeType.Ints, Ints = { 1, 0 } });
+                nodes.Add(back);
+                nodes.Add(Node("Reshape", scope + "dw", [scope + "St", scope + "dw_shape"], dw));
+            }
+            else nodes.Add(Node("Reshape", scope + "dw", [scope + "S", scope + "dw_shape"], dw));
             int at = g.Node.IndexOf(t2);
             g.Node.Remove(t2);
             for (int i = 0; i < nodes.Count; i++) g.Node.Insert(at + i, nodes[i]);
@@ -183,6 +196,7 @@ internal static class Experiments
         return new JsonObject
         {
             ["experiment"] = "conv_weight_grad_patches",
+            ["product"] = patchesFirst ? "P·dYᵀ" : "dY·Pᵀ",
             ["patched_nodes"] = count,
             ["original"] = original.Json(),
             ["patched"] = after.Json(),

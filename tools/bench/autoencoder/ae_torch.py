@@ -32,6 +32,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export_autoencoder as ea  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import torch_malloc  # noqa: E402
 
 PIXELS = 784
 _OPENBLAS = None
@@ -208,7 +210,7 @@ def cmd_step(a):
         rows[-1]["kfac_fraction"] = a.fraction
     best = min(rows, key=lambda r: r["sgd_step"]["median"])
     out = {"kind": "torch_step", "batch": a.batch, "threads": a.threads, "weight_decay": a.weight_decay, "best": best, "tried": rows,
-           "blas": loaded_libs(), "torch": torch.__version__, "peak_rss_mib": peak_rss_mib(), "loadavg_end": os.getloadavg()[0]}
+           "blas": loaded_libs(), "malloc": a.malloc, "torch": torch.__version__, "peak_rss_mib": peak_rss_mib(), "loadavg_end": os.getloadavg()[0]}
     print(json.dumps(out))
     with open(a.out, "a") as f:
         f.write(json.dumps(out) + "\n")
@@ -270,7 +272,7 @@ def cmd_train(a):
            "torch_threads": a.torch_threads, "damping": a.damping, "statistics_fraction": a.fraction, "weight_decay": a.weight_decay, "seed": a.seed, "inverse_every": a.inverse_every,
            "kl_clip": a.kl_clip, "momentum": a.momentum, "updates": updates, "train_seconds": clock, "stop": stop,
            "eval_examples": len(ev_x), "other_cores": machine.other_cores(), "loadavg_end": os.getloadavg()[0],
-           "peak_rss_mib": peak_rss_mib(), "blas": loaded_libs(), "evals": evals, "steps": steps}
+           "peak_rss_mib": peak_rss_mib(), "blas": loaded_libs(), "malloc": a.malloc, "evals": evals, "steps": steps}
     with open(a.out, "w") as f:
         json.dump(out, f)
     print(f"pytorch {a.optimizer} lr {a.lr} batch {a.batch}: {updates} updates in {clock:.1f} s, loss {evals[0]['loss']:.2f} -> "
@@ -300,8 +302,12 @@ def main():
     ap.add_argument("--eval-every", type=float, default=2)
     ap.add_argument("--eval-examples", type=int, default=5120)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                    help="keep: glibc keeps freed memory (tools/bench/torch_malloc.py; PyTorch at its best); default: glibc's defaults")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
+    if a.malloc == "keep" and not torch_malloc.keep_freed_memory():
+        sys.exit("mallopt refused the settings of torch_malloc.keep_freed_memory()")
     (cmd_step if a.command == "step" else cmd_train)(a)
 
 
