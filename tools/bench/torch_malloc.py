@@ -4,8 +4,8 @@ PyTorch's CPU allocator takes every tensor from malloc. With glibc's defaults a 
 the (dynamic) mmap threshold is mapped on allocation and unmapped on free, and the top of the heap
 is given back to the kernel once 128 KiB are free, so a training step that frees and re-allocates
 its activations and gradients page-faults its memory in again each time. Measured on the ResNet
-fixture at batch 256, one thread, four processes: 1,050-3,460 minor faults and 7-23 ms of system
-time per step, steps of 21-60 ms; with freed memory kept, 0 faults and 12.2-13.2 ms. The autoencoder's
+fixture at batch 256, one thread, three processes each (BENCHMARKS.md section 0): 392-2,114 minor
+faults per step, steps of 14.7-39.8 ms; with freed memory kept, 0 faults and 10.9-13.4 ms. The autoencoder's
 steps do not move (its buffers stay mapped either way). OnnxKfac's steps allocate nothing (ONNX
 Runtime's arena and pre-bound buffers), so PyTorch at its best keeps its freed memory too.
 
