@@ -6,7 +6,8 @@ tuning variables unset in the same command (they select slow kernels):
 
     unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; /usr/bin/python3 tools/bench/torch_step.py \
         --out torch.jsonl [--models fashion_mlp,mlp,transformer,cnn,resnet] \
-        [--batches 32,256] [--threads 1,2] [--steps 100] [--warmup 20] [--attempts 3] [--quiet-cores 0.3]
+        [--batches 32,256] [--threads 1,2] [--steps 100] [--warmup 20] [--attempts 3] [--quiet-cores 0.3] \
+        [--malloc keep|default]
 
 Builds the same architectures as the ONNX models (imported from tools/fixtures, so they
 cannot drift), in eval mode like the exported graphs (BatchNorm uses running statistics;
@@ -15,7 +16,9 @@ torch.optim.SGD(lr=0.01, momentum=0.9).step() with zero_grad(set_to_none=True). 
 a forward pass under torch.no_grad(). Median, p90 and min over at least --steps steps (and at
 least 0.25 s) after --warmup. A measurement during which other processes kept more than
 --quiet-cores cores busy is retried (up to --attempts times; the quietest attempt is kept).
-Writes one JSON object per (model, batch, threads) to --out.
+glibc keeps PyTorch's freed memory unless --malloc default (torch_malloc.py: otherwise the conv
+models page-fault their buffers in every step); each row records the minor page faults per step of
+20 untimed steps. Writes one JSON object per (model, batch, threads) to --out.
 """
 import argparse
 import ctypes
