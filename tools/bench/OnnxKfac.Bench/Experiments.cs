@@ -111,8 +111,9 @@ internal static class Experiments
     /// channels) with the transposed output gradient as a kernel of the output's spatial size:
     /// a skinny im2col + GEMM in ONNX Runtime. The patch computes it the way K-FAC's conv patches
     /// do: im2col as a one-hot depthwise Conv (<c>Patches.Emit</c>'s construction), then a batched
-    /// MatMul dY·Pᵀ per example and a ReduceSum over the batch. Ungrouped Convs without auto_pad only.
-    /// Null when the graph has no such weight-gradient node.
+    /// MatMul dY·Pᵀ per example and a ReduceSum over the batch; with <paramref name="patchesFirst"/>
+    /// the product P·dYᵀ instead (the patches read in place, dY transposed, the sum transposed back).
+    /// Ungrouped Convs without auto_pad only. Null when the graph has no such weight-gradient node.
     /// </summary>
     public static JsonObject? ConvWeightGradPatches(TrainingSession session, BatchBinding batch, int threads, int warmup, int steps, bool patchesFirst = false)
     {
