@@ -100,6 +100,8 @@ def merge(records):
             out["torch_threads"], out["blas_threads"] = best["torch_threads"], best["blas_threads"]
         if key == "step" and "minor_faults_per_step" in best:
             out["minor_faults_per_step"] = best["minor_faults_per_step"]
+        if key == "step" and "probe_gflops" in best:
+            out["probe_gflops"] = best["probe_gflops"]
         if "other_cores" in best and key in best["other_cores"]:
             out["other_cores"][key] = best["other_cores"][key]
     for key in ("alloc_bytes", "alloc_fisher_bytes"):
@@ -118,6 +120,29 @@ def merged(rows):
     return [merge(g) for g in groups.values()]
 
 
+SLOW = "‡"
+SLOW_BELOW = 0.85
+
+
+def probe_low(r):
+    """The lower of a row's two speed probes (before and after its measurements), GFLOP/s, or None."""
+    p = (r or {}).get("probe_gflops")
+    return min(p["before"], p["after"]) if p else None
+
+
+def probe_best(rows):
+    """The best probe of any row (either side of it), the run's reference for that framework."""
+    vals = [max(r["probe_gflops"]["before"], r["probe_gflops"]["after"]) for r in rows if (r or {}).get("probe_gflops")]
+    return max(vals) if vals else None
+
+
+def fmt_probe(r, best):
+    low = probe_low(r)
+    if low is None or not best:
+        return "?"
+    return f"{low / best:.0%}{SLOW if low < SLOW_BELOW * best else ''}"
+
+
 def faults(t):
     """Minor page faults per PyTorch step, or ? for rows measured before torch_step.py counted them."""
     v = (t or {}).get("minor_faults_per_step")
@@ -127,8 +152,11 @@ def faults(t):
 def main():
     d = sys.argv[1]
     meta = read_json(os.path.join(d, "meta.json"), {})
-    ours = merged(read_jsonl(os.path.join(d, "onnxkfac.jsonl")))
+    raw_ours = read_jsonl(os.path.join(d, "onnxkfac.jsonl"))
+    ours = merged(raw_ours)
     torch_rows = read_jsonl(os.path.join(d, "torch.jsonl"))
+    best_ours = probe_best([r for r in raw_ours if "skipped" not in r])
+    best_theirs = probe_best([r for r in torch_rows if "header" not in r])
     headers = [r["header"] for r in torch_rows if "header" in r]
     torch_header = headers[0] if headers else {}
     theirs = {(r["model"], r["batch"], r["threads"]): r for r in merged([r for r in torch_rows if "header" not in r])}
@@ -175,7 +203,10 @@ def main():
       "**SGD ms** = the `Sgd.Step` part of the step; **alloc** = managed bytes allocated by 100 untimed steps "
       "(`GC.GetAllocatedBytesForCurrentThread`; see Allocation); **PyTorch threads** = torch (OpenMP) / OpenBLAS threads of the "
       "PyTorch row: for 2 threads both 1/2 and 2/2 are timed and the faster kept (two torch threads over-subscribe 2 cores); "
-      "**PyTorch faults / step** = minor page faults per PyTorch step over 20 untimed steps after the timing (see the software line).")
+      "**PyTorch faults / step** = minor page faults per PyTorch step over 20 untimed steps after the timing (see the software line); "
+      "**speed probe** = the lower of two 1-thread 512³ MatMul rates taken before and after the row's measurements (ONNX Runtime / "
+      f"torch.mm), as a share of the best probe of the run for that framework: this VM has phases in which the host slows every "
+      f"process, invisible in *others*; {SLOW} marks a row below {SLOW_BELOW:.0%}.")
     w("")
 
     models = []
@@ -200,8 +231,8 @@ def main():
           f"nodes: model {r0['model_nodes']}, training graph {r0['training_nodes']} "
           f"(with Fisher {r0['fisher_nodes']}, no taps {r0['bare_nodes']}, static batch {r0['static_nodes']}).")
         w("")
-        w("| batch | threads | OnnxKfac ms | PyTorch ms | ratio | ORT fwd ms | step/fwd | PyTorch step/fwd | Fisher ms | Fisher overhead | no taps ms | static N ms | SGD ms | alloc B / steps | PyTorch threads | PyTorch faults / step | others |")
-        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| batch | threads | OnnxKfac ms | PyTorch ms | ratio | ORT fwd ms | step/fwd | PyTorch step/fwd | Fisher ms | Fisher overhead | no taps ms | static N ms | SGD ms | alloc B / steps | PyTorch threads | PyTorch faults / step | speed probe | others |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in sorted(rows, key=lambda r: (r["batch"], r["threads"])):
             t = theirs.get((name, r["batch"], r["threads"]))
             s = med(r, "step")
@@ -211,7 +242,7 @@ def main():
               f"{ratio(s, med(r, 'forward'), '{:.1f}')} | {ratio(ts, med(t, 'forward'), '{:.1f}')} | "
               f"{ms(med(r, 'fisher_step'))} | {pct(med(r, 'fisher_step'), s)} | {ms(med(r, 'bare_step'))} | "
               f"{ms(med(r, 'static_step'))} | {ms(med(r, 'sgd'))} | {r['alloc_bytes']} / {r['alloc_steps']} | "
-              f"{(t or {}).get('torch_threads', '?')}/{(t or {}).get('blas_threads', '?')} | {faults(t)} | {fmt_others(others(r), others(t))} |")
+              f"{(t or {}).get('torch_threads', '?')}/{(t or {}).get('blas_threads', '?')} | {faults(t)} | {fmt_probe(r, best_ours)} / {fmt_probe(t, best_theirs)} | {fmt_others(others(r), others(t))} |")
         w("")
 
     w("## Allocation")

@@ -147,8 +147,34 @@ def thread_settings(threads):
     return [(1, threads), (threads, threads)]
 
 
+PROBE_N = 512
+PROBE_RUNS = 15
+
+
+def speed_probe():
+    """How fast the machine is right now: a 512³ torch.mm on one thread (torch and OpenBLAS), median of 15
+    runs after 3 warm-up runs, in GFLOP/s. OnnxKfac.Bench's SpeedProbe takes the same probe in ONNX Runtime:
+    this VM has phases in which the host slows every process, which the "others" cores cannot see."""
+    torch.set_num_threads(1)
+    set_blas_threads(1)
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand((PROBE_N, PROBE_N), generator=g) - 0.5
+    b = torch.rand((PROBE_N, PROBE_N), generator=g) - 0.5
+    out = torch.empty((PROBE_N, PROBE_N))
+    for _ in range(3):
+        torch.mm(a, b, out=out)
+    ms = []
+    for _ in range(PROBE_RUNS):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        ms.append(time.perf_counter() - t0)
+    ms.sort()
+    return 2.0 * PROBE_N ** 3 / ms[PROBE_RUNS // 2] / 1e9
+
+
 def bench(name, batch, threads, warmup, steps, attempts=3, quiet_cores=0.3, min_seconds=0.25):
-    """The best of thread_settings(threads)."""
+    """The best of thread_settings(threads), with the speed probe taken before and after."""
+    before = speed_probe()
     tried = []
     for tt, bt in thread_settings(threads):
         r = bench_one(name, batch, threads, tt, bt, warmup, steps, attempts, quiet_cores, min_seconds)
@@ -157,6 +183,7 @@ def bench(name, batch, threads, warmup, steps, attempts=3, quiet_cores=0.3, min_
         if len(tried) == 1 or r["step"]["median_ms"] < best["step"]["median_ms"]:
             best = r
     best["tried"] = tried
+    best["probe_gflops"] = {"before": before, "after": speed_probe()}
     return best
 
 

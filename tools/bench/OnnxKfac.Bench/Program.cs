@@ -127,6 +127,7 @@ internal static class Program
             yield return new JsonObject { ["model"] = spec.Name, ["path"] = spec.RelativePath, ["skipped"] = skip };
             yield break;
         }
+        using var probe = new SpeedProbe();
         foreach (int threads in opt.Threads)
         {
             var sessionOptions = new TrainingSessionOptions { Threads = threads };
@@ -142,6 +143,7 @@ internal static class Program
                 var bb = bare.Bind(batch);
                 BatchFiller.Fill(bare, bb, spec, seed: batch);
 
+                double probeBefore = probe.Gflops();
                 // Each measurement is retried while other processes keep a core busy (shared machine).
                 Contention.Measured<T> Q<T>(Func<T> f) => Contention.Quietest(f, opt.Attempts, opt.QuietCores);
                 var step = Q(() => StepBench.Run(plain, b, opt.Warmup, opt.Steps));
@@ -161,6 +163,7 @@ internal static class Program
                 long? allocPlainAgain = allocPlain != 0 ? StepBench.AllocatedBytes(plain, b, AllocationSteps) : null;
                 long allocFisher = StepBench.AllocatedBytes(fisher, bf, AllocationSteps);
                 long? allocFisherAgain = allocFisher != 0 ? StepBench.AllocatedBytes(fisher, bf, AllocationSteps) : null;
+                double probeAfter = probe.Gflops();
                 var others = new JsonObject
                 {
                     ["step"] = step.OtherCores, ["forward"] = forward.OtherCores, ["fisher_step"] = fisherStep.OtherCores,
@@ -201,6 +204,7 @@ internal static class Program
                     ["other_cores"] = others,
                     ["attempts"] = attempts,
                     ["loadavg"] = LoadAverage(),
+                    ["probe_gflops"] = new JsonObject { ["before"] = probeBefore, ["after"] = probeAfter },
                 };
             }
         }
