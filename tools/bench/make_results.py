@@ -319,6 +319,11 @@ def main():
                 label = (f"Conv weight gradient as a Conv with a dY kernel (A, the rule) vs im2col patches P + batched "
                          f"MatMul {product} + ReduceSum (B) in {e['patched_nodes']} convs; gradients max rel diff "
                          f"{e['max_gradient_difference']:.1e}")
+            elif kind == "conv_weight_grad_slices":
+                a, b = e["original"], e["patched"]
+                label = (f"Conv weight gradient as a Conv with a dY kernel (A, the rule) vs one MatMul P·dYᵀ over batch and positions, "
+                         f"P stacked from shifted Slices of the padded input (B) in {e['patched_nodes']} convs; gradients max rel diff "
+                         f"{e['max_gradient_difference']:.1e}")
             elif kind == "parallel_execution":
                 a, b = e["sequential"], e["parallel_inter_op"]
                 label = "sequential execution, intra-op threads (A, the toolkit's) vs ORT's parallel mode, inter-op threads (B)"

@@ -125,9 +125,11 @@ internal static class Experiments
         int opset = (int)patched.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).DefaultIfEmpty(13).Max();
         var shapes = session.Parameters.ToDictionary(p => p.Name, p => p.Shape, StringComparer.Ordinal);
         int count = 0;
-        foreach (var w in g.Node.Where(n => n.OpType == "Conv" && n.Name.EndsWith("/grad/Conv", StringComparison.Ordinal)).ToList())
+        foreach (var w in g.Node.Where(n => n.OpType == "Conv" && n.Name.Contains("/grad/Conv", StringComparison.Ordinal)).ToList())
         {
-            string fwdName = w.Name[..^"/grad/Conv".Length];
+            // The Conv rule names its nodes <forward>/grad/Conv, /grad/Conv_1, ...: the weight gradient is
+            // the one whose kernel is dY transposed and whose output is transposed back (checked below).
+            string fwdName = w.Name[..w.Name.LastIndexOf("/grad/Conv", StringComparison.Ordinal)];
             if (!byName.TryGetValue(fwdName, out var fwd) || fwd.OpType != "Conv" || !shapes.TryGetValue(fwd.Input[1], out var wShape) || wShape.Length != 4) continue;
             var attrs = fwd.Attribute.ToDictionary(a => a.Name, StringComparer.Ordinal);
             if (attrs.TryGetValue("group", out var grp) && grp.I != 1) continue;
@@ -186,14 +188,7 @@ internal static class Experiments
         if (count == 0) return null;
         Graph.Model.Pruning.RemoveDeadNodes(g);
         var (original, after) = Compare(session.TrainingModel, patched, session, batch, threads, warmup, steps, out var before, out var outputs);
-        double maxRel = 0;
-        foreach (var p in session.Manifest.Parameters)
-        {
-            var a = before[p.Gradient];
-            var b = outputs[p.Gradient];
-            double scale = a.Max(v => Math.Abs(v)) + 1e-12;
-            for (int i = 0; i < a.Length; i++) maxRel = Math.Max(maxRel, Math.Abs(a[i] - b[i]) / scale);
-        }
+        double maxRel = MaxGradientDifference(session, before, outputs);
         return new JsonObject
         {
             ["experiment"] = "conv_weight_grad_patches",
@@ -215,14 +210,7 @@ internal static class Experiments
         if (!File.Exists(path)) return null;
         var baseline = Graph.Model.OnnxModelIO.Load(path);
         var (a, b) = Compare(baseline, session.TrainingModel, session, batch, threads, warmup, steps, out var before, out var after);
-        double maxRel = 0;
-        foreach (var p in session.Manifest.Parameters)
-        {
-            var x = before[p.Gradient];
-            var y = after[p.Gradient];
-            double scale = x.Max(v => Math.Abs(v)) + 1e-12;
-            for (int i = 0; i < x.Length; i++) maxRel = Math.Max(maxRel, Math.Abs(x[i] - y[i]) / scale);
-        }
+        double maxRel = MaxGradientDifference(session, before, after);
         return new JsonObject
         {
             ["experiment"] = "baseline_build",
@@ -231,6 +219,112 @@ internal static class Experiments
             ["patched"] = b.Json(),
             ["max_gradient_difference"] = maxRel,
         };
+    }
+
+    /// <summary>
+    /// The Conv weight gradient as one GEMM over the batch and the positions, with the patches built
+    /// from shifted slices instead of a one-hot Conv: X transposed to [c_in, N, H, W] and padded once,
+    /// one Slice per window offset, stacked to P [c_in·k, N·H_out·W_out], then P·dYᵀ with dY as
+    /// [N·H_out·W_out, c_out] (one MatMul, M = c_in·k, no per-example products, no ReduceSum).
+    /// Unit strides and dilations, one group, explicit pads, opset ≥ 13 only. Null when no such node.
+    /// </summary>
+    public static JsonObject? ConvWeightGradSlices(TrainingSession session, BatchBinding batch, int threads, int warmup, int steps)
+    {
+        var patched = session.TrainingModel.Clone();
+        var g = patched.Graph;
+        int opset = (int)patched.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).DefaultIfEmpty(13).Max();
+        if (opset < 13) return null;
+        var producer = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+        foreach (var n in g.Node) foreach (var o in n.Output) producer[o] = n;
+        var byName = g.Node.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).ToDictionary(x => x.Key, x => x.First(), StringComparer.Ordinal);
+        var shapes = session.Parameters.ToDictionary(p => p.Name, p => p.Shape, StringComparer.Ordinal);
+        int count = 0;
+        foreach (var w in g.Node.Where(n => n.OpType == "Conv" && n.Name.Contains("/grad/Conv", StringComparison.Ordinal)).ToList())
+        {
+            // The Conv rule names its nodes <forward>/grad/Conv, /grad/Conv_1, ...: the weight gradient is
+            // the one whose kernel is dY transposed and whose output is transposed back (checked below).
+            string fwdName = w.Name[..w.Name.LastIndexOf("/grad/Conv", StringComparison.Ordinal)];
+            if (!byName.TryGetValue(fwdName, out var fwd) || fwd.OpType != "Conv" || !shapes.TryGetValue(fwd.Input[1], out var wShape) || wShape.Length != 4) continue;
+            var attrs = fwd.Attribute.ToDictionary(a => a.Name, StringComparer.Ordinal);
+            if (attrs.TryGetValue("group", out var grp) && grp.I != 1) continue;
+            if (attrs.TryGetValue("auto_pad", out var ap) && ap.S.ToStringUtf8() is not ("NOTSET" or "")) continue;
+            if (attrs.TryGetValue("strides", out var st) && st.Ints.Any(v => v != 1)) continue;
+            if (attrs.TryGetValue("dilations", out var dl) && dl.Ints.Any(v => v != 1)) continue;
+            var t2 = g.Node.FirstOrDefault(n => n.OpType == "Transpose" && n.Input.Count == 1 && n.Input[0] == w.Output[0]);
+            if (t2 is null || !producer.TryGetValue(w.Input[1], out var dyT) || dyT.OpType != "Transpose") continue;
+            string x = fwd.Input[0], dy = dyT.Input[0], dw = t2.Output[0];
+            long co = wShape[0], ci = wShape[1], kh = wShape[2], kw = wShape[3];
+            long[] pads = attrs.TryGetValue("pads", out var pa) ? [.. pa.Ints] : [0, 0, 0, 0];
+            string scope = w.Name + "/slices/";
+            var nodes = new List<NodeProto>();
+            NodeProto Add(NodeProto n) { nodes.Add(n); return n; }
+            void Perm(NodeProto n, params long[] perm) => n.Attribute.Add(new AttributeProto { Name = "perm", Type = AttributeProto.Types.AttributeType.Ints, Ints = { perm } });
+            void Ints(string name, params long[] v) => g.Initializer.Add(Graph.Model.TensorData.FromInt64s(scope + name, [v.Length], v));
+            Perm(Add(Node("Transpose", scope + "xt", [x], scope + "XT")), 1, 0, 2, 3);
+            string xp = scope + "XT";
+            if (pads.Any(v => v != 0))
+            {
+                Ints("pads", 0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]);
+                Add(Node("Pad", scope + "pad", [scope + "XT", scope + "pads"], scope + "XP"));
+                xp = scope + "XP";
+            }
+            Ints("axes_hw", 2, 3);
+            Ints("axis1", 1);
+            var concat = new NodeProto { OpType = "Concat", Name = scope + "stack", Output = { scope + "S" } };
+            concat.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+            for (long a = 0; a < kh; a++)
+                for (long b = 0; b < kw; b++)
+                {
+                    string tag = $"{a}_{b}";
+                    // ends counted from the end: H_out = H_pad - (kh - 1), so offset a ends kh - 1 - a before it.
+                    Ints("starts" + tag, a, b);
+                    Ints("ends" + tag, kh - 1 - a == 0 ? long.MaxValue : -(kh - 1 - a), kw - 1 - b == 0 ? long.MaxValue : -(kw - 1 - b));
+                    Add(Node("Slice", scope + "slice" + tag, [xp, scope + "starts" + tag, scope + "ends" + tag, scope + "axes_hw"], scope + "s" + tag));
+                    Add(Node("Unsqueeze", scope + "unsq" + tag, [scope + "s" + tag, scope + "axis1"], scope + "u" + tag));
+                    concat.Input.Add(scope + "u" + tag);
+                }
+            Add(concat);
+            Ints("p_shape", ci * kh * kw, -1);
+            Add(Node("Reshape", scope + "p", [scope + "S", scope + "p_shape"], scope + "P"));
+            Perm(Add(Node("Transpose", scope + "dyt", [dy], scope + "DYT")), 0, 2, 3, 1);
+            Ints("dy_shape", -1, co);
+            Add(Node("Reshape", scope + "dyr", [scope + "DYT", scope + "dy_shape"], scope + "DYR"));
+            Add(Node("MatMul", scope + "matmul", [scope + "P", scope + "DYR"], scope + "M"));
+            Perm(Add(Node("Transpose", scope + "mt", [scope + "M"], scope + "MT")), 1, 0);
+            Ints("dw_shape", co, ci, kh, kw);
+            Add(Node("Reshape", scope + "dw", [scope + "MT", scope + "dw_shape"], dw));
+            int at = g.Node.IndexOf(t2);
+            g.Node.Remove(t2);
+            for (int i = 0; i < nodes.Count; i++) g.Node.Insert(at + i, nodes[i]);
+            g.Node.Remove(w);
+            count++;
+        }
+        if (count == 0) return null;
+        Graph.Model.Pruning.RemoveDeadNodes(g);
+        var (original, after) = Compare(session.TrainingModel, patched, session, batch, threads, warmup, steps, out var before, out var outputs);
+        double maxRel = MaxGradientDifference(session, before, outputs);
+        return new JsonObject
+        {
+            ["experiment"] = "conv_weight_grad_slices",
+            ["patched_nodes"] = count,
+            ["original"] = original.Json(),
+            ["patched"] = after.Json(),
+            ["max_gradient_difference"] = maxRel,
+        };
+    }
+
+    /// <summary>The largest difference between two runs' parameter gradients, relative to each gradient's largest entry.</summary>
+    private static double MaxGradientDifference(TrainingSession session, IReadOnlyDictionary<string, float[]> a, IReadOnlyDictionary<string, float[]> b)
+    {
+        double maxRel = 0;
+        foreach (var p in session.Manifest.Parameters)
+        {
+            var x = a[p.Gradient];
+            var y = b[p.Gradient];
+            double scale = x.Max(v => Math.Abs(v)) + 1e-12;
+            for (int i = 0; i < x.Length; i++) maxRel = Math.Max(maxRel, Math.Abs(x[i] - y[i]) / scale);
+        }
+        return maxRel;
     }
 
     private static NodeProto Node(string op, string name, string[] inputs, string output) =>

@@ -82,6 +82,7 @@ internal static class Program
                     Contention.Quietest(() => Experiments.ParallelExecution(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
                     Contention.Quietest(() => Experiments.ConvWeightGradPatches(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
                     Contention.Quietest(() => Experiments.ConvWeightGradPatches(session, b, threads, opt.Warmup, opt.Steps, patchesFirst: true), opt.Attempts, opt.QuietCores),
+                    Contention.Quietest(() => Experiments.ConvWeightGradSlices(session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
                     Contention.Quietest(() => Experiments.MaxPoolIndices(source, session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
                     Contention.Quietest(() => opt.Baseline is null ? null : Experiments.Baseline(Path.Combine(opt.Baseline, $"{spec.Name}.train.onnx"), session, b, threads, opt.Warmup, opt.Steps), opt.Attempts, opt.QuietCores),
                 })
