@@ -64,12 +64,64 @@ internal static class ConvRules
 
     // dW[m, c, k] = Σ_n Σ_o dY[n, m, o] · X̃[n, c, o·s + k·d] (X̃ padded). A pointwise window
     // (1×1..., unit strides, no pads) with W's shape static makes X its own patches: one batched
-    // MatMul and a sum over the batch. Any other window is one Conv. (im2col patches + MatMul for
-    // every window measured slower on the CNN fixture: Known costs in README.md.)
-    private static string ConvWeightGrad(GradientContext c, ConvWindow win, long group) =>
-        win.Kernel.All(k => k == 1) && win.Strides.All(s => s == 1) && win.Pads!.All(p => p == 0)
-            && c.Info(c.X(1))?.Shape is { } w && w.Length == win.Rank + 2 && w.All(d => d >= 1) && w[0] % group == 0
-            ? ConvWeightGradPointwise(c, group, w) : ConvWeightGradConv(c, win, group);
+    // MatMul and a sum over the batch. A narrow unit-stride layer (few output channels, small
+    // patches per example) takes im2col patches and the same MatMul (PatchesPay). Any other window
+    // is one Conv. (Known costs in README.md.)
+    private static string ConvWeightGrad(GradientContext c, ConvWindow win, long group)
+    {
+        if (c.Info(c.X(1))?.Shape is not { } w || w.Length != win.Rank + 2 || w.Any(d => d < 1) || w[0] % group != 0)
+            return ConvWeightGradConv(c, win, group);
+        if (win.Kernel.All(k => k == 1) && win.Strides.All(s => s == 1) && win.Pads!.All(p => p == 0))
+            return ConvWeightGradPointwise(c, group, w);
+        return PatchesPay(win, group, w) ? ConvWeightGradPatches(c, win, w) : ConvWeightGradConv(c, win, group);
+    }
+
+    /// <summary>The most output channels for which the patches form replaces the Conv (its GEMM has that many rows).</summary>
+    internal const long PatchesMaxOutChannels = 16;
+
+    /// <summary>The fewest output positions per example for which the patches form replaces the Conv.</summary>
+    internal const long PatchesMinPositions = 64;
+
+    /// <summary>The most patch values per example the patches form may materialise (c_in·Π k · Π out: 256 KiB in float32).</summary>
+    internal const long PatchesMaxPerExample = 1 << 16;
+
+    // The Conv form runs as one GEMM per input channel with c_out rows and Π k columns over a
+    // N·Π out reduction, which leaves most of MLAS's kernel idle when c_out is small: on the ResNet
+    // fixture (8 → 8 channels, 3×3 on 12×12) im2col patches and a batched MatMul made the whole step
+    // 14–22% faster (BENCHMARKS.md section 3, sixth session). The gain is in the long skinny
+    // reductions (many output positions per example); patches cost c_in·Π k times the input, so only
+    // one group, unit strides, few output channels, and static output sizes neither too small nor
+    // too large.
+    private static bool PatchesPay(ConvWindow win, long group, long[] w)
+    {
+        if (group != 1 || w[0] > PatchesMaxOutChannels || win.Strides.Any(s => s != 1) || win.StaticIn is not { } input) return false;
+        long positions = 1;
+        foreach (int k in win.Axes) positions *= Math.Max(0, input[k] + win.Begin(k) + win.End(k) - win.Extent(k) + 1);
+        long perExample = w[1] * positions;
+        foreach (long k in win.Kernel) perExample *= k;
+        return positions >= PatchesMinPositions && perExample <= PatchesMaxPerExample;
+    }
+
+    // im2col as one depthwise Conv with a one-hot filter per (channel, kernel offset) (as
+    // Training/Patches.cs): P (N, C·K, O); per example dY (M, O) · Pᵀ (O, C·K), summed over the batch.
+    private static string ConvWeightGradPatches(GradientContext c, ConvWindow win, long[] w)
+    {
+        var e = c.Emit;
+        long channels = w[1], k = win.Kernel.Aggregate(1L, (a, b) => a * b);
+        var onehot = new double[channels * k * k];
+        for (long ch = 0; ch < channels; ch++)
+            for (long j = 0; j < k; j++)
+                onehot[(ch * k + j) * k + j] = 1;
+        long[] kernelShape = [channels * k, 1, .. win.Kernel];
+        var tensor = c.Info(c.X(0))?.ElemType == (int)TensorProto.Types.DataType.Double
+            ? TensorData.FromDoubles("im2col_kernel", kernelShape, onehot)
+            : TensorData.FromFloats("im2col_kernel", kernelShape, [.. onehot.Select(v => (float)v)]);
+        string patches = e.Op("Conv", [c.X(0), e.Constant(tensor)],
+            [.. Spatial.Attrs([.. win.Strides], win.Dilations, win.Pads!, channels, null), Attributes.Ints("kernel_shape", win.Kernel)]);
+        string dy = e.Reshape(c.DY()!, e.Int64s(0, w[0], -1));
+        string pt = e.Transpose(e.Reshape(patches, e.Int64s(0, channels * k, -1)), [0, 2, 1]);
+        return e.Reshape(e.ReduceSum(e.MatMul(dy, pt), [0], keepDims: false), e.Int64s(w));
+    }
 
     // Per example and group dY (M/G, S) · Xᵀ (S, C/G), summed over the batch: (G, M/G, C/G) is W's layout.
     private static string ConvWeightGradPointwise(GradientContext c, long group, long[] w)

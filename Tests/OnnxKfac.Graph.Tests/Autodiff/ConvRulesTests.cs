@@ -155,6 +155,20 @@ public class ConvRulesTests(ITestOutputHelper log)
     public void Conv1dDepthwise() =>
         Conv([2, 3, 10], [3, 1, 4], false, Attributes.Int("group", 3), Attributes.Ints("pads", [2, 1]));
 
+    // Narrow unit-stride layers with many output positions: im2col patches and a batched MatMul.
+
+    [Fact]
+    public void Conv2dPatchesPadded() =>
+        Conv([2, 3, 8, 9], [4, 3, 3, 3], true, Attributes.Ints("pads", [1, 0, 1, 2]));
+
+    [Fact]
+    public void Conv2dPatchesDilated() =>
+        Conv([2, 2, 12, 10], [3, 2, 3, 2], false, Attributes.Ints("dilations", [2, 3]), Attributes.Ints("pads", [2, 1, 2, 1]));
+
+    [Fact]
+    public void Conv1dPatches() =>
+        Conv([2, 3, 70], [2, 3, 5], true, Attributes.Ints("pads", [2, 2]));
+
     // Pointwise windows: the weight gradient is a batched MatMul of dY and X.
 
     [Fact]
@@ -191,14 +205,21 @@ public class ConvRulesTests(ITestOutputHelper log)
     [InlineData(new long[] { 2, 3, 4, 5 }, new long[] { 4, 3, 1, 1 }, 2, 0, false)]
     [InlineData(new long[] { 2, 3, 4, 5 }, new long[] { 4, 3, 1, 1 }, 1, 1, false)]
     [InlineData(new long[] { 2, 3, 6, 5 }, new long[] { 4, 3, 3, 3 }, 1, 1, false)]
-    public void WeightGradientIsAMatMulForPointwiseWindowsOnly(long[] x, long[] w, long stride, long pad, bool matMul)
+    // A narrow unit-stride layer with ≥ 64 output positions takes im2col patches and the MatMul ...
+    [InlineData(new long[] { 2, 3, 8, 8 }, new long[] { 4, 3, 3, 3 }, 1, 1, true)]
+    // ... but not strided, nor with more than 16 output channels, nor with patches over 2¹⁶ values per example.
+    [InlineData(new long[] { 2, 3, 16, 16 }, new long[] { 4, 3, 3, 3 }, 2, 1, false)]
+    [InlineData(new long[] { 2, 3, 8, 8 }, new long[] { 17, 3, 3, 3 }, 1, 1, false)]
+    [InlineData(new long[] { 2, 32, 16, 16 }, new long[] { 4, 32, 3, 3 }, 1, 1, false)]
+    public void WeightGradientIsAMatMulForPointwiseAndNarrowWindowsOnly(long[] x, long[] w, long stride, long pad, bool matMul)
     {
         int sp = x.Length - 2;
         var model = TestModels.SingleOp("Conv", 17, ["x", "w"], Inputs(x, w), null, 1, Attributes.Int("group", x[1] / w[1]),
             Attributes.Ints("strides", [.. Enumerable.Repeat(stride, sp)]), Attributes.Ints("pads", [.. Enumerable.Repeat(pad, 2 * sp)]));
         var ops = GradientGraph.Build(model, [model.Graph.Output[0].Name], ["w"]).Graph.Node.Select(n => n.OpType).ToList();
         Assert.Equal(matMul, ops.Contains("MatMul"));
-        Assert.Equal(matMul ? 1 : 2, ops.Count(o => o == "Conv"));
+        // The forward Conv, plus the weight gradient's Conv or, for a window wider than 1×1, the patches' depthwise Conv.
+        Assert.Equal(matMul && w.Skip(2).All(k => k == 1) ? 1 : 2, ops.Count(o => o == "Conv"));
     }
 
     [Fact]
