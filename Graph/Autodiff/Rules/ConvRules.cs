@@ -69,7 +69,7 @@ internal static class ConvRules
     // is one Conv. (Known costs in README.md.)
     private static string ConvWeightGrad(GradientContext c, ConvWindow win, long group)
     {
-        if (c.Info(c.X(1))?.Shape is not { } w || w.Length != win.Rank + 2 || w.Any(d => d < 1) || w[0] % group != 0)
+        if (group < 1 || c.Info(c.X(1))?.Shape is not { } w || w.Length != win.Rank + 2 || w.Any(d => d < 1) || w[0] % group != 0)
             return ConvWeightGradConv(c, win, group);
         if (win.Kernel.All(k => k == 1) && win.Strides.All(s => s == 1) && win.Pads!.All(p => p == 0))
             return ConvWeightGradPointwise(c, group, w);
@@ -88,7 +88,7 @@ internal static class ConvRules
     // The Conv form runs as one GEMM per input channel with c_out rows and Π k columns over a
     // N·Π out reduction, which leaves most of MLAS's kernel idle when c_out is small: on the ResNet
     // fixture (8 → 8 channels, 3×3 on 12×12) im2col patches and a batched MatMul made the whole step
-    // 14–22% faster (BENCHMARKS.md section 3, sixth session). The gain is in the long skinny
+    // 10–21% faster (BENCHMARKS.md section 3, sixth session). The gain is in the long skinny
     // reductions (many output positions per example); patches cost c_in·Π k times the input, so only
     // one group, unit strides, few output channels, and static output sizes neither too small nor
     // too large.
