@@ -119,24 +119,10 @@ internal static class Experiments
     {
         var patched = session.TrainingModel.Clone();
         var g = patched.Graph;
-        var producer = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
-        foreach (var n in g.Node) foreach (var o in n.Output) producer[o] = n;
-        var byName = g.Node.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).ToDictionary(x => x.Key, x => x.First(), StringComparer.Ordinal);
-        int opset = (int)patched.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).DefaultIfEmpty(13).Max();
-        var shapes = session.Parameters.ToDictionary(p => p.Name, p => p.Shape, StringComparer.Ordinal);
+        int opset = Opset(patched);
         int count = 0;
-        foreach (var w in g.Node.Where(n => n.OpType == "Conv" && n.Name.Contains("/grad/Conv", StringComparison.Ordinal)).ToList())
+        foreach (var (w, t2, attrs, wShape, x, dy, dw) in WeightGradientConvs(patched, session))
         {
-            // The Conv rule names its nodes <forward>/grad/Conv, /grad/Conv_1, ...: the weight gradient is
-            // the one whose kernel is dY transposed and whose output is transposed back (checked below).
-            string fwdName = w.Name[..w.Name.LastIndexOf("/grad/Conv", StringComparison.Ordinal)];
-            if (!byName.TryGetValue(fwdName, out var fwd) || fwd.OpType != "Conv" || !shapes.TryGetValue(fwd.Input[1], out var wShape) || wShape.Length != 4) continue;
-            var attrs = fwd.Attribute.ToDictionary(a => a.Name, StringComparer.Ordinal);
-            if (attrs.TryGetValue("group", out var grp) && grp.I != 1) continue;
-            if (attrs.TryGetValue("auto_pad", out var ap) && ap.S.ToStringUtf8() is not ("NOTSET" or "")) continue;
-            var t2 = g.Node.FirstOrDefault(n => n.OpType == "Transpose" && n.Input.Count == 1 && n.Input[0] == w.Output[0]);
-            if (t2 is null || !producer.TryGetValue(w.Input[1], out var dyT) || dyT.OpType != "Transpose") continue;
-            string x = fwd.Input[0], dy = dyT.Input[0], dw = t2.Output[0];
             long co = wShape[0], ci = wShape[1], kh = wShape[2], kw = wShape[3], k = kh * kw;
             string scope = w.Name + "/patched/";
             var onehot = new float[ci * k * k];
@@ -179,25 +165,12 @@ internal static class Experiments
                 nodes.Add(Node("Reshape", scope + "dw", [scope + "St", scope + "dw_shape"], dw));
             }
             else nodes.Add(Node("Reshape", scope + "dw", [scope + "S", scope + "dw_shape"], dw));
-            int at = g.Node.IndexOf(t2);
-            g.Node.Remove(t2);
-            for (int i = 0; i < nodes.Count; i++) g.Node.Insert(at + i, nodes[i]);
-            g.Node.Remove(w);
+            Splice(g, w, t2, nodes);
             count++;
         }
-        if (count == 0) return null;
-        Graph.Model.Pruning.RemoveDeadNodes(g);
-        var (original, after) = Compare(session.TrainingModel, patched, session, batch, threads, warmup, steps, out var before, out var outputs);
-        double maxRel = MaxGradientDifference(session, before, outputs);
-        return new JsonObject
-        {
-            ["experiment"] = "conv_weight_grad_patches",
-            ["product"] = patchesFirst ? "P·dYᵀ" : "dY·Pᵀ",
-            ["patched_nodes"] = count,
-            ["original"] = original.Json(),
-            ["patched"] = after.Json(),
-            ["max_gradient_difference"] = maxRel,
-        };
+        var result = WeightGradientAB("conv_weight_grad_patches", count, patched, session, batch, threads, warmup, steps);
+        if (result is not null) result["product"] = patchesFirst ? "P·dYᵀ" : "dY·Pᵀ";
+        return result;
     }
 
     /// <summary>
@@ -232,27 +205,12 @@ internal static class Experiments
     {
         var patched = session.TrainingModel.Clone();
         var g = patched.Graph;
-        int opset = (int)patched.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).DefaultIfEmpty(13).Max();
-        if (opset < 13) return null;
-        var producer = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
-        foreach (var n in g.Node) foreach (var o in n.Output) producer[o] = n;
-        var byName = g.Node.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).ToDictionary(x => x.Key, x => x.First(), StringComparer.Ordinal);
-        var shapes = session.Parameters.ToDictionary(p => p.Name, p => p.Shape, StringComparer.Ordinal);
+        if (Opset(patched) < 13) return null;
         int count = 0;
-        foreach (var w in g.Node.Where(n => n.OpType == "Conv" && n.Name.Contains("/grad/Conv", StringComparison.Ordinal)).ToList())
+        foreach (var (w, t2, attrs, wShape, x, dy, dw) in WeightGradientConvs(patched, session))
         {
-            // The Conv rule names its nodes <forward>/grad/Conv, /grad/Conv_1, ...: the weight gradient is
-            // the one whose kernel is dY transposed and whose output is transposed back (checked below).
-            string fwdName = w.Name[..w.Name.LastIndexOf("/grad/Conv", StringComparison.Ordinal)];
-            if (!byName.TryGetValue(fwdName, out var fwd) || fwd.OpType != "Conv" || !shapes.TryGetValue(fwd.Input[1], out var wShape) || wShape.Length != 4) continue;
-            var attrs = fwd.Attribute.ToDictionary(a => a.Name, StringComparer.Ordinal);
-            if (attrs.TryGetValue("group", out var grp) && grp.I != 1) continue;
-            if (attrs.TryGetValue("auto_pad", out var ap) && ap.S.ToStringUtf8() is not ("NOTSET" or "")) continue;
             if (attrs.TryGetValue("strides", out var st) && st.Ints.Any(v => v != 1)) continue;
             if (attrs.TryGetValue("dilations", out var dl) && dl.Ints.Any(v => v != 1)) continue;
-            var t2 = g.Node.FirstOrDefault(n => n.OpType == "Transpose" && n.Input.Count == 1 && n.Input[0] == w.Output[0]);
-            if (t2 is null || !producer.TryGetValue(w.Input[1], out var dyT) || dyT.OpType != "Transpose") continue;
-            string x = fwd.Input[0], dy = dyT.Input[0], dw = t2.Output[0];
             long co = wShape[0], ci = wShape[1], kh = wShape[2], kw = wShape[3];
             long[] pads = attrs.TryGetValue("pads", out var pa) ? [.. pa.Ints] : [0, 0, 0, 0];
             string scope = w.Name + "/slices/";
@@ -293,24 +251,65 @@ internal static class Experiments
             Perm(Add(Node("Transpose", scope + "mt", [scope + "M"], scope + "MT")), 1, 0);
             Ints("dw_shape", co, ci, kh, kw);
             Add(Node("Reshape", scope + "dw", [scope + "MT", scope + "dw_shape"], dw));
-            int at = g.Node.IndexOf(t2);
-            g.Node.Remove(t2);
-            for (int i = 0; i < nodes.Count; i++) g.Node.Insert(at + i, nodes[i]);
-            g.Node.Remove(w);
+            Splice(g, w, t2, nodes);
             count++;
         }
+        return WeightGradientAB("conv_weight_grad_slices", count, patched, session, batch, threads, warmup, steps);
+    }
+
+    private static int Opset(ModelProto m) =>
+        (int)m.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).DefaultIfEmpty(13).Max();
+
+    /// <summary>
+    /// The Conv rule's weight-gradient Convs of ungrouped 2-D Convs without auto_pad: the node <c>W</c>
+    /// (named &lt;forward&gt;/grad/Conv, /grad/Conv_1, ...: the one whose kernel is dY transposed), the
+    /// Transpose <c>T2</c> of its output, the forward's attributes and weight shape, and the names of
+    /// X, dY and the gradient.
+    /// </summary>
+    private static IEnumerable<(NodeProto W, NodeProto T2, Dictionary<string, AttributeProto> Attrs, long[] WShape, string X, string Dy, string Dw)>
+        WeightGradientConvs(ModelProto patched, TrainingSession session)
+    {
+        var g = patched.Graph;
+        var producer = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+        foreach (var n in g.Node) foreach (var o in n.Output) producer[o] = n;
+        var byName = g.Node.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).ToDictionary(x => x.Key, x => x.First(), StringComparer.Ordinal);
+        var shapes = session.Parameters.ToDictionary(p => p.Name, p => p.Shape, StringComparer.Ordinal);
+        foreach (var w in g.Node.Where(n => n.OpType == "Conv" && n.Name.Contains("/grad/Conv", StringComparison.Ordinal)).ToList())
+        {
+            string fwdName = w.Name[..w.Name.LastIndexOf("/grad/Conv", StringComparison.Ordinal)];
+            if (!byName.TryGetValue(fwdName, out var fwd) || fwd.OpType != "Conv" || !shapes.TryGetValue(fwd.Input[1], out var wShape) || wShape.Length != 4) continue;
+            var attrs = fwd.Attribute.ToDictionary(a => a.Name, StringComparer.Ordinal);
+            if (attrs.TryGetValue("group", out var grp) && grp.I != 1) continue;
+            if (attrs.TryGetValue("auto_pad", out var ap) && ap.S.ToStringUtf8() is not ("NOTSET" or "")) continue;
+            var t2 = g.Node.FirstOrDefault(n => n.OpType == "Transpose" && n.Input.Count == 1 && n.Input[0] == w.Output[0]);
+            if (t2 is null || !producer.TryGetValue(w.Input[1], out var dyT) || dyT.OpType != "Transpose") continue;
+            yield return (w, t2, attrs, wShape, fwd.Input[0], dyT.Input[0], t2.Output[0]);
+        }
+    }
+
+    /// <summary>The A/B of the training graph against <paramref name="patched"/> (dead nodes pruned), with the gradients' largest difference; null when nothing was patched.</summary>
+    private static JsonObject? WeightGradientAB(string experiment, int count, ModelProto patched, TrainingSession session, BatchBinding batch, int threads, int warmup, int steps)
+    {
         if (count == 0) return null;
-        Graph.Model.Pruning.RemoveDeadNodes(g);
+        Graph.Model.Pruning.RemoveDeadNodes(patched.Graph);
         var (original, after) = Compare(session.TrainingModel, patched, session, batch, threads, warmup, steps, out var before, out var outputs);
-        double maxRel = MaxGradientDifference(session, before, outputs);
         return new JsonObject
         {
-            ["experiment"] = "conv_weight_grad_slices",
+            ["experiment"] = experiment,
             ["patched_nodes"] = count,
             ["original"] = original.Json(),
             ["patched"] = after.Json(),
-            ["max_gradient_difference"] = maxRel,
+            ["max_gradient_difference"] = MaxGradientDifference(session, before, outputs),
         };
+    }
+
+    /// <summary>Replaces the weight-gradient Conv <paramref name="w"/> and its output Transpose <paramref name="t2"/> by <paramref name="nodes"/>.</summary>
+    private static void Splice(GraphProto g, NodeProto w, NodeProto t2, List<NodeProto> nodes)
+    {
+        int at = g.Node.IndexOf(t2);
+        g.Node.Remove(t2);
+        for (int i = 0; i < nodes.Count; i++) g.Node.Insert(at + i, nodes[i]);
+        g.Node.Remove(w);
     }
 
     /// <summary>The largest difference between two runs' parameter gradients, relative to each gradient's largest entry.</summary>
