@@ -1,4 +1,5 @@
 using OnnxKfac.Graph.Autodiff;
+using OnnxKfac.Graph.Autodiff.Rules;
 using OnnxKfac.Graph.Layers;
 using OnnxKfac.Graph.Model;
 using DataType = OnnxKfac.Graph.Proto.TensorProto.Types.DataType;
@@ -26,16 +27,8 @@ internal static class Patches
         if (geo.Kernel.Any(d => d < 1) || k > 1 << 20 || channels > 1 << 20 || channels * k * k > 1 << 28)
             throw new OnnxKfacException($"conv patches for layer '{layer.Name}': kernel [{string.Join(",", geo.Kernel)}] over {channels} channels is too large to expand into patches (build without conv patches)");
         int type = EmitterState.FloatType((g.Infos.GetValueOrDefault(layer.Input) ?? g.Infos.GetValueOrDefault(layer.Weight))?.ElemType ?? (int)DataType.Float);
-        var kernelShape = new long[] { channels * k, 1 }.Concat(geo.Kernel).ToArray();
-        var values = new double[channels * k * k];
-        for (long c = 0; c < channels; c++)
-            for (long j = 0; j < k; j++)
-                values[(c * k + j) * k + j] = 1;
-        var tensor = type == (int)DataType.Double
-            ? TensorData.FromDoubles("im2col_kernel", kernelShape, values)
-            : TensorData.FromFloats("im2col_kernel", kernelShape, values.Select(v => (float)v).ToArray());
         var e = g.Emitter(layer.Name + "/kfac");
-        string kernel = e.Constant(tensor);
+        string kernel = e.Constant(Spatial.Im2ColKernel(channels, geo.Kernel, type));
         var attrs = new List<Proto.AttributeProto>
         {
             Attributes.Ints("kernel_shape", geo.Kernel), Attributes.Ints("strides", geo.Strides),

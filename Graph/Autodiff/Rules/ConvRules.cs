@@ -108,14 +108,7 @@ internal static class ConvRules
     {
         var e = c.Emit;
         long channels = w[1], k = win.Kernel.Aggregate(1L, (a, b) => a * b);
-        var onehot = new double[channels * k * k];
-        for (long ch = 0; ch < channels; ch++)
-            for (long j = 0; j < k; j++)
-                onehot[(ch * k + j) * k + j] = 1;
-        long[] kernelShape = [channels * k, 1, .. win.Kernel];
-        var tensor = c.Info(c.X(0))?.ElemType == (int)TensorProto.Types.DataType.Double
-            ? TensorData.FromDoubles("im2col_kernel", kernelShape, onehot)
-            : TensorData.FromFloats("im2col_kernel", kernelShape, [.. onehot.Select(v => (float)v)]);
+        var tensor = Spatial.Im2ColKernel(channels, win.Kernel, EmitterState.FloatType(c.Info(c.X(0))?.ElemType ?? 0));
         string patches = e.Op("Conv", [c.X(0), e.Constant(tensor)],
             [.. Spatial.Attrs([.. win.Strides], win.Dilations, win.Pads!, channels, null), Attributes.Ints("kernel_shape", win.Kernel)]);
         string dy = e.Reshape(c.DY()!, e.Int64s(0, w[0], -1));
@@ -233,6 +226,26 @@ internal static class Window
 /// <summary>Small shared pieces of the convolution and pooling rules.</summary>
 internal static class Spatial
 {
+    /// <summary>
+    /// The kernel that makes a depthwise Conv (group = <paramref name="channels"/>) im2col: one one-hot
+    /// filter per (channel, kernel offset), shape [C·Π k, 1, k...], so the Conv's output channel c·Π k + j
+    /// is channel c at offset j (the layout of a weight flattened to [C_out, C_in · Π k]).
+    /// </summary>
+    public static TensorProto Im2ColKernel(long channels, long[] kernel, int elemType)
+    {
+        long k = kernel.Aggregate(1L, (a, b) => a * b);
+        long[] shape = [channels * k, 1, .. kernel];
+        if (elemType == (int)TensorProto.Types.DataType.Double)
+        {
+            var d = new double[channels * k * k];
+            for (long i = 0; i < channels * k; i++) d[i * k + i % k] = 1;
+            return TensorData.FromDoubles("im2col_kernel", shape, d);
+        }
+        var f = new float[channels * k * k];
+        for (long i = 0; i < channels * k; i++) f[i * k + i % k] = 1;
+        return TensorData.FromFloats("im2col_kernel", shape, f);
+    }
+
     public static AttributeProto[] Attrs(long[] strides, long[] dilations, long[] pads, long group, long[]? outputPadding)
     {
         var a = new List<AttributeProto> { Attributes.Ints("strides", strides), Attributes.Ints("dilations", dilations), Attributes.Ints("pads", pads) };
