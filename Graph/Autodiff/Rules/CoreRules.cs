@@ -72,8 +72,11 @@ internal static class CoreRules
                 // Weight shared over batch axes (dense on (batch, seq, d)): fold them into one product.
                 string a2d = e.Op("Flatten", [a], Attributes.Int("axis", ra - 1));
                 string dy2d = e.Op("Flatten", [dy], Attributes.Int("axis", ra - 1));
+                // K here is batch × sequence, thousands of rows: MLAS's transA penalty was not shown to repay
+                // a copy of A there (KeptTranspose; standalone A/B runs of 4096-row products were split).
                 c.SetGrad(1, e.MatMul(e.Transpose(a2d, [1, 0]), dy2d));
             }
+            else if (ra == 2 && rb == 2 && LargeWeight(c, b)) c.SetGrad(1, e.MatMul(KeptTranspose(e, a), dy));
             else c.SetGrad(1, c.Unbroadcast(e.MatMul(e.Transpose(a, SwapLast(ra)), dy), b));
         }
     }
@@ -101,35 +104,51 @@ internal static class CoreRules
         // dA' = alpha dY B'ᵀ ; dB' = alpha A'ᵀ dY
         if (c.Needs(0)) c.SetGrad(0, ta ? gemm(c.X(1), dy, tb, true, alpha) : gemm(dy, c.X(1), false, !tb, alpha));
         bool biasGrad = c.HasInput(2) && c.Needs(2);
-        if (tb && c.Needs(1) && biasGrad && RowBias(c) is { } biasShape && LargeWeight(c))
+        string? dyT = null;
+        if (c.Needs(1))
         {
-            // A weight used transposed (transB = 1, as PyTorch exports Linear) has dB = alpha dYᵀ A'. As
-            // Gemm(dY, A', transA = 1) it runs ~15-25% below MLAS's rate at a batch of 256 (MLAS
-            // transposes its A operand block by block); an explicit Transpose of dY costs a few percent of
-            // that. The bias gradient reads the transposed dY too, which keeps ONNX Runtime from folding
-            // the Transpose back into the Gemm (its GemmTransposeFusion folds one only into Gemm
-            // consumers). Small weights keep the transA form: there the Transpose's own cost wins.
-            // Rules README, Known costs.
-            string dyT = e.Transpose(dy, [1, 0]);
-            c.SetGrad(1, gemm(dyT, c.X(0), false, ta, alpha));
-            string g = e.ReduceSum(dyT, [1], keepDims: false);
-            if (beta != 1f) g = e.Mul(g, c.Scalar(beta, dy));
-            c.SetGrad(2, biasShape.Length == 1 ? g : e.Reshape(g, e.Int64s(biasShape)));
-            return;
+            // dB' needs one operand transposed with the batch as its rows: dY when B is used transposed
+            // (transB = 1, as PyTorch exports Linear), A otherwise. For a large weight it is given to
+            // the Gemm already transposed (KeptTranspose): Rules README, Known costs.
+            bool kept = LargeWeight(c, c.X(1));
+            if (tb)
+            {
+                if (kept) dyT = KeptTranspose(e, dy);
+                c.SetGrad(1, kept ? gemm(dyT!, c.X(0), false, ta, alpha) : gemm(dy, c.X(0), true, ta, alpha));
+            }
+            else c.SetGrad(1, kept && !ta ? gemm(KeptTranspose(e, c.X(0)), dy, false, false, alpha) : gemm(c.X(0), dy, !ta, false, alpha));
         }
-        if (c.Needs(1)) c.SetGrad(1, tb ? gemm(dy, c.X(0), true, ta, alpha) : gemm(c.X(0), dy, !ta, false, alpha));
         if (biasGrad)
         {
-            string g = beta == 1f ? dy : e.Mul(dy, c.Scalar(beta, dy));
-            c.SetGrad(2, c.Unbroadcast(g, c.X(2)));
+            if (dyT is not null && RowBias(c) is { } biasShape)
+            {
+                // One bias per output column: the rows of the transposed dY, already in memory.
+                string g = e.ReduceSum(dyT, [1], keepDims: false);
+                if (beta != 1f) g = e.Mul(g, c.Scalar(beta, dy));
+                c.SetGrad(2, biasShape.Length == 1 ? g : e.Reshape(g, e.Int64s(biasShape)));
+            }
+            else c.SetGrad(2, c.Unbroadcast(beta == 1f ? dy : e.Mul(dy, c.Scalar(beta, dy)), c.X(2)));
         }
     }
 
-    /// <summary>Weights of at least this many elements (static shape) take the explicit Transpose of dY.</summary>
-    internal const long TransposedDyMinWeight = 1 << 16;
+    /// <summary>
+    /// The transpose of matrix <paramref name="x"/>, built as Unsqueeze → Transpose [0, 2, 1] → Squeeze so
+    /// that ONNX Runtime does not fold it into the consuming Gemm or MatMul as transA (its
+    /// GemmTransposeFusion and MatmulTransposeFusion take only a rank-2 Transpose as their producer).
+    /// MLAS runs a Gemm with its A operand transposed ~12-20% below its rate when K, the batch, is a
+    /// few hundred; the copy costs a few percent of the product. Rules README, Known costs.
+    /// </summary>
+    internal static string KeptTranspose(NodeEmitter e, string x) =>
+        e.Op("Squeeze", [e.Transpose(e.Op("Unsqueeze", [x, e.Int64s(0)]), [0, 2, 1]), e.Int64s(0)]);
 
-    private static bool LargeWeight(GradientContext c) =>
-        c.Info(c.X(1))?.Shape is { Length: 2 } ws && ws.All(d => d > 0) && ws[0] * ws[1] >= TransposedDyMinWeight;
+    /// <summary>
+    /// Weights of at least this many elements (static shape) get their gradient's transposed operand as
+    /// a <see cref="KeptTranspose"/>; below it the copy's fixed cost wins over MLAS's transA penalty.
+    /// </summary>
+    internal const long KeptTransposeMinWeight = 1 << 16;
+
+    private static bool LargeWeight(GradientContext c, string weight) =>
+        c.Info(weight)?.Shape is { Length: 2 } ws && ws.All(d => d > 0) && ws[0] * ws[1] >= KeptTransposeMinWeight;
 
     /// <summary>
     /// C's static shape when it is one bias per output column, broadcast over the rows: [n] or [1, n]

@@ -1,4 +1,6 @@
 using OnnxKfac.Graph.Model;
+using OnnxKfac.Graph.Autodiff;
+using OnnxKfac.Graph.Proto;
 using OnnxKfac.Graph.Tests.Support;
 using static OnnxKfac.Graph.Tests.Support.TestTensor;
 
@@ -45,12 +47,12 @@ public class CoreRulesTests
         var inputs = new Dictionary<string, TestTensor> { ["a"] = a, ["b"] = b };
         var model = TestModels.Graph(17, nodes, inputs, null, ["y0"]);
         foreach (var vi in model.Graph.Input.Concat(model.Graph.Output)) vi.Type.TensorType.Shape.Dim[0].DimParam = "batch";
-        var named = OnnxKfac.Graph.Autodiff.GradientGraph.Build(model, ["y0"], ["a", "b"]);
+        var named = GradientGraph.Build(model, ["y0"], ["a", "b"]);
         Assert.DoesNotContain(named.Graph.Node, n => n.OpType is "NonZero" or "ReduceSum");
         GradCheck.Check(model, inputs, ["a", "b"]);
 
         model.Graph.Input[1].Type.TensorType.Shape.Dim[0].DimParam = "other";
-        var unnamed = OnnxKfac.Graph.Autodiff.GradientGraph.Build(model, ["y0"], ["a", "b"]);
+        var unnamed = GradientGraph.Build(model, ["y0"], ["a", "b"]);
         Assert.Contains(unnamed.Graph.Node, n => n.OpType == "NonZero");
         GradCheck.Check(model, inputs, ["a", "b"]);
     }
@@ -114,8 +116,8 @@ public class CoreRulesTests
     [InlineData(new long[0])]
     public void GemmLargeTransposedWeightWithEveryBiasShape(long[] c)
     {
-        // transB = 1 (PyTorch's Linear) and a 256×256 weight, at the explicit-Transpose bound: a bias per
-        // column ([256], [1, 256]) takes the transposed-dY form, the others the broadcast one.
+        // transB = 1 (PyTorch's Linear) and a 256×256 weight, at the kept-transpose bound: a bias per
+        // column ([256], [1, 256]) is summed from the transposed dY, the others are unbroadcast from dY.
         GradCheck.Op("Gemm", ["a", "b", "c"], new Dictionary<string, TestTensor>
         {
             ["a"] = Random(D, [3, 256], 1), ["b"] = Random(D, [256, 256], 2), ["c"] = Random(D, c, 3),
@@ -123,37 +125,86 @@ public class CoreRulesTests
     }
 
     [Theory]
-    [InlineData(1, 256, new long[] { 256 }, true)]
-    [InlineData(1, 256, new long[] { 1, 256 }, true)]
-    [InlineData(1, 255, new long[] { 256 }, false)]       // weight below CoreRules.TransposedDyMinWeight
-    [InlineData(1, 256, new long[] { 3, 256 }, false)]
-    [InlineData(1, 256, new long[] { 1 }, false)]
-    [InlineData(1, 256, null, false)]
-    [InlineData(0, 256, new long[] { 256 }, false)]
-    public void GemmWeightGradientReadsAnExplicitTransposeOfDyForALargeWeightWithAColumnBias(int transB, long inputs, long[]? c, bool explicitTranspose)
+    [InlineData(1, 0, 256, new long[] { 256 }, true)]
+    [InlineData(1, 0, 256, new long[] { 1, 256 }, true)]
+    [InlineData(1, 0, 256, new long[] { 3, 256 }, true)]
+    [InlineData(1, 0, 256, null, true)]
+    [InlineData(0, 0, 256, new long[] { 256 }, true)]
+    [InlineData(1, 0, 255, new long[] { 256 }, false)]      // weight below CoreRules.KeptTransposeMinWeight
+    [InlineData(0, 1, 256, new long[] { 256 }, false)]      // A used transposed: dB = A·dY has no transposed operand
+    public void GemmWeightGradientTakesItsTransposedOperandAsAKeptTransposeForALargeWeight(int transB, int transA, long inputs, long[]? c, bool kept)
     {
-        // MLAS runs Gemm(dY, A, transA = 1) ~15-25% below its rate at a batch of 256; the rule transposes
-        // dY itself when the bias gradient can read the transposed dY too (which keeps ONNX Runtime
-        // from folding it back) and the weight is large enough to repay the Transpose.
-        Assert.Equal(256L * 256, OnnxKfac.Graph.Autodiff.Rules.CoreRules.TransposedDyMinWeight);
+        Assert.Equal(256L * 256, OnnxKfac.Graph.Autodiff.Rules.CoreRules.KeptTransposeMinWeight);
         var values = new Dictionary<string, TestTensor>
         {
-            ["a"] = Random(D, [3, inputs], 1), ["b"] = Random(D, transB == 1 ? [256, inputs] : [inputs, 256], 2),
+            ["a"] = Random(D, transA == 1 ? [inputs, 3] : [3, inputs], 1), ["b"] = Random(D, transB == 1 ? [256, inputs] : [inputs, 256], 2),
         };
         if (c is not null) values["c"] = Random(D, c, 3);
         string[] names = c is null ? ["a", "b"] : ["a", "b", "c"];
-        var model = TestModels.SingleOp("Gemm", 13, names, values, null, 1, Attributes.Int("transB", transB));
-        var nodes = OnnxKfac.Graph.Autodiff.GradientGraph.Build(model, [model.Graph.Output[0].Name], names[1..]).Graph.Node;
+        var model = TestModels.SingleOp("Gemm", 13, names, values, null, 1, Attributes.Int("transA", transA), Attributes.Int("transB", transB));
+        var nodes = GradientGraph.Build(model, [model.Graph.Output[0].Name], names[1..]).Graph.Node;
         var weightGradient = nodes.Where(n => n.OpType == "Gemm").Skip(1).Single();   // after the forward Gemm
-        Assert.Equal(explicitTranspose, nodes.Any(n => n.OpType == "Transpose"));
-        Assert.Equal(explicitTranspose ? 0 : 1, weightGradient.GetInt("transA", 0));
+        AssertKeptTranspose(nodes, kept);
+        Assert.Equal(kept || transA == 1 ? 0 : 1, weightGradient.GetInt("transA", 0));
+        // A bias per column reads the kept transpose of dY, any other bias dY itself.
+        if (kept && transB == 1 && c is [256] or [1, 256])
+            Assert.Contains(nodes, n => n.OpType == "ReduceSum" && n.Input[0] == weightGradient.Input[0]);
     }
+
+    [Theory]
+    [InlineData(new long[] { 3, 256 }, 256, true)]
+    [InlineData(new long[] { 2, 3, 256 }, 256, false)]   // a sequence: K = batch × length keeps FusedMatMul's transA
+    [InlineData(new long[] { 3, 255 }, 256, false)]
+    [InlineData(new long[] { 2, 3, 255 }, 256, false)]
+    public void MatMulWeightGradientTakesAKeptTransposeOfItsInputForALargeWeight(long[] a, long outputs, bool kept)
+    {
+        var values = new Dictionary<string, TestTensor> { ["a"] = Random(D, a, 1), ["b"] = Random(D, [a[^1], outputs], 2) };
+        var model = TestModels.SingleOp("MatMul", 13, ["a", "b"], values);
+        AssertKeptTranspose(GradientGraph.Build(model, [model.Graph.Output[0].Name], ["b"]).Graph.Node, kept);
+        GradCheck.Op("MatMul", ["a", "b"], values);
+    }
+
+    /// <summary>
+    /// What the kept transpose relies on, in ONNX Runtime 1.31.1 at the toolkit's optimization level
+    /// (ORT_ENABLE_ALL): the weight gradient's Gemm of a large Linear runs without transA after
+    /// optimization, with the Transpose left in the graph; a small one's keeps transA.
+    /// </summary>
+    [Theory]
+    [InlineData(256, true)]
+    [InlineData(16, false)]
+    public void OnnxRuntimeKeepsTheKeptTransposeOutOfTheGemm(long width, bool kept)
+    {
+        var values = new Dictionary<string, TestTensor>
+        {
+            ["a"] = Random(1, [8, width], 1), ["b"] = Random(1, [width, width], 2), ["c"] = Random(1, [width], 3),
+        };
+        var model = TestModels.SingleOp("Gemm", 13, ["a", "b", "c"], values, null, 1, Attributes.Int("transB", 1));
+        var training = GradientGraph.Build(model, [model.Graph.Output[0].Name], ["b", "c"]);
+        string path = Path.Combine(Path.GetTempPath(), $"kept-transpose-{Environment.ProcessId}-{width}.onnx");
+        try
+        {
+            using (var options = new Microsoft.ML.OnnxRuntime.SessionOptions
+                   {
+                       GraphOptimizationLevel = Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = path,
+                   })
+            using (new Microsoft.ML.OnnxRuntime.InferenceSession(Google.Protobuf.MessageExtensions.ToByteArray(training), options)) { }
+            var optimized = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path)).Graph.Node;
+            var backward = optimized.Where(n => n.OpType == "Gemm" && n.Input[1] == "a").ToList();
+            var weightGradient = Assert.Single(backward);
+            Assert.Equal(kept ? 0 : 1, weightGradient.GetInt("transA", 0));
+            Assert.Equal(kept, optimized.Any(n => n.OpType == "Transpose"));
+        }
+        finally { File.Delete(path); }
+    }
+
+    private static void AssertKeptTranspose(IEnumerable<NodeProto> nodes, bool kept) =>
+        Assert.Equal(kept, nodes.Any(n => n.OpType == "Transpose" && n.GetInts("perm") is [0, 2, 1]));
 
     [Fact]
     public void OpWithoutRuleNamesNodeOpAndOpset()
     {
         var model = TestModels.SingleOp("Hardmax", 13, ["x"], new Dictionary<string, TestTensor> { ["x"] = Random(D, [2, 3], 1) });
-        var e = Assert.Throws<UnsupportedOpException>(() => OnnxKfac.Graph.Autodiff.GradientGraph.Build(model, ["y0"], ["x"]));
+        var e = Assert.Throws<UnsupportedOpException>(() => GradientGraph.Build(model, ["y0"], ["x"]));
         Assert.Contains("hardmax0", e.Message);
         Assert.Contains("'Hardmax'", e.Message);
         Assert.Contains("opset 13", e.Message);
