@@ -9,7 +9,7 @@
 #   PARTS=step tools/bench/autoencoder/run.sh         # only the step costs (PARTS=train,step by default)
 #   KEEP=/tmp/ae RUN_SECONDS=150 STEP_REPEAT=2 PARTS=kfac,step tools/bench/autoencoder/run.sh   # after a K-FAC change: its runs and the step costs again (~50 min)
 #   KEEP=/tmp/ae RUN_SECONDS=150 SEEDS=42,43,44 PARTS=seeds tools/bench/autoencoder/run.sh   # the headline's configurations, three batch orders (~35 min)
-#   KEEP=/tmp/ae RUN_SECONDS=150 SEEDS=42,43,44 QUAD_DAMPING=0.05 PARTS=headline tools/bench/autoencoder/run.sh   # K-FAC at λ₀ 0.05 against SGD lr 10, alternating (~18 min)
+#   KEEP=/tmp/ae RUN_SECONDS=150 SEEDS=42,43,44 QUAD_DAMPING=0.05 PARTS=headline tools/bench/autoencoder/run.sh   # K-FAC at λ₀ 0.05 against SGD lr 10 and 3, alternating (~25 min)
 #   KEEP=/tmp/ae RUN_SECONDS=150 SEEDS=42,43,44 PARTS=pair tools/bench/autoencoder/run.sh   # section 3: K-FAC against PyTorch's K-FAC, alternating, three batch orders (~15 min)
 #   KEEP=/tmp/ae tools/bench/autoencoder/run.sh       # keep the raw JSON
 set -euo pipefail
@@ -104,14 +104,15 @@ if [[ ,$PARTS, == *,seeds,* ]]; then
   commands+=("onnx-kfac-ae-bench train ... --seed S (S in $SEEDS: K-FAC quadratic f 1/8 η 0 F-products $QUAD_FRACTION, SGD lr 3 and 10, AdamW 1e-3)")
 fi
 if [[ ,$PARTS, == *,headline,* ]]; then
-  # Section 1's pair side by side: the fast quadratic K-FAC (QUAD_DAMPING, QUAD_FRACTION) and the best SGD
-  # (lr 10), alternating, for each of SEEDS (the machine's speed drifts over tens of minutes).
+  # Section 1's headline side by side: the fast quadratic K-FAC (QUAD_DAMPING, QUAD_FRACTION) and the best
+  # SGD at each target (lr 10 from 230 down, lr 3 above), alternating, for each of SEEDS (the machine's
+  # speed drifts over tens of minutes).
   for s in "${seeds[@]}"; do
     kfac_seed_run "$s"
-    "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer sgd --lr 10 --batch 256 --out "$out/train-sgd-10$(sfx "$s").json"
+    for lr in 10 3; do "${ae[@]}" train "${common[@]}" --seed "$s" --optimizer sgd --lr "$lr" --batch 256 --out "$out/train-sgd-$lr$(sfx "$s").json"; done
   done
   plots
-  commands+=("onnx-kfac-ae-bench train ... --seed S (PARTS=headline, S in $SEEDS: K-FAC quadratic λ₀ ${QUAD_DAMPING:-0.19} f 1/8 η 0 F-products $QUAD_FRACTION, then SGD lr 10)")
+  commands+=("onnx-kfac-ae-bench train ... --seed S (PARTS=headline, S in $SEEDS: K-FAC quadratic λ₀ ${QUAD_DAMPING:-0.19} f 1/8 η 0 F-products $QUAD_FRACTION, then SGD lr 10 and 3)")
 fi
 if [[ ,$PARTS, == *,pair,* ]]; then
   # Section 3's K-FAC pair for each of SEEDS, OnnxKfac and PyTorch alternating.
