@@ -103,31 +103,19 @@ internal static class CoreRules
             e.Op("Gemm", [x, y], Attributes.Int("transA", tx ? 1 : 0), Attributes.Int("transB", ty ? 1 : 0), Attributes.Float("alpha", scale));
         // dA' = alpha dY B'ᵀ ; dB' = alpha A'ᵀ dY
         if (c.Needs(0)) c.SetGrad(0, ta ? gemm(c.X(1), dy, tb, true, alpha) : gemm(dy, c.X(1), false, !tb, alpha));
-        bool biasGrad = c.HasInput(2) && c.Needs(2);
-        string? dyT = null;
         if (c.Needs(1))
         {
             // dB' needs one operand transposed with the batch as its rows: dY when B is used transposed
             // (transB = 1, as PyTorch exports Linear), A otherwise. For a large weight it is given to
             // the Gemm already transposed (KeptTranspose): Rules README, Known costs.
             bool kept = LargeWeight(c, c.X(1));
-            if (tb)
-            {
-                if (kept) dyT = KeptTranspose(e, dy);
-                c.SetGrad(1, kept ? gemm(dyT!, c.X(0), false, ta, alpha) : gemm(dy, c.X(0), true, ta, alpha));
-            }
+            if (tb) c.SetGrad(1, kept ? gemm(KeptTranspose(e, dy), c.X(0), false, ta, alpha) : gemm(dy, c.X(0), true, ta, alpha));
             else c.SetGrad(1, kept && !ta ? gemm(KeptTranspose(e, c.X(0)), dy, false, false, alpha) : gemm(c.X(0), dy, !ta, false, alpha));
         }
-        if (biasGrad)
+        if (c.HasInput(2) && c.Needs(2))
         {
-            if (dyT is not null && RowBias(c) is { } biasShape)
-            {
-                // One bias per output column: the rows of the transposed dY, already in memory.
-                string g = e.ReduceSum(dyT, [1], keepDims: false);
-                if (beta != 1f) g = e.Mul(g, c.Scalar(beta, dy));
-                c.SetGrad(2, biasShape.Length == 1 ? g : e.Reshape(g, e.Int64s(biasShape)));
-            }
-            else c.SetGrad(2, c.Unbroadcast(beta == 1f ? dy : e.Mul(dy, c.Scalar(beta, dy)), c.X(2)));
+            string g = beta == 1f ? dy : e.Mul(dy, c.Scalar(beta, dy));
+            c.SetGrad(2, c.Unbroadcast(g, c.X(2)));
         }
     }
 
@@ -149,19 +137,4 @@ internal static class CoreRules
 
     private static bool LargeWeight(GradientContext c, string weight) =>
         c.Info(weight)?.Shape is { Length: 2 } ws && ws.All(d => d > 0) && ws[0] * ws[1] >= KeptTransposeMinWeight;
-
-    /// <summary>
-    /// C's static shape when it is one bias per output column, broadcast over the rows: [n] or [1, n]
-    /// with n Y's known column count; null otherwise (a scalar, a [m, n] or [m, 1] C, unknown shapes).
-    /// </summary>
-    private static long[]? RowBias(GradientContext c)
-    {
-        if (c.Info(c.X(2))?.Shape is not { } cs || c.Info(c.Y())?.Shape is not { Length: 2 } ys || ys[1] <= 1) return null;
-        return cs switch
-        {
-            [var n] when n == ys[1] => cs,
-            [1, var n] when n == ys[1] => cs,
-            _ => null,
-        };
-    }
 }
